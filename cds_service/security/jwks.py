@@ -44,6 +44,7 @@ ALG_KEY_TYPES: dict[str, tuple[str, str | None]] = {
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth")
 
 MAX_JWKS_BYTES = 256 * 1024
+MIN_RSA_BITS = 2048  # NIST SP 800-131A; PyJWT warns below this too
 
 KeyIndex = dict[str, list[dict[str, Any]]]
 
@@ -96,9 +97,14 @@ def verification_key(jwk: dict[str, Any], alg: str) -> jwt.PyJWK:
     if any(member in jwk for member in _PRIVATE_MEMBERS):
         raise AuthError("bad-key")
     try:
-        return jwt.PyJWK(jwk, algorithm=alg)
+        key = jwt.PyJWK(jwk, algorithm=alg)
     except (jwt.PyJWTError, ValueError, TypeError):
         raise AuthError("bad-key") from None
+    # Checked here as well as by PyJWT (enforce_minimum_key_length), whose option only exists in
+    # recent releases.
+    if kty == "RSA" and getattr(key.key, "key_size", 0) < MIN_RSA_BITS:
+        raise AuthError("bad-key")
+    return key
 
 
 @dataclass
