@@ -121,7 +121,9 @@ class SqliteReplayCache:
             inserted = cur.rowcount == 1
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may already have rolled back (e.g. SQLITE_FULL); don't mask the real error.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         return inserted
 

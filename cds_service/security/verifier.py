@@ -87,9 +87,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _numeric(payload: dict[str, Any], claim: str) -> float:
     value = payload[claim]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise AuthError(f"malformed-claim:{claim}")
-    return float(value)
+    try:
+        number = float(value)  # OverflowError for ints beyond float range
+    except OverflowError:
+        raise AuthError(f"malformed-claim:{claim}") from None
+    if not math.isfinite(number):  # json.loads accepts NaN and Infinity
+        raise AuthError(f"malformed-claim:{claim}")
+    return number
 
 
 def _load_jwks_file(path: str) -> KeyIndex:

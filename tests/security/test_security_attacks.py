@@ -299,6 +299,18 @@ def test_malformed_claim(verifier, es384, sign, assert_rejected, claim, value):
     assert_rejected(verifier, f"Bearer {token}", f"malformed-claim:{claim}")
 
 
+@pytest.mark.parametrize("raw", [b"1" + b"0" * 400, b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_or_huge_exp(verifier, es384, assert_rejected, raw):
+    c = _claims()
+    body = (
+        f'{{"iss":"{ISS}","aud":"{AUD}","iat":{c["iat"]},"jti":"{c["jti"]}","exp":'.encode()
+        + raw
+        + b"}"
+    )
+    token = _raw_sign(es384, {"kid": es384.kid}, body)
+    assert_rejected(verifier, f"Bearer {token}", "malformed-claim:exp")
+
+
 def test_non_string_iss(verifier, es384, assert_rejected):
     token = _raw_sign(es384, {"kid": es384.kid, "typ": "JWT"}, _claims(iss=42))
     assert_rejected(verifier, f"Bearer {token}", "malformed-claim:iss")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import requests
@@ -87,6 +88,26 @@ def test_allowlisted_jku_fetched_once_and_cached(rsps, es384, make_verifier, sig
     call = rsps.calls[0]
     assert call.request.url == JKU
     assert call.request.req_kwargs["timeout"] == 2.5
+
+
+def test_concurrent_first_requests_share_one_fetch(rsps, es384, make_verifier, sign):
+    rsps.get(JKU, json=es384.jwks())
+    verifier = make_verifier([TrustedIssuer(iss=ISS, jku_allowlist=(JKU,))])
+    tokens = [sign(es384, jku=JKU) for _ in range(12)]
+    barrier = threading.Barrier(len(tokens))
+    results: list[str] = []
+
+    def worker(token: str) -> None:
+        barrier.wait()
+        results.append(verifier.verify(_bearer(token), AUD)["iss"])
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [ISS] * len(tokens)
+    assert len(rsps.calls) == 1
 
 
 def test_unknown_kid_refreshes_once_then_rate_limited(
