@@ -1,0 +1,73 @@
+"""Read a JSON request body defensively: size, syntax, duplicate keys, nesting depth.
+
+Flask's own ``get_json`` is lenient (it accepts duplicate keys, last one wins) and lets very deep
+nesting reach Python's recursion limit. A CDS service reads patient data from strangers' EHRs,
+so anything ambiguous is refused with a clear 400 before any code looks at it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Request
+
+from cds_service.api.errors import ApiError
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """True if nesting stays within ``limit`` levels (iterative: no recursion on hostile input)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return True
+
+
+def read_json_object(request: Request, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
+    """The body as a JSON object, or an ApiError (400, 413 or 415) saying what is wrong."""
+    mimetype = request.mimetype or ""
+    if mimetype not in ("application/json", "application/fhir+json") and not mimetype.endswith(
+        "+json"
+    ):
+        raise ApiError(
+            415,
+            "The request body must be JSON (Content-Type: application/json).",
+            code="not-supported",
+        )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
+    raw = request.get_data(cache=False)
+    if len(raw) > max_bytes:
+        raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
+    try:
+        body = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as dup:
+        raise ApiError(400, f"The JSON body repeats the key {str(dup)[:64]!r}.") from None
+    except RecursionError:
+        raise ApiError(400, f"The JSON body is nested deeper than {max_depth} levels.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"The request body is not valid JSON: {str(exc)[:200]}") from None
+    if not _depth(body, max_depth):
+        raise ApiError(400, f"The JSON body is nested deeper than {max_depth} levels.")
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return body

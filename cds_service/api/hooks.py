@@ -1,0 +1,125 @@
+"""The CDS Hooks endpoints: discovery, service calls and feedback.
+
+The views are thin: read and validate the body, hand the request to the pipeline, turn its
+exceptions into OperationOutcome responses, log counts and timings (never patient data).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import ValidationError
+
+from cds_service.api.body import read_json_object
+from cds_service.api.errors import ApiError
+from cds_service.api.models import FeedbackRequest, HookRequest
+from cds_service.api.services import SERVICES, ServiceDefinition
+from cds_service.fhir.prefetch import DataUnavailable, PrefetchInvalid
+from cds_service.logs import hook_instance_var, service_id_var
+from cds_service.pipeline import ContextInvalid
+
+logger = logging.getLogger("cds_service.api")
+
+bp = Blueprint("cds_hooks", __name__)
+
+
+def _validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
+    messages, expressions = [], []
+    for err in exc.errors(include_url=False):
+        where = prefix + ".".join(str(p) for p in err["loc"])
+        messages.append(f"{where}: {err['msg']}" if where else err["msg"])
+        expressions.append(where or None)
+    return ApiError(400, messages, code="invalid", expressions=expressions)
+
+
+def _service(service_id: str) -> ServiceDefinition:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise ApiError(404, f"No CDS service with id {service_id[:80]!r}.", code="not-found")
+    return service
+
+
+def _body() -> dict[str, Any]:
+    settings = current_app.extensions["cds"].settings
+    return read_json_object(
+        request, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+    )
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    return jsonify({"services": [s.discovery() for s in SERVICES.values()]})
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    started = time.perf_counter()
+    service = _service(service_id)
+    service_id_var.set(service.id)
+    body = _body()
+    try:
+        hook_request = HookRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    hook_instance_var.set(hook_request.hookInstance)
+    if hook_request.hook != service.hook:
+        raise ApiError(
+            400,
+            f"This service answers the {service.hook!r} hook, not {hook_request.hook[:40]!r}.",
+            expressions=["hook"],
+        )
+    cds = current_app.extensions["cds"]
+    try:
+        result = cds.pipeline.run(service, hook_request)
+    except ContextInvalid as exc:
+        raise ApiError(
+            400, [f"{w}: {m}" for w, m in exc.errors], expressions=[w for w, _ in exc.errors]
+        ) from None
+    except PrefetchInvalid as exc:
+        raise ApiError(400, str(exc), expressions=[f"prefetch.{exc.key}"]) from None
+    except DataUnavailable as exc:
+        logger.warning("data unavailable", extra={"status": 412, "reason": sorted(exc.problems)})
+        raise ApiError(
+            412,
+            [f"{key}: {why}" for key, why in exc.problems.items()],
+            code="incomplete",
+        ) from None
+    cards = result.evaluation.cards
+    cds.store.record_served(
+        service.id, hook_request.hook, [(c.uuid, c.rule_id or "") for c in cards]
+    )
+    logger.info(
+        "hook answered",
+        extra={
+            "hook": hook_request.hook,
+            "status": 200,
+            "cards": len(cards),
+            "rules": [c.rule_id for c in cards],
+            "failed_rules": list(result.evaluation.failed_rules),
+            "resources": result.resources,
+            "skipped_invalid": result.skipped_invalid,
+            "skipped_other_patient": result.skipped_other_patient,
+            "prefetch_keys": list(result.prefetch_keys),
+            "fetched_keys": list(result.fetched_keys),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    return jsonify({"cards": [card.to_json() for card in cards]})
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    service = _service(service_id)
+    service_id_var.set(service.id)
+    body = _body()
+    try:
+        parsed = FeedbackRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    entries = [e.model_dump(mode="json", exclude_none=True) for e in parsed.feedback]
+    added = current_app.extensions["cds"].store.add_feedback(service.id, entries)
+    logger.info("feedback stored", extra={"entries": len(entries), "new_entries": added})
+    return jsonify({})

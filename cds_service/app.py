@@ -1,0 +1,137 @@
+"""The application factory: settings in, a ready Flask app out.
+
+Everything with state (knowledge, FHIR client, database, JWT verifier) is created here once per
+process and hung on ``app.extensions["cds"]``; nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, Response, current_app, request
+
+from cds_service.api.errors import ApiError, register_error_handlers
+from cds_service.api.health import bp as health_bp
+from cds_service.api.hooks import bp as hooks_bp
+from cds_service.fhir.client import FetchLimits, FhirClient
+from cds_service.knowledge import Knowledge, load_knowledge
+from cds_service.pipeline import HookPipeline
+from cds_service.security import (
+    AuthError,
+    JwtVerifier,
+    SqliteReplayCache,
+    issuers_from_env,
+    load_trusted_issuers,
+    sandbox_issuer,
+)
+from cds_service.settings import Settings, SettingsError
+from cds_service.storage.feedback import FeedbackStore
+
+logger = logging.getLogger("cds_service.auth")
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    knowledge: Knowledge
+    pipeline: HookPipeline
+    store: FeedbackStore
+    verifier: JwtVerifier | None
+
+
+def build_verifier(settings: Settings) -> JwtVerifier | None:
+    """The JWT verifier for ``CDS_AUTH=required``; None when authentication is off."""
+    if settings.auth == "off":
+        return None
+    issuers = []
+    if settings.trusted_issuers_file:
+        issuers += load_trusted_issuers(settings.trusted_issuers_file)
+    if settings.trusted_issuers_json:
+        issuers += issuers_from_env(settings.trusted_issuers_json)
+    if settings.profile == "development":
+        issuers.append(sandbox_issuer())
+        logger.warning(
+            "DEVELOPMENT PROFILE: trusting the public CDS Hooks sandbox issuer, whose private "
+            "key is published. Never use this profile in production."
+        )
+    if not issuers:
+        raise SettingsError(
+            "CDS_AUTH=required needs trusted issuers (CDS_TRUSTED_ISSUERS_FILE or "
+            "CDS_TRUSTED_ISSUERS), or CDS_AUTH=off"
+        )
+    if not settings.public_base_urls:
+        raise SettingsError("CDS_AUTH=required needs CDS_PUBLIC_BASE_URL (the JWT audience)")
+    return JwtVerifier(
+        issuers, replay_cache=SqliteReplayCache(str(settings.database_path))
+    )
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    knowledge = load_knowledge()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    client = FhirClient(
+        limits=FetchLimits(
+            timeout_s=settings.fhir_timeout_s,
+            deadline_s=settings.fhir_deadline_s,
+            max_pages=settings.fhir_max_pages,
+        )
+    )
+    app.extensions["cds"] = ServiceState(
+        settings=settings,
+        knowledge=knowledge,
+        pipeline=HookPipeline(settings, knowledge, client),
+        store=FeedbackStore(settings.database_path),
+        verifier=build_verifier(settings),
+    )
+    register_error_handlers(app)
+    app.register_blueprint(hooks_bp)
+    app.register_blueprint(health_bp)
+    app.before_request(_authenticate)
+    app.after_request(_cors)
+    return app
+
+
+def _authenticate() -> None:
+    """Check the EHR's JWT on every CDS Hooks call (never on CORS preflight or health checks)."""
+    if request.method == "OPTIONS" or not request.path.startswith("/cds-services"):
+        return
+    state: ServiceState = current_app.extensions["cds"]
+    if state.verifier is None:
+        return
+    header = request.headers.get("Authorization")
+    reason = "no-audience"
+    for base in state.settings.public_base_urls:
+        try:
+            claims = state.verifier.verify(header, base + request.path)
+        except AuthError as error:
+            reason = error.reason
+            if reason == "wrong-audience":
+                continue
+            break
+        logger.debug("authenticated", extra={"iss": claims.get("iss")})
+        return
+    logger.warning("authentication failed", extra={"reason": reason, "path": request.path})
+    raise ApiError(
+        401,
+        "Authentication required.",
+        code="login",
+        headers={"WWW-Authenticate": 'Bearer realm="cds-services"'},
+    )
+
+
+def _cors(response: Response) -> Response:
+    """CORS for browser clients such as the CDS Hooks sandbox (preflight needs no JWT)."""
+    origins = current_app.extensions["cds"].settings.cors_origins
+    origin = request.headers.get("Origin")
+    if "*" in origins:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin and origin in origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+    response.headers["Access-Control-Max-Age"] = "600"
+    return response

@@ -1,0 +1,89 @@
+"""The five assessments the guidance says are often missed, and the record that satisfies each.
+
+Implements rules.md "Assessments": each value is a short description of the evidence found
+(for review and tests), or None when the assessment has no record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any
+
+from cds_service.facts.beighton import effective_date
+from cds_service.facts.fhirpath import codings
+from cds_service.facts.model import AssessmentId, BeightonFact, ConditionFact, ServiceOrder
+from cds_service.knowledge import Knowledge
+
+NOT_A_RESULT = frozenset({"entered-in-error", "cancelled", "registered"})
+
+
+def _observations_with(
+    knowledge: Knowledge, observations: Iterable[Any], concept: str
+) -> list[tuple[date | None, Any]]:
+    return [
+        (effective_date(obs), obs)
+        for obs in observations
+        if obs.status not in NOT_A_RESULT and knowledge.matches(concept, codings(obs.code))
+    ]
+
+
+def find_assessments(
+    knowledge: Knowledge,
+    *,
+    today: date,
+    psych_lookback_days: int,
+    observations: list[Any],
+    conditions: list[ConditionFact],
+    services: Iterable[ServiceOrder],
+    any_beighton: BeightonFact | None,
+) -> dict[AssessmentId, str | None]:
+    services = [s for s in services if s.on_record]
+    found: dict[AssessmentId, str | None] = {}
+
+    found["hypermobility"] = any_beighton.evidence() if any_beighton else None
+
+    since = today - timedelta(days=psych_lookback_days)
+    screens = [
+        (when, obs)
+        for when, obs in _observations_with(knowledge, observations, "psych-screen")
+        if when is not None and when >= since
+    ]
+    mood = [c for c in conditions if c.active and "depression-or-anxiety" in c.concepts]
+    if screens:
+        when, _ = max(screens, key=lambda item: item[0])
+        found["psychological-distress"] = f"screening questionnaire on {when.isoformat()}"
+    elif mood:
+        found["psychological-distress"] = mood[0].evidence()
+    else:
+        found["psychological-distress"] = None
+
+    lying = _observations_with(knowledge, observations, "heart-rate-lying-or-sitting")
+    standing = _observations_with(knowledge, observations, "heart-rate-standing")
+    tilt = [s for s in services if "tilt-table-test" in s.concepts] + [
+        obs for _, obs in _observations_with(knowledge, observations, "tilt-table-test")
+    ]
+    pots = [c for c in conditions if "pots" in c.concepts]
+    if lying and standing:
+        found["autonomic"] = "orthostatic heart rates recorded"
+    elif tilt:
+        found["autonomic"] = "tilt table test on record"
+    elif pots:
+        found["autonomic"] = pots[0].evidence()
+    else:
+        found["autonomic"] = None
+
+    pelvic_dx = [c for c in conditions if "pelvic-floor-diagnosis" in c.concepts]
+    pelvic_work = [s for s in services if "pelvic-floor-workup" in s.concepts] + [
+        obs for _, obs in _observations_with(knowledge, observations, "pelvic-floor-workup")
+    ]
+    if pelvic_dx:
+        found["pelvic-floor"] = pelvic_dx[0].evidence()
+    elif pelvic_work:
+        found["pelvic-floor"] = "pelvic floor work-up on record"
+    else:
+        found["pelvic-floor"] = None
+
+    mast = [c for c in conditions if "mast-cell-activation" in c.concepts]
+    found["mast-cell"] = mast[0].evidence() if mast else None
+    return found

@@ -1,0 +1,93 @@
+"""Beighton score: find it, validate it, pick the most recent, apply the threshold.
+
+No LOINC or SNOMED CT code exists for the score, so EHRs file it under local flowsheet codes.
+rules.md therefore recognises it by the project's own code *or* by the word "Beighton" in the
+code's text or displays. Only final/amended/corrected integers 0..9 count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from cds_service.facts.fhirpath import codings, first_date, texts
+from cds_service.facts.model import BeightonFact
+from cds_service.guidance.settings import GuidanceSettings
+from cds_service.knowledge import Knowledge
+
+COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
+
+
+def is_beighton(observation: Any, knowledge: Knowledge) -> bool:
+    if knowledge.matches("beighton-score", codings(observation.code)):
+        return True
+    return any(knowledge.text_matches("beighton-score", t) for t in texts(observation.code))
+
+
+def score_value(observation: Any) -> int | None:
+    """The integer score 0..9, or None when the value is missing or not a valid score."""
+    if observation.valueInteger is not None:
+        value: Any = observation.valueInteger
+    elif observation.valueQuantity is not None and observation.valueQuantity.value is not None:
+        value = observation.valueQuantity.value
+    else:
+        return None
+    if isinstance(value, Decimal | float):
+        if value != int(value):
+            return None
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        return None
+    return value
+
+
+def effective_date(observation: Any) -> date | None:
+    period = observation.effectivePeriod
+    return first_date(
+        observation.effectiveDateTime,
+        observation.effectiveInstant,
+        period.start if period else None,
+        observation.issued,
+    )
+
+
+def valid_scores(
+    observations: Iterable[Any], knowledge: Knowledge
+) -> list[tuple[int, date | None, Any]]:
+    """Every counted Beighton score as (score, date, observation)."""
+    scores = []
+    for obs in observations:
+        if obs.status not in COUNTED_STATUSES or not is_beighton(obs, knowledge):
+            continue
+        value = score_value(obs)
+        if value is not None:
+            scores.append((value, effective_date(obs), obs))
+    return scores
+
+
+def threshold_for(age: int | None, settings: GuidanceSettings) -> tuple[int, str]:
+    """The threshold and a sentence saying where it comes from, for the card."""
+    fixed = settings.beighton_fixed_threshold
+    if settings.beighton_threshold_mode == "fixed":
+        return fixed, f"threshold {fixed}/9 (the source guidance's cut-off)"
+    if age is None:
+        return fixed, f"threshold {fixed}/9 (age unknown, so the age bands could not be used)"
+    for min_age, threshold in settings.beighton_age_bands:
+        if age >= min_age:
+            return threshold, f"threshold {threshold}/9 (2017 criteria age band for age {age})"
+    return fixed, f"threshold {fixed}/9"
+
+
+def most_recent_beighton(
+    observations: Iterable[Any], knowledge: Knowledge, age: int | None, settings: GuidanceSettings
+) -> BeightonFact | None:
+    scores = valid_scores(observations, knowledge)
+    if not scores:
+        return None
+    score, on, obs = max(scores, key=lambda item: item[1] or date.min)
+    threshold, basis = threshold_for(age, settings)
+    return BeightonFact(
+        score=score, on=on, observation_id=obs.id, threshold=threshold, threshold_basis=basis
+    )

@@ -1,0 +1,96 @@
+"""Conditions: which are active, which are hypermobility, which are chronic back or hip pain.
+
+Implements the rules.md definitions "Active condition", "Hypermobility diagnosis" and "Chronic
+back or hip pain" (the 12-week threshold is ``GuidanceSettings.chronic_pain_days``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+from cds_service.facts.fhirpath import code_list, codings, first_date, label, status_code
+from cds_service.facts.model import ConditionFact, PainFact
+from cds_service.knowledge import Knowledge
+
+ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+NOT_REAL = frozenset({"refuted", "entered-in-error"})
+
+
+def is_recorded(condition: Any) -> bool:
+    """Not refuted and not entered in error: the condition is on the record at all."""
+    return status_code(condition.verificationStatus) not in NOT_REAL
+
+
+def is_active(condition: Any) -> bool:
+    """rules.md "Active condition": clinical status active/recurrence/relapse or absent."""
+    clinical = status_code(condition.clinicalStatus)
+    return is_recorded(condition) and (clinical is None or clinical in ACTIVE_CLINICAL)
+
+
+def condition_fact(condition: Any, knowledge: Knowledge) -> ConditionFact:
+    concepts: set[str] = set()
+    for system, code in codings(condition.code):
+        concepts |= knowledge.concepts_of(system, code)
+    onset = first_date(
+        condition.onsetDateTime,
+        condition.onsetPeriod.start if condition.onsetPeriod else None,
+    )
+    return ConditionFact(
+        id=condition.id,
+        name=label(condition.code, "unnamed condition"),
+        codes=code_list(condition.code),
+        concepts=frozenset(concepts),
+        active=is_active(condition),
+        onset=onset,
+        recorded=first_date(condition.recordedDate),
+    )
+
+
+def recorded_facts(conditions: Iterable[Any], knowledge: Knowledge) -> list[ConditionFact]:
+    """Facts for every condition that is not refuted or entered in error."""
+    return [condition_fact(c, knowledge) for c in conditions if is_recorded(c)]
+
+
+def chronic_pain(
+    facts: list[ConditionFact], today: date, chronic_days: int
+) -> tuple[PainFact, ...]:
+    """Active back/hip pain conditions that meet the chronic definition, each with its reason."""
+    marker = next(
+        (f for f in facts if f.active and "chronic-pain-unlocated" in f.concepts), None
+    )
+    found: list[PainFact] = []
+    for fact in facts:
+        if not fact.active:
+            continue
+        sites = [s for s in ("back", "hip") if f"{s}-pain" in fact.concepts]
+        if not sites:
+            continue
+        reason = _chronic_because(fact, today, chronic_days, marker)
+        if reason:
+            found.append(PainFact(condition=fact, site=sites[0], chronic_because=reason))
+            if len(sites) > 1:
+                found.append(PainFact(condition=fact, site=sites[1], chronic_because=reason))
+    return tuple(found)
+
+
+def _chronic_because(
+    fact: ConditionFact, today: date, chronic_days: int, marker: ConditionFact | None
+) -> str | None:
+    weeks = chronic_days // 7
+    if "pain-coded-chronic" in fact.concepts:
+        return "coded as chronic"
+    if marker is not None:
+        return f"recorded beside {marker.evidence()}"
+    if fact.onset is not None:
+        age_days = (today - fact.onset).days
+        if age_days >= chronic_days:
+            return f"onset {fact.onset.isoformat()}, at least {weeks} weeks ago"
+        return None
+    if fact.recorded is not None:
+        age_days = (today - fact.recorded).days
+        if age_days >= chronic_days:
+            return f"recorded {fact.recorded.isoformat()}, at least {weeks} weeks ago"
+        return None
+    return "no onset or recorded date, so counted as chronic"

@@ -1,0 +1,93 @@
+"""Small, forgiving readers for the parts of FHIR models the rules look at.
+
+Real EHR data is uneven: partial dates ("2025-03"), text-only codes, displays without codes.
+These helpers turn fhir.resources models into the plain values the facts need, so the clinical
+code never has to guard against ``None`` chains itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from typing import Any
+
+
+def codings(concept: Any) -> list[tuple[str | None, str | None]]:
+    """(system, code) pairs of a CodeableConcept (or of several)."""
+    if concept is None:
+        return []
+    if isinstance(concept, list | tuple):
+        return [pair for item in concept for pair in codings(item)]
+    return [(c.system, c.code) for c in (concept.coding or [])]
+
+
+def texts(concept: Any) -> list[str]:
+    """Every human-readable string of a CodeableConcept: its text, then each coding display."""
+    if concept is None:
+        return []
+    if isinstance(concept, list | tuple):
+        return [t for item in concept for t in texts(item)]
+    found = [concept.text] if concept.text else []
+    found.extend(c.display for c in (concept.coding or []) if c.display)
+    return found
+
+
+def label(concept: Any, fallback: str = "unnamed") -> str:
+    """The best single name for a CodeableConcept, for card text."""
+    if concept is None:
+        return fallback
+    if concept.text:
+        return concept.text
+    for coding in concept.coding or []:
+        if coding.display:
+            return coding.display
+    for coding in concept.coding or []:
+        if coding.code:
+            return coding.code
+    return fallback
+
+
+def code_list(concept: Any) -> str:
+    """"M35.7, 278860009" style list of the codes carried, for evidence lines."""
+    return ", ".join(code for _, code in codings(concept) if code)
+
+
+def to_date(value: Any) -> date | None:
+    """A date from a FHIR date/dateTime/instant, taking the start of a partial date."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        parts = value[:10].split("-")
+        try:
+            year = int(parts[0])
+            month = int(parts[1]) if len(parts) > 1 else 1
+            day = int(parts[2]) if len(parts) > 2 else 1
+            return date(year, month, day)
+        except (ValueError, IndexError):
+            return None
+    return None
+
+
+def first_date(*values: Any) -> date | None:
+    for value in values:
+        found = to_date(value)
+        if found is not None:
+            return found
+    return None
+
+
+def status_code(concept: Any) -> str | None:
+    """The code of a status CodeableConcept (Condition.clinicalStatus etc.)."""
+    for _, code in codings(concept):
+        if code:
+            return code
+    return None
+
+
+def flatten(groups: Iterable[Iterable[Any]]) -> Iterator[Any]:
+    for group in groups:
+        yield from group

@@ -1,0 +1,131 @@
+"""Service orders, procedures and reports, classified by the concepts the rules ask about.
+
+Implements rules.md "Rehabilitation order", "Multidisciplinary programme order", "Planned hours",
+"Radiograph" (with the normal/negative/equivocal reading of a report), "Hip MRI" and
+"Passive-modality order". Concepts that are recognised by words as well as codes (lumbar support,
+interferential therapy, multidisciplinary) are looked up in the text too.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from cds_service.facts.fhirpath import codings, first_date, label, texts
+from cds_service.facts.model import ServiceOrder
+from cds_service.knowledge import Knowledge
+
+TEXT_CONCEPTS = (
+    "multidisciplinary-programme",
+    "lumbar-orthosis",
+    "low-level-laser",
+    "interferential-therapy",
+)
+FINAL_REPORT = frozenset({"final", "amended", "corrected"})
+HOURS_PER_UNIT = {"h": 1.0, "hour": 1.0, "hours": 1.0, "min": 1 / 60, "minutes": 1 / 60}
+
+
+def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> frozenset[str]:
+    found: set[str] = set()
+    for system, code in codings(concept):
+        found |= knowledge.concepts_of(system, code)
+    words = texts(concept) + extra_text
+    for name in TEXT_CONCEPTS:
+        if any(knowledge.text_matches(name, text) for text in words):
+            found.add(name)
+    if "multidisciplinary-programme" in found:
+        found.add("rehabilitation-order")
+    if "mri-lower-extremity-joint-cpt" in found and any(
+        knowledge.text_matches("hip-site", text) for text in words
+    ):
+        found.add("mri-hip")
+    if found & {"lumbar-orthosis", "low-level-laser", "interferential-therapy"}:
+        found.add("passive-modality")
+    return frozenset(found)
+
+
+def planned_hours(request: Any) -> float | None:
+    """Planned total hours: quantity in hours, else timing count x duration (h or min)."""
+    quantity = request.quantityQuantity
+    if quantity is not None and quantity.value is not None:
+        unit = (quantity.code or quantity.unit or "").lower()
+        if unit in HOURS_PER_UNIT:
+            return float(quantity.value) * HOURS_PER_UNIT[unit]
+    timing = request.occurrenceTiming
+    repeat = timing.repeat if timing else None
+    if repeat and repeat.count and repeat.duration is not None and repeat.durationUnit:
+        factor = HOURS_PER_UNIT.get(repeat.durationUnit)
+        if factor is not None:
+            return float(repeat.count) * float(Decimal(repeat.duration)) * factor
+    return None
+
+
+def service_request(
+    request: Any, knowledge: Knowledge, *, draft: bool = False, selected: bool = False
+) -> ServiceOrder:
+    body_sites = texts(request.bodySite or [])
+    period = request.occurrencePeriod
+    return ServiceOrder(
+        resource_type="ServiceRequest",
+        id=request.id,
+        name=label(request.code, "unnamed service request"),
+        status=request.status,
+        on=first_date(
+            request.authoredOn, request.occurrenceDateTime, period.start if period else None
+        ),
+        concepts=_concepts(knowledge, request.code, body_sites),
+        draft=draft,
+        selected=selected,
+        planned_hours=planned_hours(request),
+    )
+
+
+def device_request(
+    request: Any, knowledge: Knowledge, *, draft: bool = False, selected: bool = False
+) -> ServiceOrder:
+    return ServiceOrder(
+        resource_type="DeviceRequest",
+        id=request.id,
+        name=label(request.codeCodeableConcept, "unnamed device request"),
+        status=request.status,
+        on=first_date(request.authoredOn, request.occurrenceDateTime),
+        concepts=_concepts(knowledge, request.codeCodeableConcept, []),
+        draft=draft,
+        selected=selected,
+    )
+
+
+def procedure(proc: Any, knowledge: Knowledge) -> ServiceOrder:
+    period = proc.performedPeriod
+    return ServiceOrder(
+        resource_type="Procedure",
+        id=proc.id,
+        name=label(proc.code, "unnamed procedure"),
+        status=proc.status,
+        on=first_date(proc.performedDateTime, period.start if period else None),
+        concepts=_concepts(knowledge, proc.code, texts(proc.bodySite or [])),
+    )
+
+
+def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
+    conclusion_texts = ([report.conclusion] if report.conclusion else []) + texts(
+        report.conclusionCode or []
+    )
+    period = report.effectivePeriod
+    return ServiceOrder(
+        resource_type="DiagnosticReport",
+        id=report.id,
+        name=label(report.code, "unnamed report"),
+        status=report.status,
+        on=first_date(report.effectiveDateTime, period.start if period else None, report.issued),
+        concepts=_concepts(knowledge, report.code, []),
+        normal_result=report.status in FINAL_REPORT and _reads_normal(knowledge, conclusion_texts),
+        conclusion=report.conclusion,
+    )
+
+
+def _reads_normal(knowledge: Knowledge, conclusions: list[str]) -> bool:
+    """Normal/negative/equivocal words present and no abnormal word anywhere (in doubt: not)."""
+    if any(knowledge.text_matches("report-abnormal-wording", text) for text in conclusions):
+        return False
+    return any(knowledge.text_matches("report-normal-wording", text) for text in conclusions)

@@ -1,0 +1,148 @@
+"""Gather the patient's data: prefetch first, then the EHR's FHIR server for what is missing.
+
+Per key, with CDS Hooks 2.0 semantics:
+
+- key absent, or an OperationOutcome (the client hit an error): fetch it from ``fhirServer``;
+- ``null``: the client looked and found nothing, so there is no data and nothing to fetch;
+- a searchset Bundle with a ``next`` link (the client paginated): follow it on ``fhirServer``;
+- a Bundle or a single resource: use it.
+
+What cannot be had either way makes the call fail with 412 (the standard's answer), naming the
+keys and why, so the EHR's integrators can see what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds_service.fhir.client import FetchError, FhirClient
+from cds_service.fhir.server_policy import FhirServerRefused, check_fhir_server
+
+TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
+
+
+class PrefetchInvalid(ValueError):
+    """The client sent a prefetch value that is not FHIR JSON (a 400: the client's bug)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class DataUnavailable(Exception):
+    """Required data could be had neither from prefetch nor from the FHIR server (412)."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
+
+
+@dataclass
+class GatheredData:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    from_prefetch: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+
+
+def render(template: str, context: Mapping[str, Any]) -> str | None:
+    """Fill ``{{context.x}}`` tokens; None if a token has no primitive value in the context."""
+    missing = False
+
+    def substitute(match: re.Match[str]) -> str:
+        nonlocal missing
+        value = context.get(match.group(1))
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            missing = True
+            return ""
+        return str(value)
+
+    rendered = TOKEN.sub(substitute, template)
+    return None if missing else rendered
+
+
+def _next_link(bundle: Mapping[str, Any]) -> str | None:
+    for link in bundle.get("link") or ():
+        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+            return link["url"]
+    return None
+
+
+def _classify(key: str, value: Any) -> tuple[str, list[dict[str, Any]]]:
+    """('use' | 'fetch' | 'follow', resources) for one prefetch value."""
+    if value is None:
+        return "use", []
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        raise PrefetchInvalid(key, f"prefetch.{key} must be a FHIR resource, a Bundle or null")
+    if value["resourceType"] == "OperationOutcome":
+        return "fetch", []
+    if value["resourceType"] == "Bundle":
+        entries = value.get("entry") or []
+        if not isinstance(entries, list):
+            raise PrefetchInvalid(key, f"prefetch.{key}.entry must be an array")
+        resources = [
+            e["resource"]
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        ]
+        return ("follow" if _next_link(value) else "use"), resources
+    return "use", [value]
+
+
+def gather(
+    *,
+    templates: Mapping[str, str],
+    context: Mapping[str, Any],
+    prefetch: Mapping[str, Any] | None,
+    fhir_server: str | None,
+    token: str | None,
+    client: FhirClient,
+    allowlist: tuple[str, ...],
+    allow_loopback_http: bool,
+) -> GatheredData:
+    data = GatheredData()
+    prefetch = prefetch or {}
+    to_fetch: dict[str, str] = {}
+    to_follow: dict[str, dict[str, Any]] = {}
+    for key, template in templates.items():
+        if key in prefetch:
+            action, resources = _classify(key, prefetch[key])
+            if action == "use":
+                data.resources.extend(resources)
+                data.from_prefetch.append(key)
+                continue
+            if action == "follow":
+                to_follow[key] = prefetch[key]
+                continue
+        query = render(template, context)
+        if query is None:
+            raise DataUnavailable({key: "its prefetch template cannot be filled from the context"})
+        to_fetch[key] = query
+    if not to_fetch and not to_follow:
+        return data
+    if not fhir_server:
+        problems = {key: "not in prefetch and no fhirServer to fetch it from" for key in to_fetch}
+        problems.update({key: "a paginated Bundle but no fhirServer to page" for key in to_follow})
+        raise DataUnavailable(problems)
+    try:
+        base = check_fhir_server(
+            fhir_server, allowlist, allow_loopback_http=allow_loopback_http
+        )
+    except FhirServerRefused as refused:
+        raise DataUnavailable({"fhirServer": refused.reason}) from None
+    results = client.fetch(base, to_fetch, token=token, follow_bundles=to_follow)
+    problems: dict[str, str] = {}
+    for key in [*to_fetch, *to_follow]:
+        result = results.get(key)
+        if isinstance(result, FetchError):
+            problems[key] = f"could not be fetched from fhirServer ({result.reason})"
+        elif result:
+            data.resources.extend(result)
+            data.fetched.append(key)
+        else:
+            data.fetched.append(key)
+    if problems:
+        raise DataUnavailable(problems)
+    return data

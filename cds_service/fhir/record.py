@@ -1,0 +1,171 @@
+"""Turn raw FHIR R4 JSON into the typed record the facts are built from.
+
+Two things happen here, in this order, for speed and for safety:
+
+1. A cheap look at each resource's codes and text decides whether any rule could read it.
+   Charts hold thousands of vital signs and routine labs; validating them all with full FHIR
+   models would cost most of a hook call's budget for nothing.
+2. The resources that matter are validated with ``fhir.resources`` (its R4B models read R4 JSON
+   for every type used here). One invalid resource is skipped and counted; it never sinks the
+   request. Resources about another patient are skipped too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from cds_service.knowledge import Knowledge
+
+# Where each resource type keeps the concept the rules classify it by.
+CODE_FIELDS: dict[str, tuple[str, ...]] = {
+    "Condition": ("code",),
+    "Observation": ("code",),
+    "MedicationRequest": ("medicationCodeableConcept",),
+    "ServiceRequest": ("code",),
+    "DeviceRequest": ("codeCodeableConcept",),
+    "DiagnosticReport": ("code",),
+    "Procedure": ("code",),
+    "Medication": ("code",),
+}
+
+# Concepts recognised by words in free text (an order typed without codes).
+TEXT_CONCEPTS: dict[str, tuple[str, ...]] = {
+    "Observation": ("beighton-score",),
+    "MedicationRequest": ("opioid-ingredient", "systemic-corticosteroid-ingredient"),
+    "Medication": ("opioid-ingredient", "systemic-corticosteroid-ingredient"),
+    "ServiceRequest": (
+        "multidisciplinary-programme",
+        "lumbar-orthosis",
+        "low-level-laser",
+        "interferential-therapy",
+    ),
+    "DeviceRequest": ("lumbar-orthosis", "low-level-laser", "interferential-therapy"),
+}
+
+
+@dataclass
+class PatientRecord:
+    """The patient's resources that some rule reads, as validated fhir.resources models."""
+
+    patient: Any = None
+    conditions: list[Any] = field(default_factory=list)
+    observations: list[Any] = field(default_factory=list)
+    medication_requests: list[Any] = field(default_factory=list)
+    service_requests: list[Any] = field(default_factory=list)
+    diagnostic_reports: list[Any] = field(default_factory=list)
+    procedures: list[Any] = field(default_factory=list)
+    device_requests: list[Any] = field(default_factory=list)
+    medications: dict[str, Any] = field(default_factory=dict)  # "Medication/id" -> Medication
+    skipped_invalid: int = 0
+    skipped_irrelevant: int = 0
+    skipped_other_patient: int = 0
+
+    _LISTS = {
+        "Condition": "conditions",
+        "Observation": "observations",
+        "MedicationRequest": "medication_requests",
+        "ServiceRequest": "service_requests",
+        "DiagnosticReport": "diagnostic_reports",
+        "Procedure": "procedures",
+        "DeviceRequest": "device_requests",
+    }
+
+    def add(self, model: Any) -> None:
+        resource_type = model.get_resource_type()
+        if resource_type == "Patient":
+            self.patient = model
+        elif resource_type == "Medication":
+            if model.id:
+                self.medications[f"Medication/{model.id}"] = model
+        else:
+            getattr(self, self._LISTS[resource_type]).append(model)
+
+
+def raw_codings(resource: dict[str, Any]) -> list[tuple[str | None, str | None]]:
+    pairs: list[tuple[str | None, str | None]] = []
+    for name in CODE_FIELDS.get(resource.get("resourceType", ""), ()):
+        concept = resource.get(name)
+        if isinstance(concept, dict):
+            for coding in concept.get("coding") or ():
+                if isinstance(coding, dict):
+                    pairs.append((coding.get("system"), coding.get("code")))
+    return pairs
+
+
+def raw_texts(resource: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    for name in CODE_FIELDS.get(resource.get("resourceType", ""), ()):
+        concept = resource.get(name)
+        if isinstance(concept, dict):
+            if isinstance(concept.get("text"), str):
+                found.append(concept["text"])
+            for coding in concept.get("coding") or ():
+                if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+                    found.append(coding["display"])
+    return found
+
+
+def is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
+    """Could any rule read this resource? Decided from codes and text only, before validation."""
+    resource_type = resource.get("resourceType")
+    if resource_type in ("Patient", "Medication"):
+        return True
+    if resource_type not in CODE_FIELDS:
+        return False
+    if resource_type == "MedicationRequest" and (
+        resource.get("medicationReference") or resource.get("contained")
+    ):
+        return True  # the drug is named elsewhere; classify after validation
+    if any(knowledge.concepts_of(system, code) for system, code in raw_codings(resource)):
+        return True
+    texts = raw_texts(resource)
+    return any(
+        knowledge.text_matches(concept, text)
+        for concept in TEXT_CONCEPTS.get(resource_type, ())
+        for text in texts
+    )
+
+
+def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
+    """True unless the resource names a different patient as its subject."""
+    if resource.get("resourceType") in ("Patient",):
+        return resource.get("id") == patient_id
+    ref = resource.get("subject") or resource.get("patient")
+    if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
+        return True  # Medication has no subject; unreferenced resources are taken as given
+    reference = ref["reference"]
+    return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
+
+
+def validate(resource: dict[str, Any]) -> Any | None:
+    """A fhir.resources model, or None when the JSON is not a valid resource of its type."""
+    try:
+        model_class = get_fhir_model_class(resource["resourceType"])
+        return model_class.model_validate(resource)
+    except (ValidationError, KeyError, TypeError, ValueError):
+        return None
+
+
+def build_record(
+    resources: Iterable[dict[str, Any]], patient_id: str, knowledge: Knowledge
+) -> PatientRecord:
+    """Filter, validate and sort resources into a :class:`PatientRecord`."""
+    record = PatientRecord()
+    for resource in resources:
+        if not isinstance(resource, dict) or not is_relevant(resource, knowledge):
+            record.skipped_irrelevant += 1
+            continue
+        if not belongs_to(resource, patient_id):
+            record.skipped_other_patient += 1
+            continue
+        model = validate(resource)
+        if model is None:
+            record.skipped_invalid += 1
+            continue
+        record.add(model)
+    return record

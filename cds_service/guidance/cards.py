@@ -1,0 +1,118 @@
+"""CDS Hooks 2.0 response objects (Card, Suggestion, Action, Link, Source, Coding).
+
+They live beside the rules because cards are what the rules produce; the HTTP layer only
+serialises them. The models enforce the standard's constraints at construction time, so a rule
+cannot build a non-conformant card: summary under 140 characters, ``selectionBehavior`` whenever
+there are suggestions, ``display`` on every override reason, a uuid on every card and suggestion,
+``resourceId`` on deletes. :meth:`Card.to_json` drops every absent or empty value, because CDS
+Hooks 2.0 forbids ``null``, ``""``, ``[]`` and ``{}`` for optional fields.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Indicator = Literal["info", "warning", "critical"]
+
+RULE_CODE_SYSTEM = "urn:hypermobility-cds:rules"
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Coding(_Model):
+    system: str = Field(min_length=1)
+    code: str = Field(min_length=1)
+    display: str | None = Field(default=None, min_length=1)
+
+
+class Source(_Model):
+    label: str = Field(min_length=1)
+    url: str | None = None
+    icon: str | None = None
+    topic: Coding | None = None
+
+
+class Link(_Model):
+    label: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    type: Literal["absolute", "smart"] = "absolute"
+    appContext: str | None = None
+
+
+class Action(_Model):
+    type: Literal["create", "update", "delete"]
+    description: str = Field(min_length=1)
+    resource: dict[str, Any] | None = None
+    resourceId: str | None = None
+
+    @model_validator(mode="after")
+    def _check_target(self) -> Action:
+        if self.type == "delete" and not self.resourceId:
+            raise ValueError("a delete action needs resourceId (e.g. 'MedicationRequest/123')")
+        if self.type in ("create", "update") and not self.resource:
+            raise ValueError(f"a {self.type} action needs the resource")
+        return self
+
+
+class Suggestion(_Model):
+    label: str = Field(min_length=1)
+    uuid: str = Field(default_factory=new_uuid)
+    isRecommended: bool | None = None
+    actions: tuple[Action, ...] = ()
+
+
+class Card(_Model):
+    summary: str = Field(min_length=1, max_length=139)
+    indicator: Indicator
+    source: Source
+    uuid: str = Field(default_factory=new_uuid)
+    detail: str | None = None
+    suggestions: tuple[Suggestion, ...] = ()
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    overrideReasons: tuple[Coding, ...] = ()
+    links: tuple[Link, ...] = ()
+
+    @field_validator("overrideReasons")
+    @classmethod
+    def _reasons_have_display(cls, reasons: tuple[Coding, ...]) -> tuple[Coding, ...]:
+        if any(not reason.display for reason in reasons):
+            raise ValueError("every override reason needs a display")
+        return reasons
+
+    @model_validator(mode="after")
+    def _check_selection(self) -> Card:
+        if self.suggestions and not self.selectionBehavior:
+            raise ValueError("selectionBehavior is required when there are suggestions")
+        recommended = sum(1 for s in self.suggestions if s.isRecommended)
+        if self.selectionBehavior == "at-most-one" and recommended > 1:
+            raise ValueError("at-most-one allows at most one recommended suggestion")
+        return self
+
+    @property
+    def rule_id(self) -> str | None:
+        topic = self.source.topic
+        return topic.code if topic and topic.system == RULE_CODE_SYSTEM else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The card as CDS Hooks JSON, with no null or empty values anywhere."""
+        return prune(self.model_dump(mode="json"))
+
+
+def prune(value: Any) -> Any:
+    """Recursively drop ``None``, empty strings, empty lists and empty objects."""
+    if isinstance(value, dict):
+        pruned = {k: prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list | tuple):
+        items = [prune(v) for v in value]
+        return [v for v in items if v not in (None, "", [], {})]
+    return value

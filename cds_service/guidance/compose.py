@@ -1,0 +1,158 @@
+"""Building blocks the rules share: cohort evidence, cards, draft FHIR resources, actions.
+
+Keeping these in one place is what makes every card look alike: evidence first (why this card
+fired for this patient), then the advice, then where the advice comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cds_service.facts.model import ClinicalFacts
+from cds_service.guidance.cards import (
+    RULE_CODE_SYSTEM,
+    Action,
+    Card,
+    Coding,
+    Link,
+    Source,
+    Suggestion,
+)
+from cds_service.guidance.rule import Rule, RuleContext
+from cds_service.knowledge import Coding as KnowledgeCoding
+
+LOCAL_CODE_SYSTEM = "urn:hypermobility-cds:codes"
+
+
+def cohort_evidence(facts: ClinicalFacts) -> list[str]:
+    """Markdown bullet lines saying why the patient is in the guidance's cohort."""
+    lines = []
+    if facts.hypermobility_diagnoses:
+        names = "; ".join(c.evidence() for c in facts.hypermobility_diagnoses)
+        lines.append(f"Hypermobility diagnosis: {names}")
+    if facts.beighton is not None:
+        b = facts.beighton
+        verdict = "meets" if b.meets_threshold else "is below"
+        lines.append(f"{b.evidence()}, which {verdict} the {b.threshold_basis}")
+    for pain in facts.chronic_pain:
+        lines.append(
+            f"Chronic {pain.site} pain: {pain.condition.evidence()}, {pain.chronic_because}"
+        )
+    return lines
+
+
+def bullets(lines: Iterable[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def detail(*, evidence: Sequence[str], advice: str, sources: Sequence[str]) -> str:
+    """Card detail in GitHub-flavoured markdown: evidence, advice, sources."""
+    parts = [f"**Why this card**\n\n{bullets(evidence)}", advice.strip()]
+    if sources:
+        parts.append("**Source:** " + "; ".join(sources))
+    return "\n\n".join(parts)
+
+
+def make_card(
+    rule: Rule,
+    ctx: RuleContext,
+    *,
+    summary: str,
+    evidence: Sequence[str],
+    advice: str,
+    suggestions: Sequence[Suggestion] = (),
+    selection: str = "any",
+    override_reasons: Sequence[Coding] = (),
+) -> Card:
+    """A card carrying the rule id in source.topic and its guideline sources as links."""
+    sources = [ctx.knowledge.source(key) for key in rule.sources]
+    primary = sources[0]
+    return Card(
+        summary=summary,
+        indicator=ctx.settings.indicator(rule.id, rule.indicator),
+        source=Source(
+            label=primary.label,
+            url=primary.url,
+            topic=Coding(system=RULE_CODE_SYSTEM, code=rule.id, display=rule.title),
+        ),
+        detail=detail(
+            evidence=evidence, advice=advice, sources=[s.citation for s in sources]
+        ),
+        suggestions=tuple(suggestions),
+        selectionBehavior=selection if suggestions else None,
+        overrideReasons=tuple(override_reasons),
+        links=tuple(
+            Link(label=s.label, url=s.url, type="absolute") for s in sources if s.url
+        ),
+    )
+
+
+def codeable(codings: Iterable[KnowledgeCoding], text: str) -> dict[str, Any]:
+    return {
+        "coding": [
+            {k: v for k, v in (("system", c.system), ("code", c.code), ("display", c.display)) if v}
+            for c in codings
+        ],
+        "text": text,
+    }
+
+
+def draft_service_request(
+    facts: ClinicalFacts,
+    codings: Iterable[KnowledgeCoding],
+    text: str,
+    *,
+    note: str | None = None,
+    planned_hours: float | None = None,
+) -> dict[str, Any]:
+    """A complete, signable R4 ServiceRequest in draft status for this patient."""
+    resource: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "order",
+        "code": codeable(codings, text),
+        "subject": {"reference": f"Patient/{facts.patient_id}"},
+    }
+    if planned_hours is not None:
+        resource["quantityQuantity"] = {
+            "value": planned_hours,
+            "unit": "hours",
+            "system": "http://unitsofmeasure.org",
+            "code": "h",
+        }
+    if note:
+        resource["note"] = [{"text": note}]
+    return resource
+
+
+def draft_medication_request(
+    facts: ClinicalFacts, coding: KnowledgeCoding, text: str, *, note: str | None = None
+) -> dict[str, Any]:
+    """A draft R4 MedicationRequest naming the drug; dose is left to the prescriber."""
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": codeable([coding], text),
+        "subject": {"reference": f"Patient/{facts.patient_id}"},
+    }
+    if note:
+        resource["note"] = [{"text": note}]
+    return resource
+
+
+def create(resource: dict[str, Any], description: str) -> Action:
+    return Action(type="create", description=description, resource=resource)
+
+
+def delete(reference: str, description: str) -> Action:
+    return Action(type="delete", description=description, resourceId=reference)
+
+
+def override_reasons(ctx: RuleContext, concept: str) -> tuple[Coding, ...]:
+    """The project's override reason codes for a rule (declared in the knowledge files)."""
+    return tuple(
+        Coding(system=entry.system, code=entry.code, display=entry.display)
+        for entry in ctx.knowledge.codes(concept)
+    )

@@ -1,0 +1,116 @@
+"""imaging-radiograph-first (patient-view; order-select, order-sign).
+
+When (patient-view): the patient is in cohort, has chronic hip pain (the hip pain condition itself
+meets the chronic definition), and no pelvis/hip radiograph is on record.
+When (order hooks): the patient is in cohort and a draft hip MRI order in focus has no pelvis/hip
+radiograph on record (a radiograph drafted in the same order set counts).
+Then: an info card saying radiographs of the pelvis and hip are the first imaging test (and, for
+an MRI order, that MRI follows only if they are negative or equivocal). Suggestions: draft the
+radiographs (patient-view); replace the MRI with radiographs (order hooks).
+"""
+
+from __future__ import annotations
+
+from cds_service.facts.model import ClinicalFacts, ServiceOrder
+from cds_service.guidance.cards import Card, Suggestion
+from cds_service.guidance.compose import (
+    cohort_evidence,
+    create,
+    delete,
+    draft_service_request,
+    make_card,
+)
+from cds_service.guidance.rule import ORDER_HOOKS, PATIENT_VIEW, Rule, RuleContext
+
+
+def radiograph_on_record(facts: ClinicalFacts) -> ServiceOrder | None:
+    """Exclusion: any pelvis/hip radiograph not cancelled, revoked or entered in error."""
+    return next((s for s in facts.services_with("radiograph-pelvis-hip") if s.on_record), None)
+
+
+def hip_mri_drafts(facts: ClinicalFacts) -> list[ServiceOrder]:
+    """Inclusion (order hooks): draft hip MRI orders in focus."""
+    return [s for s in facts.services_with("mri-hip") if s.draft and s.selected]
+
+
+def radiograph_requests(facts: ClinicalFacts, ctx: RuleContext) -> list[dict]:
+    kb = ctx.knowledge
+    return [
+        draft_service_request(facts, [kb.coding("radiograph-pelvis-hip", "28561-9")],
+                              "X-ray of the pelvis"),
+        draft_service_request(facts, [kb.coding("radiograph-pelvis-hip", "24762-7")],
+                              "X-ray of the hip"),
+    ]
+
+
+def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
+    if not facts.in_cohort or radiograph_on_record(facts):
+        return None
+    if ctx.hook == PATIENT_VIEW:
+        return _patient_view(facts, ctx)
+    return _mri_order(facts, ctx)
+
+
+def _patient_view(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
+    hip = [p for p in facts.chronic_pain if p.site == "hip"]
+    if not hip:
+        return None
+    creates = tuple(create(r, f"Draft an order: {r['code']['text']}")
+                    for r in radiograph_requests(facts, ctx))
+    return make_card(
+        RULE,
+        ctx,
+        summary="Chronic hip pain: radiographs of the pelvis and hip are the first imaging test",
+        evidence=cohort_evidence(facts) + ["No pelvis or hip radiograph on record"],
+        advice="Order plain radiographs of the pelvis and the hip first. MRI of the hip without "
+        "IV contrast comes next only if they are negative or equivocal and an extra-articular "
+        "soft-tissue problem (such as tendinitis or bursitis) is suspected.",
+        suggestions=[Suggestion(label="Order pelvis and hip radiographs", isRecommended=True,
+                                actions=creates)],
+        selection="at-most-one",
+    )
+
+
+def _mri_order(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
+    mris = hip_mri_drafts(facts)
+    if not mris:
+        return None
+    removals = tuple(delete(m.reference, f"Remove the draft order for {m.name}")
+                     for m in mris if m.reference)
+    creates = tuple(create(r, f"Draft an order: {r['code']['text']}")
+                    for r in radiograph_requests(facts, ctx))
+    suggestions = []
+    if removals:
+        suggestions.append(Suggestion(label="Replace the MRI with pelvis and hip radiographs",
+                                      isRecommended=True, actions=(*removals, *creates)))
+    suggestions.append(Suggestion(label="Add pelvis and hip radiographs, keep the MRI",
+                                  actions=creates))
+    return make_card(
+        RULE,
+        ctx,
+        summary="Hip MRI ordered without radiographs: order pelvis and hip X-rays first",
+        evidence=cohort_evidence(facts)
+        + [f"Draft order: {m.name}" for m in mris]
+        + ["No pelvis or hip radiograph on record or in this order set"],
+        advice="Plain radiographs of the pelvis and hip are the first imaging test. MRI of the "
+        "hip without IV contrast follows only if the radiographs are negative or equivocal and "
+        "an extra-articular soft-tissue problem is suspected.",
+        suggestions=suggestions,
+        selection="at-most-one",
+    )
+
+
+RULE = Rule(
+    id="imaging-radiograph-first",
+    title="Radiographs first for chronic hip pain",
+    hooks=frozenset({PATIENT_VIEW}) | ORDER_HOOKS,
+    indicator="info",
+    when="patient-view: patient in cohort with chronic hip pain and no pelvis/hip radiograph on "
+    "record. Order hooks: a draft hip MRI with no pelvis/hip radiograph on record or drafted "
+    "alongside.",
+    then="Says pelvis and hip radiographs come first and MRI only if they are negative or "
+    "equivocal; suggests drafting the radiographs, or replacing the MRI with them.",
+    evaluate=evaluate,
+    concepts=("radiograph-pelvis-hip", "mri-hip", "mri-lower-extremity-joint-cpt", "hip-pain"),
+    sources=("source-guidance", "acr-chronic-hip-pain"),
+)

@@ -1,0 +1,111 @@
+"""opioid-order (order-select, order-sign).
+
+When: the patient is in cohort, is not opioid-exempt (cancer, sickle cell disease, palliative or
+hospice care), and a draft order in focus is an opioid (medications for opioid use disorder are
+never flagged).
+Then: a warning to avoid opioids for this patient's musculoskeletal pain, naming the drug.
+Suggestions (at-most-one): remove the draft order; replace it with acetaminophen; replace it with
+an NSAID. Override reasons: acute injury or surgery, palliative intent, supervised taper,
+alternatives tried and failed.
+"""
+
+from __future__ import annotations
+
+from cds_service.facts.model import ClinicalFacts, MedicationOrder
+from cds_service.guidance.cards import Card, Suggestion
+from cds_service.guidance.compose import (
+    cohort_evidence,
+    create,
+    delete,
+    draft_medication_request,
+    make_card,
+    override_reasons,
+)
+from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
+
+
+def opioid_orders(facts: ClinicalFacts) -> list[MedicationOrder]:
+    """Inclusion: draft opioid orders in focus (MOUD is excluded when the facts are built)."""
+    return [m for m in facts.draft_medications if m.selected and m.opioid and not m.moud]
+
+
+def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
+    if not facts.in_cohort or facts.opioid_exempt:
+        return None
+    orders = opioid_orders(facts)
+    if not orders:
+        return None
+    kb = ctx.knowledge
+    names = ", ".join(o.name for o in orders)
+    evidence = cohort_evidence(facts) + [
+        f"Draft order: {o.name} (recognised by {o.opioid})" for o in orders
+    ]
+    advice = (
+        "Opioids should be avoided for musculoskeletal pain in hypermobility disorders; they "
+        "are not a treatment for it. Prefer acetaminophen (paracetamol) or an NSAID, with "
+        "duloxetine or a tricyclic for chronic pain, alongside active rehabilitation "
+        "(structured exercise with cognitive behavioural therapy).\n\n"
+        "Not flagged: medications for opioid use disorder, and patients with cancer, sickle "
+        "cell disease, or in palliative or hospice care."
+    )
+    removals = tuple(
+        delete(o.reference, f"Remove the draft order for {o.name}") for o in orders if o.reference
+    )
+    suggestions = []
+    if removals:
+        acetaminophen = draft_medication_request(
+            facts, kb.coding("acetaminophen", "161"), "Acetaminophen (paracetamol)"
+        )
+        nsaid = draft_medication_request(facts, kb.coding("nsaid", "5640"), "Ibuprofen")
+        suggestions = [
+            Suggestion(
+                label="Replace with acetaminophen (paracetamol)",
+                isRecommended=True,
+                actions=(*removals, create(acetaminophen, "Draft an acetaminophen order")),
+            ),
+            Suggestion(
+                label="Replace with an NSAID (ibuprofen)",
+                actions=(*removals, create(nsaid, "Draft an ibuprofen order")),
+            ),
+            Suggestion(label=f"Remove {names}", actions=removals),
+        ]
+    return make_card(
+        RULE,
+        ctx,
+        summary=_summary(names),
+        evidence=evidence,
+        advice=advice,
+        suggestions=suggestions,
+        selection="at-most-one",
+        override_reasons=override_reasons(ctx, "override-opioid-order"),
+    )
+
+
+def _summary(names: str) -> str:
+    summary = f"Avoid opioids for musculoskeletal pain in hypermobility: {names}"
+    return summary if len(summary) < 140 else summary[:136].rstrip() + "..."
+
+
+RULE = Rule(
+    id="opioid-order",
+    title="Avoid opioids for pain in hypermobility",
+    hooks=ORDER_HOOKS,
+    indicator="warning",
+    when="Patient in cohort, not opioid-exempt, with a draft opioid order (not a medication for "
+    "opioid use disorder).",
+    then="Warns against opioids for this patient's musculoskeletal pain and names the drug; "
+    "suggests removing the order or replacing it with acetaminophen or an NSAID; offers "
+    "override reasons.",
+    evaluate=evaluate,
+    concepts=(
+        "opioid-product",
+        "opioid-ingredient",
+        "moud-always",
+        "moud-if-oud",
+        "naloxone",
+        "acetaminophen",
+        "nsaid",
+        "override-opioid-order",
+    ),
+    sources=("source-guidance", "cdc-opioids-2022"),
+)

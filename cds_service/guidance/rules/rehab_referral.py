@@ -1,0 +1,119 @@
+"""rehab-referral (patient-view).
+
+When: the patient is in cohort, and no rehabilitation order (active or completed) was authored
+in the last 12 months.
+Then: an info card recommending intensive multidisciplinary rehabilitation (more than 100 hours,
+daily sessions) that combines structured, progressive exercise with cognitive behavioural therapy;
+active over passive treatment; self-management once pain is controlled; non-opioid medicines
+alongside. Suggestions (any): a multidisciplinary programme, physical/exercise therapy, CBT.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from cds_service.facts.model import ClinicalFacts, ServiceOrder
+from cds_service.guidance.cards import Card, Suggestion
+from cds_service.guidance.compose import cohort_evidence, create, draft_service_request, make_card
+from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
+
+ONGOING = frozenset({"active", "in-progress", "on-hold"})
+DONE = frozenset({"completed"})
+
+
+def recent_rehabilitation(facts: ClinicalFacts, lookback_days: int) -> ServiceOrder | None:
+    """Exclusion: a rehabilitation order that is ongoing, or completed within the look-back."""
+    since = facts.today - timedelta(days=lookback_days)
+    for order in facts.services_with("rehabilitation-order"):
+        if order.draft:
+            continue
+        if order.status in ONGOING and (order.on is None or order.on >= since):
+            return order
+        if order.status in DONE and order.on is not None and order.on >= since:
+            return order
+    return None
+
+
+def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
+    if not facts.in_cohort:
+        return None
+    if recent_rehabilitation(facts, ctx.settings.rehab_lookback_days):
+        return None
+    kb = ctx.knowledge
+    hours = ctx.settings.programme_min_hours
+    months = round(ctx.settings.rehab_lookback_days / 30.4)
+    programme = draft_service_request(
+        facts,
+        [kb.coding("multidisciplinary-programme", "52052004")],
+        "Intensive multidisciplinary rehabilitation programme (exercise with CBT)",
+        note=f"Planned total of at least {hours:g} hours, in daily sessions.",
+        planned_hours=hours,
+    )
+    physio = draft_service_request(
+        facts,
+        [kb.coding("physical-therapy", "91251008")],
+        "Physical therapy: structured, progressive exercise programme",
+    )
+    cbt = draft_service_request(
+        facts,
+        [kb.coding("cognitive-behavioural-therapy", "228557008")],
+        "Cognitive behavioural therapy for chronic pain",
+    )
+    advice = (
+        f"**Recommended:** an intensive multidisciplinary rehabilitation programme "
+        f"(over {hours:g} hours, daily sessions) built on structured, progressive exercise "
+        "together with cognitive behavioural therapy. Favour active treatment over passive "
+        "modalities, and teach self-management (exercises, spine protection) once pain is "
+        "under control.\n\n"
+        "**Medicines alongside, not instead:** acetaminophen (paracetamol) or an NSAID first; "
+        "duloxetine or a tricyclic antidepressant for chronic pain; gabapentin or pregabalin "
+        "only for neuropathic features. Avoid opioids."
+    )
+    evidence = cohort_evidence(facts) + [
+        f"No rehabilitation, physical therapy or pain programme order in the last {months} months"
+    ]
+    return make_card(
+        RULE,
+        ctx,
+        summary="Hypermobility with chronic back/hip pain: refer for intensive "
+        "multidisciplinary rehabilitation",
+        evidence=evidence,
+        advice=advice,
+        suggestions=[
+            Suggestion(
+                label="Order an intensive multidisciplinary rehabilitation programme",
+                isRecommended=True,
+                actions=(create(programme, "Draft a multidisciplinary programme referral"),),
+            ),
+            Suggestion(
+                label="Order physical therapy (structured exercise)",
+                actions=(create(physio, "Draft a physical therapy referral"),),
+            ),
+            Suggestion(
+                label="Order cognitive behavioural therapy",
+                actions=(create(cbt, "Draft a cognitive behavioural therapy referral"),),
+            ),
+        ],
+        selection="any",
+    )
+
+
+RULE = Rule(
+    id="rehab-referral",
+    title="Intensive multidisciplinary rehabilitation",
+    hooks=frozenset({PATIENT_VIEW}),
+    indicator="info",
+    when="Patient in cohort with no rehabilitation, physical therapy or pain programme order "
+    "(ongoing, or completed within the look-back window) on record.",
+    then="Recommends an intensive (100+ hour, daily) multidisciplinary programme of progressive "
+    "exercise with CBT, active over passive care, self-management, and non-opioid medicines; "
+    "offers draft referrals for the programme, physical therapy and CBT.",
+    evaluate=evaluate,
+    concepts=(
+        "rehabilitation-order",
+        "multidisciplinary-programme",
+        "physical-therapy",
+        "cognitive-behavioural-therapy",
+    ),
+    sources=("source-guidance", "acp-low-back-pain-2017"),
+)

@@ -1,0 +1,92 @@
+"""Clinical settings: thresholds, look-back windows, indicators and which rules are enabled.
+
+The defaults come from the knowledge file ``thresholds.json`` (each value there cites its source),
+so a clinician can review them as data. Operators override them with a JSON file
+(``CDS_GUIDANCE_FILE``) whose keys are the field names below; unknown keys are an error, so a typo
+cannot silently leave a default in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from cds_service.knowledge import load_knowledge
+
+ThresholdMode = Literal["fixed", "age-bands"]
+Indicator = Literal["info", "warning", "critical"]
+
+ALL_RULES: tuple[str, ...] = (
+    "rehab-referral",
+    "opioid-active",
+    "opioid-order",
+    "corticosteroid-order",
+    "passive-modality-order",
+    "rehab-intensity",
+    "imaging-radiograph-first",
+    "imaging-mri-hip",
+    "assessment-gaps",
+    "pots-management",
+    "possible-hypermobility",
+)
+
+
+def _threshold(name: str) -> Any:
+    return load_knowledge().thresholds[name]
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    """Every number a rule compares against, with defaults read from ``thresholds.json``."""
+
+    beighton_threshold_mode: ThresholdMode = "fixed"
+    beighton_fixed_threshold: int = field(default_factory=lambda: _threshold("beighton_fixed"))
+    # (minimum age in years, threshold) pairs, highest minimum first; see thresholds.json.
+    beighton_age_bands: tuple[tuple[int, int], ...] = field(
+        default_factory=lambda: tuple(
+            (int(band["min_age"]), int(band["threshold"]))
+            for band in sorted(_threshold("beighton_age_bands"), key=lambda b: -b["min_age"])
+        )
+    )
+    chronic_pain_days: int = field(default_factory=lambda: _threshold("chronicity_days"))
+    programme_min_hours: float = field(default_factory=lambda: _threshold("programme_min_hours"))
+    rehab_lookback_days: int = field(default_factory=lambda: _threshold("rehab_lookback_days"))
+    psych_screen_lookback_days: int = field(
+        default_factory=lambda: _threshold("psych_screen_lookback_days")
+    )
+    enabled_rules: frozenset[str] = frozenset(ALL_RULES)
+    indicators: Mapping[str, Indicator] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.enabled_rules) - set(ALL_RULES)
+        if unknown:
+            raise ValueError(f"unknown rule ids in enabled_rules: {sorted(unknown)}")
+        if self.beighton_threshold_mode not in ("fixed", "age-bands"):
+            raise ValueError("beighton_threshold_mode must be 'fixed' or 'age-bands'")
+        for rule_id, indicator in self.indicators.items():
+            if rule_id not in ALL_RULES or indicator not in ("info", "warning", "critical"):
+                raise ValueError(f"bad indicator override {rule_id}={indicator}")
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> GuidanceSettings:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown guidance settings: {sorted(unknown)}")
+        values = dict(data)
+        if "enabled_rules" in values:
+            values["enabled_rules"] = frozenset(values["enabled_rules"])
+        if "beighton_age_bands" in values:
+            values["beighton_age_bands"] = tuple(
+                (int(a), int(t)) for a, t in values["beighton_age_bands"]
+            )
+        if "indicators" in values:
+            values["indicators"] = dict(values["indicators"])
+        return cls(**values)
+
+    def indicator(self, rule_id: str, default: Indicator) -> Indicator:
+        return self.indicators.get(rule_id, default)

@@ -1,0 +1,75 @@
+"""Structured JSON logs that never carry patient data or tokens.
+
+Each line is one JSON object: time, level, logger, message, plus the request's hookInstance and
+service id (from context variables set per request) and whatever whitelisted fields the caller
+passed with ``extra=``. Only fields named in :data:`ALLOWED_FIELDS` are written, so a careless
+``extra={"patient": ...}`` cannot leak into the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+hook_instance_var: ContextVar[str | None] = ContextVar("hook_instance", default=None)
+service_id_var: ContextVar[str | None] = ContextVar("service_id", default=None)
+
+ALLOWED_FIELDS = frozenset(
+    {
+        "hook",
+        "status",
+        "duration_ms",
+        "cards",
+        "rules",
+        "rule",
+        "failed_rules",
+        "error",
+        "reason",
+        "resources",
+        "skipped_invalid",
+        "skipped_other_patient",
+        "prefetch_keys",
+        "fetched_keys",
+        "entries",
+        "new_entries",
+        "iss",
+        "jti",
+        "method",
+        "path",
+    }
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        hook_instance = hook_instance_var.get()
+        if hook_instance:
+            line["hookInstance"] = hook_instance
+        service_id = service_id_var.get()
+        if service_id:
+            line["service"] = service_id
+        for name in ALLOWED_FIELDS:
+            if name in record.__dict__:
+                line[name] = record.__dict__[name]
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send the service's logs to stderr as JSON lines (idempotent)."""
+    logger = logging.getLogger("cds_service")
+    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False

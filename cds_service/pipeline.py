@@ -1,0 +1,134 @@
+"""One hook call, end to end, without HTTP: validated request -> data -> facts -> rules -> cards.
+
+The Flask view only reads the body and turns exceptions into responses; everything in between
+lives here so the developer CLI, the benchmarks and the tests can drive the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cds_service.api.models import CONTEXTS, HookRequest
+from cds_service.api.services import ServiceDefinition
+from cds_service.facts.build import build_facts
+from cds_service.fhir.client import FhirClient
+from cds_service.fhir.prefetch import gather
+from cds_service.fhir.record import build_record, validate
+from cds_service.guidance.engine import Evaluation, evaluate
+from cds_service.guidance.rule import RuleContext
+from cds_service.guidance.rules import ALL
+from cds_service.knowledge import Knowledge
+from cds_service.settings import Settings
+
+logger = logging.getLogger("cds_service.pipeline")
+
+DRAFT_TYPES = frozenset({"MedicationRequest", "ServiceRequest", "DeviceRequest", "Medication"})
+
+
+class ContextInvalid(ValueError):
+    """The hook's context does not match the hook's schema (a 400)."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{where}: {what}" for where, what in errors))
+
+
+@dataclass(frozen=True)
+class HookResult:
+    evaluation: Evaluation
+    resources: int
+    skipped_invalid: int
+    skipped_other_patient: int
+    prefetch_keys: tuple[str, ...]
+    fetched_keys: tuple[str, ...]
+
+
+class HookPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        knowledge: Knowledge,
+        client: FhirClient,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rules: tuple = ALL,
+    ) -> None:
+        self.settings = settings
+        self.knowledge = knowledge
+        self.client = client
+        self.clock = clock
+        self.rules = rules
+
+    def parse_context(self, request: HookRequest):
+        from pydantic import ValidationError
+
+        try:
+            return CONTEXTS[request.hook].model_validate(request.context)
+        except ValidationError as exc:
+            raise ContextInvalid(
+                [
+                    ("context." + ".".join(str(p) for p in err["loc"]), err["msg"])
+                    for err in exc.errors(include_url=False)
+                ]
+            ) from None
+
+    def run(self, service: ServiceDefinition, request: HookRequest) -> HookResult:
+        context = self.parse_context(request)
+        patient_id = context.patientId
+        draft_resources = (
+            context.draftOrders.resources() if hasattr(context, "draftOrders") else []
+        )
+        if len(draft_resources) > self.settings.max_draft_orders:
+            raise ContextInvalid(
+                [("context.draftOrders", f"more than {self.settings.max_draft_orders} orders")]
+            )
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        data = gather(
+            templates=service.prefetch,
+            context=request.context,
+            prefetch=request.prefetch,
+            fhir_server=request.fhirServer,
+            token=token,
+            client=self.client,
+            allowlist=self.settings.fhir_server_allowlist,
+            allow_loopback_http=self.settings.allow_loopback_http,
+        )
+        record = build_record(data.resources, patient_id, self.knowledge)
+        drafts = []
+        for resource in draft_resources:
+            if resource.get("resourceType") not in DRAFT_TYPES:
+                continue
+            model = validate(resource)
+            if model is None:
+                record.skipped_invalid += 1
+            elif model.get_resource_type() == "Medication":
+                record.add(model)
+            else:
+                drafts.append(model)
+        selections = getattr(context, "selections", None)
+        facts = build_facts(
+            patient_id=patient_id,
+            record=record,
+            draft_orders=drafts,
+            selected=set(selections) if selections else None,
+            now=self.clock(),
+            settings=self.settings.guidance,
+            knowledge=self.knowledge,
+        )
+        evaluation = evaluate(
+            facts,
+            RuleContext(
+                hook=request.hook, settings=self.settings.guidance, knowledge=self.knowledge
+            ),
+            self.rules,
+        )
+        return HookResult(
+            evaluation=evaluation,
+            resources=len(data.resources),
+            skipped_invalid=record.skipped_invalid,
+            skipped_other_patient=record.skipped_other_patient,
+            prefetch_keys=tuple(data.from_prefetch),
+            fetched_keys=tuple(data.fetched),
+        )

@@ -1,0 +1,154 @@
+"""Service settings: one immutable object, built from the environment or by tests.
+
+Two profiles exist. ``production`` (the default) requires a signed JWT on every call, https FHIR
+servers from an explicit allowlist, and nothing else. ``development`` is what the README's run
+command uses: it trusts the public CDS Hooks sandbox issuer (whose private key is public!) and
+allows plain-http FHIR servers on loopback, so a developer can try the service on one machine.
+Everything clinical (thresholds, look-backs, enabled rules) lives in :class:`GuidanceSettings`,
+which the pure guidance code receives as an argument.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from cds_service.guidance.settings import GuidanceSettings
+
+Profile = Literal["production", "development"]
+AuthMode = Literal["required", "off"]
+
+DEFAULT_DATABASE_URL = "sqlite:///var/hypermobility-cds.sqlite3"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be configured with. Defaults are the safe production ones."""
+
+    profile: Profile = "production"
+    auth: AuthMode = "required"
+    public_base_urls: tuple[str, ...] = ()
+    trusted_issuers_file: str | None = None
+    trusted_issuers_json: str | None = None
+    fhir_server_allowlist: tuple[str, ...] = ()
+    allow_loopback_http: bool = False
+    database_url: str = DEFAULT_DATABASE_URL
+    max_body_bytes: int = 1024 * 1024
+    max_json_depth: int = 64
+    max_prefetch_keys: int = 32
+    max_draft_orders: int = 100
+    fhir_timeout_s: float = 1.5
+    fhir_deadline_s: float = 2.0
+    fhir_max_pages: int = 10
+    cors_origins: tuple[str, ...] = ("*",)
+    guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file behind ``database_url`` (only ``sqlite:///`` URLs are supported)."""
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            raise SettingsError(f"CDS_DATABASE_URL must start with {prefix!r}")
+        return Path(self.database_url[len(prefix) :])
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def development(cls, **changes: object) -> Settings:
+        """Defaults for a developer machine: sandbox issuer trusted, loopback FHIR allowed."""
+        base = cls(
+            profile="development",
+            auth="required",
+            public_base_urls=("http://localhost:8000", "http://127.0.0.1:8000"),
+            fhir_server_allowlist=("*",),
+            allow_loopback_http=True,
+        )
+        return replace(base, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``CDS_*`` environment variables (documented in the README)."""
+        env = os.environ if env is None else env
+        profile = env.get("CDS_PROFILE", "production")
+        if profile not in ("production", "development"):
+            raise SettingsError("CDS_PROFILE must be 'production' or 'development'")
+        base = cls.development() if profile == "development" else cls()
+        changes: dict[str, object] = {}
+        if "CDS_AUTH" in env:
+            if env["CDS_AUTH"] not in ("required", "off"):
+                raise SettingsError("CDS_AUTH must be 'required' or 'off'")
+            changes["auth"] = env["CDS_AUTH"]
+        for var, attr in (
+            ("CDS_TRUSTED_ISSUERS_FILE", "trusted_issuers_file"),
+            ("CDS_TRUSTED_ISSUERS", "trusted_issuers_json"),
+            ("CDS_DATABASE_URL", "database_url"),
+        ):
+            if env.get(var):
+                changes[attr] = env[var]
+        if env.get("CDS_PUBLIC_BASE_URL"):
+            changes["public_base_urls"] = tuple(
+                url.rstrip("/") for url in _split(env["CDS_PUBLIC_BASE_URL"])
+            )
+        if "CDS_FHIR_SERVER_ALLOWLIST" in env:
+            changes["fhir_server_allowlist"] = _split(env["CDS_FHIR_SERVER_ALLOWLIST"])
+        if "CDS_CORS_ORIGINS" in env:
+            changes["cors_origins"] = _split(env["CDS_CORS_ORIGINS"])
+        for var, attr in (
+            ("CDS_MAX_BODY_BYTES", "max_body_bytes"),
+            ("CDS_MAX_DRAFT_ORDERS", "max_draft_orders"),
+            ("CDS_FHIR_MAX_PAGES", "fhir_max_pages"),
+        ):
+            if var in env:
+                changes[attr] = _int(env, var)
+        for var, attr in (
+            ("CDS_FHIR_TIMEOUT_S", "fhir_timeout_s"),
+            ("CDS_FHIR_DEADLINE_S", "fhir_deadline_s"),
+        ):
+            if var in env:
+                changes[attr] = _float(env, var)
+        guidance = base.guidance
+        if env.get("CDS_GUIDANCE_FILE"):
+            guidance = GuidanceSettings.from_mapping(_read_json(env["CDS_GUIDANCE_FILE"]))
+        if env.get("CDS_ENABLED_RULES"):
+            guidance = replace(guidance, enabled_rules=frozenset(_split(env["CDS_ENABLED_RULES"])))
+        if env.get("CDS_BEIGHTON_THRESHOLD_MODE"):
+            guidance = replace(
+                guidance, beighton_threshold_mode=env["CDS_BEIGHTON_THRESHOLD_MODE"]
+            )
+        changes["guidance"] = guidance
+        return replace(base, **changes)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(env: Mapping[str, str], var: str) -> int:
+    try:
+        return int(env[var])
+    except ValueError:
+        raise SettingsError(f"{var} must be an integer") from None
+
+
+def _float(env: Mapping[str, str], var: str) -> float:
+    try:
+        return float(env[var])
+    except ValueError:
+        raise SettingsError(f"{var} must be a number") from None
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read JSON from {path}: {exc}") from None

@@ -1,0 +1,202 @@
+"""The three core rules end to end through HTTP, and the shape of every card."""
+
+import uuid
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+
+from cds_service import create_app
+from cds_service.guidance.cards import RULE_CODE_SYSTEM
+from cds_service.guidance.settings import GuidanceSettings
+from tests.builders import (
+    ICD10CM,
+    LOINC,
+    SNOMED,
+    bundle,
+    cohort_conditions,
+    condition,
+    draft_orders,
+    medication_request,
+    patient,
+    service_request,
+)
+
+PV = "/cds-services/hypermobility-pain-patient-view"
+SIGN = "/cds-services/hypermobility-pain-order-sign"
+SELECT = "/cds-services/hypermobility-pain-order-select"
+CORE = frozenset({"rehab-referral", "opioid-order", "imaging-radiograph-first"})
+
+
+@pytest.fixture
+def core_client(settings):
+    app = create_app(settings.with_overrides(guidance=GuidanceSettings(enabled_rules=CORE)))
+    return app.test_client()
+
+
+def request_for(hook, conditions, *, drafts=(), services=(), selections=None):
+    body = {
+        "hook": hook,
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/1", "patientId": "p1"},
+        "prefetch": {
+            "patient": patient("p1"),
+            "conditions": bundle(*conditions),
+            "observations": bundle(),
+            "servicerequests": bundle(*services),
+            "diagnosticreports": bundle(),
+            "procedures": bundle(),
+        },
+    }
+    if hook == "patient-view":
+        body["prefetch"]["medications"] = bundle()
+    else:
+        body["context"]["draftOrders"] = draft_orders(*drafts)
+    if selections is not None:
+        body["context"]["selections"] = selections
+    return body
+
+
+def rule_ids(response):
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return sorted(c["source"]["topic"]["code"] for c in response.get_json()["cards"])
+
+
+def assert_conformant(card):
+    """CDS Hooks 2.0 card rules (cds-hooks-notes.md 1.E)."""
+    uuid.UUID(card["uuid"])
+    assert 0 < len(card["summary"]) < 140
+    assert card["indicator"] in ("info", "warning", "critical")
+    assert card["source"]["label"]
+    assert card["source"]["topic"]["system"] == RULE_CODE_SYSTEM
+    if card.get("suggestions"):
+        assert card["selectionBehavior"] in ("at-most-one", "any")
+        for suggestion in card["suggestions"]:
+            uuid.UUID(suggestion["uuid"])
+            for action in suggestion.get("actions", []):
+                if action["type"] == "delete":
+                    assert action["resourceId"].count("/") == 1
+                else:
+                    resource = action["resource"]
+                    get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+                    assert resource["status"] == "draft"
+                    assert resource["subject"] == {"reference": "Patient/p1"}
+    for reason in card.get("overrideReasons", []):
+        assert reason["display"]
+
+    def no_empty(value):
+        assert value not in (None, "", [], {})
+        if isinstance(value, dict):
+            [no_empty(v) for v in value.values()]
+        elif isinstance(value, list):
+            [no_empty(v) for v in value]
+
+    no_empty(card)
+
+
+def test_patient_view_in_cohort(core_client):
+    response = core_client.post(PV, json=request_for("patient-view", cohort_conditions("p1")))
+    assert rule_ids(response) == ["imaging-radiograph-first", "rehab-referral"]
+    for card in response.get_json()["cards"]:
+        assert_conformant(card)
+    rehab = next(
+        c for c in response.get_json()["cards"] if c["source"]["topic"]["code"] == "rehab-referral"
+    )
+    assert rehab["selectionBehavior"] == "any"
+    assert len(rehab["suggestions"]) == 3
+    assert "Q79.62" in rehab["detail"]
+
+
+def test_outside_cohort_gets_no_cards(core_client):
+    only_pain = [condition("p1", "lbp", SNOMED, "278860009")]
+    assert rule_ids(core_client.post(PV, json=request_for("patient-view", only_pain))) == []
+
+
+def test_recent_rehab_order_silences_referral(core_client):
+    rehab = service_request("p1", "pt", SNOMED, "91251008", status="active")
+    rehab["authoredOn"] = "2099-01-01"
+    body = request_for("patient-view", cohort_conditions("p1"), services=[rehab])
+    assert rule_ids(core_client.post(PV, json=body)) == ["imaging-radiograph-first"]
+
+
+def test_radiograph_on_record_silences_imaging(core_client):
+    xray = service_request("p1", "xr", LOINC, "24762-7", status="completed")
+    body = request_for("patient-view", cohort_conditions("p1"), services=[xray])
+    assert rule_ids(core_client.post(PV, json=body)) == ["rehab-referral"]
+
+
+@pytest.mark.parametrize("path,hook", [(SIGN, "order-sign"), (SELECT, "order-select")])
+def test_opioid_draft_is_flagged_with_delete_and_replacements(core_client, path, hook):
+    opioid = medication_request("p1", "oxy", text="oxyCODONE 5 mg oral tablet")
+    body = request_for(
+        hook,
+        cohort_conditions("p1"),
+        drafts=[opioid],
+        selections=["MedicationRequest/oxy"] if hook == "order-select" else None,
+    )
+    response = core_client.post(path, json=body)
+    assert rule_ids(response) == ["opioid-order"]
+    card = response.get_json()["cards"][0]
+    assert_conformant(card)
+    assert card["indicator"] == "warning"
+    assert "oxyCODONE" in card["summary"]
+    assert card["overrideReasons"]
+    deletes = [
+        a for s in card["suggestions"] for a in s["actions"] if a["type"] == "delete"
+    ]
+    assert deletes and all(a["resourceId"] == "MedicationRequest/oxy" for a in deletes)
+    creates = [a["resource"] for s in card["suggestions"] for a in s["actions"]
+               if a["type"] == "create"]
+    assert {r["medicationCodeableConcept"]["coding"][0]["code"] for r in creates} == {"161", "5640"}
+
+
+def test_order_select_ignores_unselected_opioid(core_client):
+    opioid = medication_request("p1", "oxy", text="oxycodone 5 mg tablet")
+    other = medication_request("p1", "apap", code="161", text="acetaminophen")
+    body = request_for(
+        "order-select", cohort_conditions("p1"), drafts=[opioid, other],
+        selections=["MedicationRequest/apap"],
+    )
+    assert rule_ids(core_client.post(SELECT, json=body)) == []
+
+
+def test_opioid_by_cdc_product_code(core_client):
+    # 1049621: oxycodone hydrochloride 5 MG Oral Tablet, in the CDC opioid value set.
+    opioid = medication_request("p1", "rx", code="1049621")
+    body = request_for("order-sign", cohort_conditions("p1"), drafts=[opioid])
+    assert rule_ids(core_client.post(SIGN, json=body)) == ["opioid-order"]
+
+
+def test_naloxone_alone_is_not_an_opioid(core_client):
+    order = medication_request("p1", "nx", text="naloxone 4 mg nasal spray")
+    body = request_for("order-sign", cohort_conditions("p1"), drafts=[order])
+    assert rule_ids(core_client.post(SIGN, json=body)) == []
+
+
+def test_hip_mri_without_radiograph(core_client):
+    mri = service_request("p1", "mri", LOINC, "30687-8")
+    body = request_for("order-sign", cohort_conditions("p1"), drafts=[mri])
+    response = core_client.post(SIGN, json=body)
+    assert rule_ids(response) == ["imaging-radiograph-first"]
+    card = response.get_json()["cards"][0]
+    assert_conformant(card)
+    replace = card["suggestions"][0]["actions"]
+    assert replace[0] == {
+        "type": "delete",
+        "description": replace[0]["description"],
+        "resourceId": "ServiceRequest/mri",
+    }
+    assert [a["type"] for a in replace[1:]] == ["create", "create"]
+
+
+def test_radiograph_in_same_order_set_counts(core_client):
+    mri = service_request("p1", "mri", LOINC, "30687-8")
+    xray = service_request("p1", "xr", LOINC, "28561-9")
+    body = request_for("order-sign", cohort_conditions("p1"), drafts=[mri, xray])
+    assert rule_ids(core_client.post(SIGN, json=body)) == []
+
+
+def test_exempt_patient_is_not_flagged_for_opioids(core_client):
+    conditions = cohort_conditions("p1") + [condition("p1", "ca", ICD10CM, "C50.911")]
+    opioid = medication_request("p1", "oxy", text="oxycodone 5 mg tablet")
+    body = request_for("order-sign", conditions, drafts=[opioid])
+    assert rule_ids(core_client.post(SIGN, json=body)) == []

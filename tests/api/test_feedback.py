@@ -1,0 +1,74 @@
+"""Feedback: validated, stored idempotently in SQLite, and kept across restarts."""
+
+import pytest
+
+from cds_service import create_app
+
+FB = "/cds-services/hypermobility-pain-patient-view/feedback"
+TS = "2026-11-20T10:00:00Z"
+
+
+def accepted(card="c-1", suggestion="s-1", ts="2026-11-20T10:05:31Z"):
+    return {"card": card, "outcome": "accepted", "acceptedSuggestions": [{"id": suggestion}],
+            "outcomeTimestamp": ts}
+
+
+def overridden(card="c-2"):
+    return {
+        "card": card,
+        "outcome": "overridden",
+        "overrideReason": {
+            "reason": {"system": "urn:hypermobility-cds:codes", "code": "palliative-intent",
+                       "display": "Palliative intent"},
+            "userComment": "hospice referral pending",
+        },
+        "outcomeTimestamp": "2026-11-20T10:06:00Z",
+    }
+
+
+def test_stores_entries(client, app):
+    response = client.post(FB, json={"feedback": [accepted(), overridden()]})
+    assert response.status_code == 200
+    assert response.get_json() == {}
+    rows = app.extensions["cds"].store.feedback_rows()
+    assert [(r["card_uuid"], r["outcome"]) for r in rows] == [
+        ("c-1", "accepted"), ("c-2", "overridden")]
+    assert rows[1]["override_code"] == "palliative-intent"
+    assert rows[0]["service_id"] == "hypermobility-pain-patient-view"
+
+
+def test_same_feedback_twice_is_counted_once(client, app):
+    for _ in range(3):
+        assert client.post(FB, json={"feedback": [accepted()]}).status_code == 200
+    assert app.extensions["cds"].store.count_feedback() == 1
+
+
+def test_survives_restart(client, settings):
+    client.post(FB, json={"feedback": [accepted(), overridden()]})
+    restarted = create_app(settings)
+    assert restarted.extensions["cds"].store.count_feedback() == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"feedback": []},
+        {"feedback": [{"card": "c", "outcome": "maybe", "outcomeTimestamp": TS}]},
+        {"feedback": [{"card": "c", "outcome": "accepted", "outcomeTimestamp": TS}]},
+        {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}]},
+        {"feedback": [{"card": "c", "outcome": "overridden", "overrideReason": {},
+                       "outcomeTimestamp": "2026-11-20T10:00:00Z"}]},
+        {"feedback": [{"outcome": "overridden", "outcomeTimestamp": "2026-11-20T10:00:00Z"}]},
+    ],
+)
+def test_invalid_feedback_is_400(client, app, body):
+    response = client.post(FB, json=body)
+    assert response.status_code == 400
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert app.extensions["cds"].store.count_feedback() == 0
+
+
+def test_feedback_for_unknown_service_is_404(client):
+    response = client.post("/cds-services/nope/feedback", json={"feedback": [accepted()]})
+    assert response.status_code == 404

@@ -1,0 +1,171 @@
+"""Bad requests get a 4xx with an OperationOutcome saying what is wrong, never a 500."""
+
+import json
+
+import pytest
+
+PV = "/cds-services/hypermobility-pain-patient-view"
+SIGN = "/cds-services/hypermobility-pain-order-sign"
+SELECT = "/cds-services/hypermobility-pain-order-select"
+
+
+def outcome(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"] and all(i["diagnostics"] for i in body["issue"])
+    return " ".join(i["diagnostics"] for i in body["issue"])
+
+
+def test_valid_minimal_request_answers_empty_cards(client, make_request):
+    response = client.post(PV, json=make_request())
+    assert response.status_code == 200
+    assert response.get_json() == {"cards": []}
+
+
+@pytest.mark.parametrize("member", ["hook", "hookInstance", "context"])
+def test_missing_required_member(client, make_request, member):
+    body = make_request()
+    del body[member]
+    assert member in outcome(client.post(PV, json=body), 400)
+
+
+@pytest.mark.parametrize(
+    "member,value",
+    [("hook", 7), ("hookInstance", "not-a-uuid"), ("context", "nope"), ("prefetch", [1])],
+)
+def test_malformed_member(client, make_request, member, value):
+    body = make_request(**{member: value})
+    assert member in outcome(client.post(PV, json=body), 400)
+
+
+def test_missing_patient_id(client, make_request):
+    body = make_request()
+    del body["context"]["patientId"]
+    assert "context.patientId" in outcome(client.post(PV, json=body), 400)
+
+
+def test_patient_id_must_be_a_fhir_id(client, make_request):
+    body = make_request()
+    body["context"]["patientId"] = "../../Patient?x=1"
+    assert "context.patientId" in outcome(client.post(PV, json=body), 400)
+
+
+def test_order_sign_needs_draft_orders(client, make_request):
+    body = make_request("order-sign")
+    del body["context"]["draftOrders"]
+    assert "draftOrders" in outcome(client.post(SIGN, json=body), 400)
+
+
+def test_draft_orders_must_be_a_bundle(client, make_request):
+    body = make_request("order-sign")
+    body["context"]["draftOrders"] = {"resourceType": "Patient"}
+    assert "draftOrders" in outcome(client.post(SIGN, json=body), 400)
+
+
+def test_order_select_needs_selections(client, make_request):
+    body = make_request("order-select")
+    body["context"]["selections"] = ["not a reference"]
+    assert "selections" in outcome(client.post(SELECT, json=body), 400)
+
+
+def test_hook_must_match_the_service(client, make_request):
+    body = make_request("order-select")
+    assert "order-sign" in outcome(client.post(SIGN, json=body), 400)
+
+
+def test_fhir_authorization_requires_fhir_server(client, make_request):
+    body = make_request(
+        fhirAuthorization={
+            "access_token": "secret",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "cds",
+        }
+    )
+    assert "fhirServer" in outcome(client.post(PV, json=body), 400)
+
+
+def test_body_that_is_not_json(client):
+    response = client.post(PV, data="{not json", content_type="application/json")
+    assert "not valid JSON" in outcome(response, 400)
+
+
+def test_body_that_is_a_json_array(client):
+    assert "JSON object" in outcome(client.post(PV, json=[1, 2]), 400)
+
+
+def test_wrong_content_type(client, make_request):
+    response = client.post(PV, data=json.dumps(make_request()), content_type="text/plain")
+    outcome(response, 415)
+
+
+def test_duplicate_keys_are_refused(client):
+    raw = '{"hook": "patient-view", "hook": "order-sign"}'
+    assert "repeats the key" in outcome(
+        client.post(PV, data=raw, content_type="application/json"), 400
+    )
+
+
+def test_too_deep_nesting(client, make_request):
+    body = make_request()
+    deep: dict = {}
+    node = deep
+    for _ in range(200):
+        node["a"] = {}
+        node = node["a"]
+    body["extension"] = deep
+    assert "nested deeper" in outcome(client.post(PV, json=body), 400)
+
+
+def test_pathologically_deep_nesting_is_not_a_500(client):
+    raw = "[" * 100_000 + "]" * 100_000
+    response = client.post(PV, data=raw, content_type="application/json")
+    assert response.status_code in (400, 413)
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_body_too_large(client, app, make_request):
+    body = make_request()
+    body["extension"] = {"x": "a" * (app.extensions["cds"].settings.max_body_bytes + 10)}
+    outcome(client.post(PV, json=body), 413)
+
+
+def test_unknown_service_is_404(client, make_request):
+    outcome(client.post("/cds-services/nope", json=make_request()), 404)
+
+
+def test_unknown_path_is_404_operation_outcome(client):
+    outcome(client.get("/nowhere"), 404)
+
+
+def test_wrong_method_is_405(client):
+    outcome(client.get(PV), 405)
+
+
+def test_extension_members_are_accepted(client, make_request):
+    body = make_request(extension={"org.example.flag": True})
+    body["context"]["extension"] = {"org.example.ctx": 1}
+    assert client.post(PV, json=body).status_code == 200
+
+
+def test_invalid_prefetch_value(client, make_request):
+    body = make_request()
+    body["prefetch"]["conditions"] = "oops"
+    assert "prefetch.conditions" in outcome(client.post(PV, json=body), 400)
+
+
+def test_missing_prefetch_without_fhir_server_is_412(client, make_request):
+    body = make_request()
+    del body["prefetch"]["conditions"]
+    assert "conditions" in outcome(client.post(PV, json=body), 412)
+
+
+def test_too_many_draft_orders(client, app, make_request):
+    limit = app.extensions["cds"].settings.max_draft_orders
+    body = make_request("order-sign")
+    body["context"]["draftOrders"]["entry"] = [
+        {"resource": {"resourceType": "MedicationRequest", "id": f"m{i}"}} for i in range(limit + 1)
+    ]
+    assert "draftOrders" in outcome(client.post(SIGN, json=body), 400)
