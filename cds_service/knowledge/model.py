@@ -28,7 +28,8 @@ class CodeEntry:
 
     `match` says how patient codes are compared with it: `exact`, `prefix` (ICD-10-CM category
     headers, compared without dots) or `range` (inclusive, from `code` to `to`). `status` mirrors
-    terminology.md (VERIFIED, VERIFIED-3P, PARTIAL) or says PROJECT for the service's own code.
+    terminology.md (VERIFIED, VERIFIED-3P, PARTIAL) or says PROJECT for the service's own codes
+    (the default for the project code system; VERIFIED is the default elsewhere).
     """
 
     system: str

@@ -19,7 +19,7 @@ from .model import MATCH_TYPES, CodeEntry, Coding, ConceptInfo, GuidelineSource
 from .systems import SystemTable
 from .terms import compile_terms, term_key
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+PROJECT_SYSTEM = "urn:hypermobility-cds:codes"
 _EMPTY: frozenset[str] = frozenset()
 # Files with a special shape; every other *.json file in the directory holds concepts.
 _SYSTEMS_FILE = "systems.json"
@@ -143,7 +143,9 @@ class Knowledge:
                     source=item["source"],
                     match=match,
                     to=item.get("to"),
-                    status=item.get("status", "VERIFIED"),
+                    status=item.get(
+                        "status", "PROJECT" if item["system"] == PROJECT_SYSTEM else "VERIFIED"
+                    ),
                 )
             )
         info = ConceptInfo(
