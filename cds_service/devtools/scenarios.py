@@ -70,7 +70,7 @@ _DATE_KEYS = frozenset(
         "whenPrepared",
         "sent",
         "received",
-        "instant",
+        "time",
     }
 )
 _DATE_SUFFIXES = ("Date", "DateTime", "Instant")
@@ -278,7 +278,7 @@ class Scenario:
         return ctx
 
     def prefetch(self, prefetch_templates: Mapping[str, str]) -> dict[str, Any]:
-        """Each template run against the patient's resources (keys with unresolved tokens left out)."""
+        """Run each template against the patient's resources; unresolved tokens drop the key."""
         ctx = self.context()
         out: dict[str, Any] = {}
         for key, template in prefetch_templates.items():
