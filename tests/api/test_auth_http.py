@@ -1,0 +1,134 @@
+"""JWT verification through the HTTP layer: every endpoint, preflight exempt, 401 without detail."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from cds_service import create_app
+from cds_service.security import sign_development_token
+from tests.conftest import SHARED
+
+BASE = "http://localhost"
+ISS = "https://ehr.example.org"
+PV = "/cds-services/hypermobility-pain-patient-view"
+
+
+@pytest.fixture(scope="module")
+def key():
+    private = ec.generate_private_key(ec.SECP384R1())
+    jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    jwk.update(kid="k1", alg="ES384", use="sig")
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem, {"keys": [jwk]}
+
+
+@pytest.fixture
+def secured(settings, key):
+    issuers = json.dumps({"issuers": [{"iss": ISS, "jwks": key[1]}]})
+    app = create_app(
+        settings.with_overrides(
+            auth="required", trusted_issuers_json=issuers, public_base_urls=(BASE,)
+        )
+    )
+    return app.test_client()
+
+
+def token(key, path, **claims):
+    return sign_development_token(key[0], kid="k1", iss=ISS, aud=BASE + path,
+                                  extra_claims=claims or None)
+
+
+def auth(tok):
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def test_signed_calls_succeed_on_every_endpoint(secured, key, make_request):
+    discovery = secured.get("/cds-services", headers=auth(token(key, "/cds-services")))
+    assert discovery.status_code == 200
+    response = secured.post(PV, json=make_request(), headers=auth(token(key, PV)))
+    assert response.status_code == 200
+    feedback = PV + "/feedback"
+    body = {"feedback": [{"card": "c", "outcome": "overridden",
+                          "overrideReason": {"userComment": "n/a"},
+                          "outcomeTimestamp": "2026-11-20T10:00:00Z"}]}
+    assert secured.post(feedback, json=body, headers=auth(token(key, feedback))).status_code == 200
+
+
+@pytest.mark.parametrize("method,path", [("get", "/cds-services"), ("post", PV),
+                                         ("post", PV + "/feedback")])
+def test_missing_header_is_401_on_every_endpoint(secured, method, path):
+    response = getattr(secured, method)(path, json={})
+    assert response.status_code == 401
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["diagnostics"] == "Authentication required."
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_preflight_needs_no_token(secured):
+    response = secured.options(PV, headers={"Origin": "https://sandbox.cds-hooks.org",
+                                            "Access-Control-Request-Method": "POST"})
+    assert response.status_code in (200, 204)
+
+
+def test_health_needs_no_token(secured):
+    assert secured.get("/healthz").status_code == 200
+
+
+def test_token_for_another_endpoint_is_refused(secured, key, make_request):
+    response = secured.post(PV, json=make_request(), headers=auth(token(key, "/cds-services")))
+    assert response.status_code == 401
+
+
+def test_replayed_token_is_refused(secured, key, make_request):
+    tok = token(key, PV)
+    assert secured.post(PV, json=make_request(), headers=auth(tok)).status_code == 200
+    assert secured.post(PV, json=make_request(), headers=auth(tok)).status_code == 401
+
+
+def test_failure_reason_is_logged_without_the_token(secured, key, caplog):
+    tok = token(key, PV, exp=1)
+    with caplog.at_level(logging.WARNING, logger="cds_service.auth"):
+        assert secured.post(PV, json={}, headers=auth(tok)).status_code == 401
+    reasons = [getattr(r, "reason", None) for r in caplog.records]
+    assert "expired" in reasons
+    assert tok.split(".")[2] not in caplog.text
+
+
+def test_auth_is_checked_before_the_body(secured):
+    response = secured.post(PV, data="not json", content_type="application/json")
+    assert response.status_code == 401
+
+
+def test_production_without_issuers_refuses_to_start(settings):
+    from cds_service.settings import SettingsError
+
+    with pytest.raises(SettingsError):
+        create_app(settings.with_overrides(auth="required", public_base_urls=(BASE,)))
+
+
+@pytest.mark.skipif(not (SHARED / "spec" / "sandbox-ecprivkey.pem").exists(),
+                    reason="../shared/spec/sandbox-ecprivkey.pem not available")
+def test_development_profile_accepts_the_public_sandbox(tmp_path, make_request):
+    from cds_service.settings import Settings
+
+    app = create_app(Settings.development(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}"))
+    pem = (SHARED / "spec" / "sandbox-ecprivkey.pem").read_bytes()
+    tok = sign_development_token(
+        pem, kid="44823f3d-0b01-4a6c-a80e-b9d3e8a7226f", iss="https://sandbox.cds-hooks.org",
+        aud="http://localhost:8000" + PV,
+    )
+    client = app.test_client()
+    response = client.post(PV, json=make_request(), headers=auth(tok),
+                           base_url="http://localhost:8000")
+    assert response.status_code == 200
