@@ -135,9 +135,9 @@ def shift_dates(resource: dict, days: int) -> dict:
 
     Elements are recognised by name: ``birthDate``, ``onsetDateTime``, ``recordedDate``,
     ``effectiveDateTime``, ``issued``, ``authoredOn``, period ``start``/``end``, ``date``,
-    ``lastUpdated``, ``event`` and every other ``*Date``/``*DateTime``/``*Instant`` element,
-    including inside contained resources and extensions. Values that do not look like a date
-    (a ``start`` integer, say) are left alone.
+    ``lastUpdated``, ``event``, annotation ``time`` and every other ``*Date``, ``*DateTime`` or
+    ``*Instant`` element, including inside contained resources and extensions. Values that do not
+    look like a date (a ``start`` integer, say) are left alone.
     """
     return _shift(copy.deepcopy(resource), days, False)
 

@@ -213,3 +213,32 @@ def test_fixture_names_are_obviously_fake() -> None:
     for path in PATIENT_FILES:
         patient = _load(path)["entry"][0]["resource"]
         assert patient["name"][0]["family"] == "Fixture"
+
+
+def _status_code(concept: dict | None) -> str | None:
+    return concept["coding"][0]["code"] if concept else None
+
+
+def test_condition_invariants_that_pydantic_does_not_check() -> None:
+    """con-3/4/5: a real FHIR server would reject the loader's PUT otherwise."""
+    for path in PATIENT_FILES:
+        for entry in _load(path)["entry"]:
+            r = entry["resource"]
+            if r["resourceType"] != "Condition":
+                continue
+            clinical = _status_code(r.get("clinicalStatus"))
+            verification = _status_code(r.get("verificationStatus"))
+            if verification == "entered-in-error":
+                assert clinical is None, r["id"]  # con-5
+            else:
+                assert clinical is not None, r["id"]  # con-3 (problem-list items)
+            if "abatementDateTime" in r:
+                assert clinical in {"inactive", "resolved", "remission"}, r["id"]  # con-4
+
+
+def test_dates_are_not_in_the_future_of_the_anchor() -> None:
+    for path in PATIENT_FILES:
+        for resource in sc.load_patient(path.stem, today=sc.FIXTURE_ANCHOR):
+            for key in ("onsetDateTime", "recordedDate", "effectiveDateTime", "authoredOn"):
+                if key in resource:
+                    assert resource[key][:10] <= sc.FIXTURE_ANCHOR.isoformat(), resource["id"]
