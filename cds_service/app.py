@@ -50,7 +50,9 @@ def build_verifier(settings: Settings) -> JwtVerifier | None:
     if settings.trusted_issuers_json:
         issuers += issuers_from_env(settings.trusted_issuers_json)
     if settings.profile == "development":
-        issuers.append(sandbox_issuer())
+        from cds_service.devtools.devkeys import dev_issuer
+
+        issuers += [sandbox_issuer(), dev_issuer()]
         logger.warning(
             "DEVELOPMENT PROFILE: trusting the public CDS Hooks sandbox issuer, whose private "
             "key is published. Never use this profile in production."

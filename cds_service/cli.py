@@ -8,6 +8,7 @@ requests). Other commands are for developers and live in ``cds_service.devtools`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -70,7 +71,78 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--auth", choices=("required", "off"), help="override CDS_AUTH")
     serve.set_defaults(func=_serve)
+
+    listing = commands.add_parser("scenarios", help="list the fixture scenarios")
+    listing.set_defaults(func=_scenarios)
+
+    fire = commands.add_parser("fire", help="call the service like an EHR and print the cards")
+    fire.add_argument("scenario", nargs="?", help="a scenario name (see `scenarios`)")
+    fire.add_argument("--bundle", help="fire patient-view for the patient in this Bundle file")
+    fire.add_argument("--patient", help="patient id in --bundle (if it holds several)")
+    fire.add_argument("--hook", default="patient-view", help="hook for --bundle")
+    fire.add_argument("--url", default="http://127.0.0.1:8000", help="service base URL")
+    fire.add_argument(
+        "--no-prefetch",
+        action="store_true",
+        help="send no prefetch; serve the patient from a local FHIR endpoint instead",
+    )
+    fire.add_argument("--json", action="store_true", help="print the raw JSON response")
+    fire.set_defaults(func=_fire)
+
+    loader = commands.add_parser(
+        "load-fixtures", help="PUT the fixture patients into a FHIR server"
+    )
+    loader.add_argument("--fhir-server", required=True, help="FHIR R4 base URL")
+    loader.add_argument("--patient", action="append", help="only this patient (repeatable)")
+    loader.set_defaults(func=_load_fixtures)
     return parser
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    from cds_service.devtools.scenarios import list_scenarios, load_scenario
+
+    for name in list_scenarios():
+        scenario = load_scenario(name)
+        expected = ", ".join(sorted(scenario.expected_cards)) or "no cards"
+        print(f"{name:55} {scenario.hook:13} {expected}")
+    return 0
+
+
+def _fire(args: argparse.Namespace) -> int:
+    from cds_service.devtools.fire import FireError, fire, load, print_cards, scenario_from_bundle
+
+    try:
+        if args.bundle:
+            scenario = scenario_from_bundle(args.bundle, args.hook, args.patient)
+        elif args.scenario:
+            scenario = load(args.scenario)
+        else:
+            print("name a scenario (see `hypermobility-cds scenarios`) or --bundle",
+                  file=sys.stderr)
+            return 2
+        exchange = fire(scenario, base_url=args.url, prefetch=not args.no_prefetch)
+    except FireError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(exchange.body, indent=2))
+    else:
+        print_cards(exchange, colour=sys.stdout.isatty())
+    return 0 if exchange.status == 200 else 1
+
+
+def _load_fixtures(args: argparse.Namespace) -> int:
+    from cds_service.devtools.load_fixtures import LoadError, load_fixtures
+
+    try:
+        loaded = load_fixtures(args.fhir_server, patients=args.patient)
+    except LoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for item in loaded:
+        print(f"wrote {item.resources:3} resources for Patient/{item.patient_id}")
+    print(f"{len(loaded)} patients, {sum(i.resources for i in loaded)} resources")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
