@@ -16,6 +16,7 @@ from cds_service.api.health import bp as health_bp
 from cds_service.api.hooks import bp as hooks_bp
 from cds_service.fhir.client import FetchLimits, FhirClient
 from cds_service.knowledge import Knowledge, load_knowledge
+from cds_service.logs import hook_instance_var, service_id_var
 from cds_service.pipeline import HookPipeline
 from cds_service.security import (
     AuthError,
@@ -91,9 +92,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(hooks_bp)
     app.register_blueprint(health_bp)
+    app.before_request(_reset_log_context)
     app.before_request(_authenticate)
     app.after_request(_cors)
     return app
+
+
+def _reset_log_context() -> None:
+    """Worker threads serve many requests: start each one without the last one's log ids."""
+    hook_instance_var.set(None)
+    service_id_var.set(None)
 
 
 def _authenticate() -> None:

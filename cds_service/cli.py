@@ -29,6 +29,13 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         if args.auth:
             settings = settings.with_overrides(auth=args.auth)
+        if settings.profile == "development" and not os.environ.get("CDS_PUBLIC_BASE_URL"):
+            # The JWT audience is the URL the client called: on a developer machine, this port.
+            settings = settings.with_overrides(
+                public_base_urls=tuple(
+                    f"http://{host}:{args.port}" for host in ("localhost", "127.0.0.1")
+                )
+            )
         app = create_app(settings)
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)

@@ -19,7 +19,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,8 @@ def shift_dates(resource: dict, days: int) -> dict:
 
 
 def _days_from_anchor(today: date | None) -> int:
-    return ((today or date.today()) - FIXTURE_ANCHOR).days
+    # UTC, like the service's evaluation time, so boundary scenarios hold around midnight.
+    return ((today or datetime.now(UTC).date()) - FIXTURE_ANCHOR).days
 
 
 def _read_json(path: Path) -> Any:

@@ -50,7 +50,7 @@ def detail(*, evidence: Sequence[str], advice: str, sources: Sequence[str]) -> s
     """Card detail in GitHub-flavoured markdown: evidence, advice, sources."""
     parts = [f"**Why this card**\n\n{bullets(evidence)}", advice.strip()]
     if sources:
-        parts.append("**Source:** " + "; ".join(sources))
+        parts.append("**Source:** " + "; ".join(s.rstrip(".") for s in sources) + ".")
     return "\n\n".join(parts)
 
 

@@ -132,3 +132,24 @@ def test_development_profile_accepts_the_public_sandbox(tmp_path, make_request):
     response = client.post(PV, json=make_request(), headers=auth(tok),
                            base_url="http://localhost:8000")
     assert response.status_code == 200
+
+
+def test_log_context_does_not_leak_between_requests(secured, key, make_request):
+    import io
+
+    from cds_service.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("cds_service")
+    logger.addHandler(handler)
+    try:
+        body = make_request()
+        assert secured.post(PV, json=body, headers=auth(token(key, PV))).status_code == 200
+        assert secured.get("/cds-services").status_code == 401
+    finally:
+        logger.removeHandler(handler)
+    failure = [json.loads(line) for line in stream.getvalue().splitlines()
+               if "authentication failed" in line]
+    assert failure and "hookInstance" not in failure[-1] and "service" not in failure[-1]
