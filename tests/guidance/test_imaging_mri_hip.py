@@ -1,0 +1,257 @@
+"""imaging-mri-hip: MRI hip without contrast after negative radiographs and soft-tissue signs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+
+from cds_service.fhir.record import build_record
+from cds_service.guidance.rules.imaging_mri_hip import RULE, evaluate
+from tests.api.test_core_rules import assert_conformant
+from tests.builders import (
+    ICD10CM,
+    LOINC,
+    SNOMED,
+    cohort_conditions,
+    condition,
+    patient,
+    service_request,
+)
+from tests.conftest import SHARED
+
+CPT = "http://www.ama-assn.org/go/cpt"
+
+
+def report(rid: str, *, conclusion: str | None = "No abnormality detected.",
+           status: str = "final", when: str = "2026-09-01", system: str = LOINC,
+           code: str = "30767-8", display: str = "XR Pelvis and Hip Views") -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": rid,
+        "status": status,
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": system, "code": code, "display": display}]},
+        "effectiveDateTime": when,
+    }
+    if conclusion is not None:
+        resource["conclusion"] = conclusion
+    return resource
+
+
+def mri_request(rid: str, *, status: str = "active", system: str = LOINC,
+                code: str = "30687-8", body_site: str | None = None) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": system, "code": code}]},
+        "authoredOn": "2026-10-01",
+    }
+    if body_site:
+        resource["bodySite"] = [{"text": body_site}]
+    return resource
+
+
+BURSITIS = condition("p1", "bursitis", ICD10CM, "M70.61")
+
+
+def chart(*extra: dict[str, Any], soft_tissue: bool = True) -> list[dict[str, Any]]:
+    base = [patient("p1"), *cohort_conditions("p1"), report("xr1")]
+    return base + ([BURSITIS] if soft_tissue else []) + list(extra)
+
+
+@pytest.fixture
+def run(make_facts, make_ctx, knowledge):
+    def go(resources):
+        # Guard against vacuous negatives: every test resource must be valid FHIR and be read.
+        record = build_record(resources, "p1", knowledge)
+        assert record.skipped_invalid == record.skipped_irrelevant == 0
+        return evaluate(make_facts(resources), make_ctx())
+
+    return go
+
+
+def test_fires_after_negative_radiograph_with_soft_tissue_problem(run):
+    card = run(chart())
+    assert card is not None
+    assert card.rule_id == "imaging-mri-hip"
+    assert card.indicator == "info"
+    assert "MRI" in card.summary
+    # Evidence: the report (name, date, conclusion) and the soft-tissue condition.
+    assert "XR Pelvis and Hip Views" in card.detail
+    assert "2026-09-01" in card.detail
+    assert "No abnormality detected." in card.detail
+    assert "M70.61" in card.detail
+    assert "without IV contrast" in card.detail
+    assert_conformant(card.to_json())
+
+
+def test_suggestion_is_a_valid_draft_mri_hip_without_contrast(run):
+    card = run(chart())
+    assert card.selectionBehavior == "at-most-one"
+    [suggestion] = card.suggestions
+    [action] = suggestion.actions
+    assert action.type == "create"
+    resource = action.resource
+    get_fhir_model_class("ServiceRequest").model_validate(resource)
+    assert resource["status"] == "draft"
+    assert resource["intent"] == "order"
+    assert resource["subject"] == {"reference": "Patient/p1"}
+    assert resource["code"]["coding"] == [
+        {"system": LOINC, "code": "30687-8", "display": "MR Hip WO contrast"}
+    ]
+    assert resource["code"]["text"]
+    assert resource["reasonReference"] == [{"reference": "Condition/bursitis"}]
+
+
+def test_silent_out_of_cohort(run):
+    # Chronic hip pain but no hypermobility diagnosis and no Beighton score.
+    resources = [
+        patient("p1"),
+        condition("p1", "hip", ICD10CM, "M25.551"),
+        report("xr1"),
+        BURSITIS,
+    ]
+    assert run(resources) is None
+
+
+def test_silent_when_hypermobile_without_chronic_pain(run):
+    resources = [patient("p1"), condition("p1", "heds", ICD10CM, "Q79.62"), report("xr1"),
+                 BURSITIS]
+    assert run(resources) is None
+
+
+@pytest.mark.parametrize("status", ["preliminary", "registered", "partial", "cancelled",
+                                    "entered-in-error"])
+def test_report_must_be_final(run, status):
+    resources = [patient("p1"), *cohort_conditions("p1"), report("xr1", status=status), BURSITIS]
+    assert run(resources) is None
+
+
+@pytest.mark.parametrize("status", ["final", "amended", "corrected"])
+def test_final_amended_or_corrected_report_counts(run, status):
+    resources = [patient("p1"), *cohort_conditions("p1"), report("xr1", status=status), BURSITIS]
+    assert run(resources) is not None
+
+
+@pytest.mark.parametrize("conclusion", [
+    "Mild osteoarthritis of the right hip.",
+    "Normal alignment. Early osteoarthritis of both hips.",
+    "Negative for fracture but small joint effusion.",
+    "Findings not normal; follow-up advised.",
+    "Cam-type dysplasia.",
+    "Abnormal sclerosis of the acetabulum.",
+])
+def test_abnormal_wording_silences(run, conclusion):
+    resources = [patient("p1"), *cohort_conditions("p1"), report("xr1", conclusion=conclusion),
+                 BURSITIS]
+    assert run(resources) is None
+
+
+@pytest.mark.parametrize("conclusion", [
+    "No abnormality detected.",
+    "Unremarkable pelvis and hips.",
+    "Equivocal joint space; otherwise normal.",
+    "NEGATIVE",
+])
+def test_normal_negative_or_equivocal_wording_fires(run, make_facts, conclusion):
+    resources = [patient("p1"), *cohort_conditions("p1"), report("xr1", conclusion=conclusion),
+                 BURSITIS]
+    [xray] = make_facts(resources).services_with("radiograph-pelvis-hip")
+    assert xray.normal_result is True
+    assert run(resources) is not None
+
+
+def test_report_without_conclusion_is_not_normal(run):
+    resources = [patient("p1"), *cohort_conditions("p1"), report("xr1", conclusion=None),
+                 BURSITIS]
+    assert run(resources) is None
+
+
+def test_radiograph_order_without_report_is_not_enough(run):
+    order = service_request("p1", "xr-order", CPT, "73502", status="completed")
+    resources = [patient("p1"), *cohort_conditions("p1"), order, BURSITIS]
+    assert run(resources) is None
+
+
+def test_latest_final_report_decides(run):
+    older_normal = report("xr-old", when="2025-01-10")
+    newer_abnormal = report("xr-new", when="2026-08-01",
+                            conclusion="Moderate osteoarthritis of the left hip.")
+    resources = [patient("p1"), *cohort_conditions("p1"), older_normal, newer_abnormal,
+                 BURSITIS]
+    assert run(resources) is None
+    # The other way round, the newer normal report is what counts.
+    older_abnormal = report("xr-old", when="2025-01-10", conclusion="Osteoarthritis.")
+    newer_normal = report("xr-new", when="2026-08-01", conclusion="Normal study.")
+    resources = [patient("p1"), *cohort_conditions("p1"), older_abnormal, newer_normal,
+                 BURSITIS]
+    card = run(resources)
+    assert card is not None
+    assert "Normal study." in card.detail
+    assert "2026-08-01" in card.detail
+
+
+def test_silent_without_soft_tissue_problem(run):
+    assert run(chart(soft_tissue=False)) is None
+
+
+def test_resolved_soft_tissue_problem_does_not_count(run):
+    resolved = condition("p1", "bursitis", ICD10CM, "M70.61", clinical="resolved")
+    assert run(chart(resolved, soft_tissue=False)) is None
+
+
+@pytest.mark.parametrize("code", ["M70.62", "M70.71", "M76.01", "M76.12"])
+def test_each_soft_tissue_family_counts(run, code):
+    assert run(chart(condition("p1", "st", ICD10CM, code), soft_tissue=False)) is not None
+
+
+@pytest.mark.parametrize("mri", [
+    mri_request("mri1", status="active"),
+    mri_request("mri1", status="completed"),
+    mri_request("mri1", status="draft", system=SNOMED, code="432672003"),
+    mri_request("mri1", system=CPT, code="73721", body_site="Right hip"),
+    report("mri1", code="36490-1", display="MR Hip - right WO contrast",
+           conclusion="Gluteus medius tendinopathy."),
+])
+def test_silent_when_hip_mri_already_ordered_or_reported(run, mri):
+    assert run(chart(mri)) is None
+
+
+@pytest.mark.parametrize("status", ["entered-in-error", "revoked"])
+def test_voided_mri_order_does_not_count(run, status):
+    card = run(chart(mri_request("mri1", status=status)))
+    assert card is not None
+
+
+def test_knee_mri_does_not_count_as_hip_mri(run):
+    assert run(chart(mri_request("mri1", system=CPT, code="73721", body_site="Left knee"))) \
+        is not None
+
+
+def test_rule_metadata(knowledge):
+    assert RULE.id == "imaging-mri-hip"
+    assert RULE.hooks == frozenset({"patient-view"})
+    assert all(concept in knowledge for concept in RULE.concepts)
+    assert set(RULE.sources) <= knowledge.source_keys()
+
+
+def test_card_wording_is_not_copied_from_the_source(run):
+    card = run(chart())
+    source = _words((SHARED / "clinical" / "source-guidance.txt").read_text(encoding="utf-8"))
+    ours = _words(card.summary + " " + card.detail.split("**Source:**")[0])
+    assert not _shared_runs(ours, source, 8)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _shared_runs(ours: list[str], theirs: list[str], n: int) -> set[tuple[str, ...]]:
+    grams = {tuple(theirs[i:i + n]) for i in range(len(theirs) - n + 1)}
+    return {tuple(ours[i:i + n]) for i in range(len(ours) - n + 1)} & grams

@@ -1,0 +1,164 @@
+"""possible-hypermobility: a high Beighton score with chronic pain and no EDS/HSD diagnosis."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from cds_service.fhir.record import build_record
+from cds_service.guidance.rules.possible_hypermobility import RULE, evaluate
+from cds_service.guidance.settings import GuidanceSettings
+from tests.api.test_core_rules import assert_conformant
+from tests.builders import ICD10CM, SNOMED, condition, patient
+from tests.conftest import SHARED
+
+AGE_BANDS = GuidanceSettings(beighton_threshold_mode="age-bands")
+
+
+def beighton(score: int, *, rid: str = "beighton", when: str = "2026-06-15",
+             status: str = "final") -> dict[str, Any]:
+    """A Beighton score filed under an EHR flowsheet code, recognised by its text."""
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": status,
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "urn:oid:1.2.3.4", "code": "FS-77",
+                             "display": "Beighton score"}]},
+        "effectiveDateTime": when,
+        "valueInteger": score,
+    }
+
+
+LOW_BACK_PAIN = condition("p1", "lbp", SNOMED, "278860009")  # chronic by code
+
+
+def chart(*extra: dict[str, Any], birth_date: str = "1990-05-01") -> list[dict[str, Any]]:
+    """Age 36 at the evaluation time (2026-11-01), chronic low back pain, no diagnosis."""
+    return [patient("p1", birth_date), LOW_BACK_PAIN, *extra]
+
+
+@pytest.fixture
+def run(make_facts, make_ctx, knowledge):
+    def go(resources, settings: GuidanceSettings | None = None):
+        record = build_record(resources, "p1", knowledge)
+        assert record.skipped_invalid == record.skipped_irrelevant == 0
+        return evaluate(make_facts(resources, settings=settings), make_ctx(settings=settings))
+
+    return go
+
+
+def test_fires_for_beighton_5_without_diagnosis(run):
+    card = run(chart(beighton(5)))
+    assert card is not None
+    assert card.rule_id == "possible-hypermobility"
+    assert card.indicator == "info"
+    assert "Beighton 5/9" in card.summary
+    # Score, date and the threshold basis are stated.
+    assert "Beighton score 5/9 on 2026-06-15" in card.detail
+    assert "threshold 4/9 (the source guidance's cut-off)" in card.detail
+    assert "No Ehlers-Danlos or hypermobility diagnosis" in card.detail
+    for term in ("hypermobility spectrum disorder", "hypermobile Ehlers-Danlos syndrome",
+                 "2 to 3 years"):
+        assert term in card.detail
+    assert not card.suggestions
+    assert card.links
+    assert_conformant(card.to_json())
+
+
+def test_score_of_exactly_the_threshold_fires(run):
+    assert run(chart(beighton(4))) is not None
+
+
+def test_beighton_3_is_silent(run):
+    assert run(chart(beighton(3))) is None
+
+
+@pytest.mark.parametrize("system, code", [
+    (ICD10CM, "M35.7"),     # hypermobility syndrome / HSD
+    (ICD10CM, "Q79.62"),    # hypermobile EDS
+    (ICD10CM, "Q79.61"),    # classical EDS: a different disorder, but still "any type"
+    (ICD10CM, "Q79.63"),    # vascular EDS
+    (SNOMED, "398114001"),  # Ehlers-Danlos syndrome
+    (SNOMED, "83470009"),   # EDS type 1
+])
+def test_silent_with_any_eds_or_hypermobility_diagnosis(run, system, code):
+    assert run(chart(beighton(6), condition("p1", "dx", system, code))) is None
+
+
+def test_resolved_diagnosis_still_counts_as_diagnosed(run):
+    old = condition("p1", "dx", ICD10CM, "M35.7", clinical="resolved")
+    assert run(chart(beighton(6), old)) is None
+
+
+def test_diagnosis_entered_in_error_does_not_count(run):
+    wrong = condition("p1", "dx", ICD10CM, "M35.7", verification="entered-in-error")
+    assert run(chart(beighton(6), wrong)) is not None
+
+
+def test_most_recent_score_wins(run):
+    older_high = beighton(7, rid="b-old", when="2024-01-10")
+    newer_low = beighton(2, rid="b-new", when="2026-05-01")
+    assert run(chart(older_high, newer_low)) is None
+    older_low = beighton(2, rid="b-old", when="2024-01-10")
+    newer_high = beighton(6, rid="b-new", when="2026-05-01")
+    card = run(chart(older_low, newer_high))
+    assert "Beighton score 6/9 on 2026-05-01" in card.detail
+
+
+def test_preliminary_score_does_not_count(run):
+    assert run(chart(beighton(7, status="preliminary"))) is None
+
+
+def test_silent_without_chronic_pain(run):
+    recent = condition("p1", "hip", ICD10CM, "M25.551", onset="2026-10-01")  # 31 days old
+    assert run([patient("p1"), recent, beighton(7)]) is None
+    assert run([patient("p1"), beighton(7)]) is None
+
+
+def test_chronic_hip_pain_also_qualifies(run):
+    hip = condition("p1", "hip", ICD10CM, "M25.552", onset="2025-01-01")
+    assert run([patient("p1"), hip, beighton(5)]) is not None
+
+
+def test_age_band_setting_changes_the_outcome(run):
+    # Age 36: the fixed threshold is 4, the 2017 age band (puberty to 50) is 5.
+    assert run(chart(beighton(4))) is not None
+    assert run(chart(beighton(4)), settings=AGE_BANDS) is None
+    card = run(chart(beighton(5)), settings=AGE_BANDS)
+    assert card is not None
+    assert "threshold 5/9 (2017 criteria age band for age 36)" in card.detail
+
+
+def test_age_bands_for_older_and_younger_patients(run):
+    # Over 50: threshold 4. Under 18: threshold 6.
+    over_50 = run(chart(beighton(4), birth_date="1960-01-01"), settings=AGE_BANDS)
+    assert over_50 is not None
+    assert "threshold 4/9 (2017 criteria age band for age 66)" in over_50.detail
+    assert run(chart(beighton(5), birth_date="2010-01-01"), settings=AGE_BANDS) is None
+    assert run(chart(beighton(6), birth_date="2010-01-01"), settings=AGE_BANDS) is not None
+
+
+def test_rule_metadata(knowledge):
+    assert RULE.id == "possible-hypermobility"
+    assert RULE.hooks == frozenset({"patient-view"})
+    assert all(concept in knowledge for concept in RULE.concepts)
+    assert set(RULE.sources) <= knowledge.source_keys()
+
+
+def test_card_wording_is_not_copied_from_the_source(run):
+    card = run(chart(beighton(5)))
+    source = _words((SHARED / "clinical" / "source-guidance.txt").read_text(encoding="utf-8"))
+    ours = _words(card.summary + " " + card.detail.split("**Source:**")[0])
+    assert not _shared_runs(ours, source, 8)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _shared_runs(ours: list[str], theirs: list[str], n: int) -> set[tuple[str, ...]]:
+    grams = {tuple(theirs[i:i + n]) for i in range(len(theirs) - n + 1)}
+    return {tuple(ours[i:i + n]) for i in range(len(ours) - n + 1)} & grams
