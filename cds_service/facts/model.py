@@ -39,7 +39,7 @@ class ConditionFact:
     recorded: date | None
 
     def evidence(self) -> str:
-        codes = f" ({self.codes})" if self.codes else ""
+        codes = f" ({self.codes})" if self.codes and self.codes != self.name else ""
         return f"{self.name}{codes}"
 
 
