@@ -1,0 +1,96 @@
+"""corticosteroid-order (order-select, order-sign).
+
+When: the patient is in cohort and a draft order in focus is a systemic corticosteroid (oral or
+parenteral glucocorticoid; fludrocortisone, topical, inhaled, nasal, ophthalmic and
+intra-articular products, and hydrocortisone replacement for adrenal insufficiency are not).
+Then: a warning that systemic corticosteroids work no better than placebo for low back pain, with
+or without radicular symptoms. Suggestion: remove the draft order. Override reason: prescribed
+for another indication.
+
+The facts decide what is systemic (``MedicationOrder.systemic_corticosteroid``); this rule only
+chooses which of those orders the clinician is looking at, so the classification stays in one
+place.
+"""
+
+from __future__ import annotations
+
+from cds_service.facts.model import ClinicalFacts, MedicationOrder
+from cds_service.guidance.cards import Card, Suggestion
+from cds_service.guidance.compose import cohort_evidence, delete, make_card, override_reasons
+from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
+
+
+def systemic_corticosteroid_orders(facts: ClinicalFacts) -> list[MedicationOrder]:
+    """Inclusion: draft orders in focus that the facts classify as systemic corticosteroids."""
+    return [m for m in facts.draft_medications if m.selected and m.systemic_corticosteroid]
+
+
+def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
+    if not facts.in_cohort:
+        return None
+    orders = systemic_corticosteroid_orders(facts)
+    if not orders:
+        return None
+    names = ", ".join(o.name for o in orders)
+    evidence = cohort_evidence(facts) + [
+        f"Draft order: {o.name} (recognised by {o.systemic_corticosteroid})" for o in orders
+    ]
+    advice = (
+        "Oral or injected corticosteroids have not relieved low back pain better than placebo, "
+        "whether or not the pain radiates down the leg, and they add the harms of systemic "
+        "steroid exposure. If this course is for another condition, keep it and give that as "
+        "the override reason.\n\n"
+        "Not flagged: fludrocortisone; topical, inhaled, nasal, eye and intra-articular "
+        "products; hydrocortisone replacement for adrenal insufficiency."
+    )
+    removals = tuple(
+        delete(o.reference, f"Remove the draft order for {o.name}") for o in orders if o.reference
+    )
+    suggestions = (
+        [Suggestion(label=_label(f"Remove {names}"), isRecommended=True, actions=removals)]
+        if removals
+        else []
+    )
+    return make_card(
+        RULE,
+        ctx,
+        summary=_fit(f"Systemic corticosteroid for back pain is no better than placebo: {names}"),
+        evidence=evidence,
+        advice=advice,
+        suggestions=suggestions,
+        selection="at-most-one",
+        override_reasons=override_reasons(ctx, "override-corticosteroid-order"),
+    )
+
+
+def _fit(text: str, limit: int = 139) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _label(text: str) -> str:
+    return _fit(text, 80)
+
+
+RULE = Rule(
+    id="corticosteroid-order",
+    title="Avoid systemic corticosteroids for low back pain",
+    hooks=ORDER_HOOKS,
+    indicator="warning",
+    when="Patient in cohort with a draft order for a systemic (oral or parenteral) "
+    "corticosteroid; not fludrocortisone, topical, inhaled, nasal, ophthalmic or intra-articular "
+    "products, nor hydrocortisone for adrenal insufficiency.",
+    then="Warns that systemic corticosteroids are no better than placebo for low back pain with "
+    "or without radicular symptoms and names the drug; suggests removing the order; offers an "
+    "'another indication' override reason.",
+    evaluate=evaluate,
+    concepts=(
+        "systemic-corticosteroid-ingredient",
+        "fludrocortisone",
+        "hydrocortisone",
+        "adrenal-insufficiency",
+        "dose-form-systemic",
+        "dose-form-not-systemic",
+        "override-corticosteroid-order",
+    ),
+    sources=("source-guidance", "acp-low-back-pain-2017"),
+)

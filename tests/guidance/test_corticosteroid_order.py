@@ -1,0 +1,130 @@
+"""corticosteroid-order: a draft systemic corticosteroid in a cohort patient gets a warning."""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.guidance.rules.corticosteroid_order import RULE, evaluate
+from tests.api.test_core_rules import assert_conformant
+from tests.builders import (
+    ICD10CM,
+    SNOMED,
+    cohort_conditions,
+    condition,
+    medication_request,
+    patient,
+)
+
+COHORT = [patient("p1"), *cohort_conditions("p1")]
+
+
+def draft(rid, text=None, code=None):
+    return medication_request("p1", rid, text=text, code=code)
+
+
+@pytest.fixture
+def run(make_facts, make_ctx):
+    def evaluate_for(drafts, *, resources=COHORT, hook="order-sign", selected=None):
+        facts = make_facts(resources, drafts, selected=selected)
+        return evaluate(facts, make_ctx(hook))
+
+    return evaluate_for
+
+
+@pytest.mark.parametrize("hook", ["order-sign", "order-select"])
+def test_oral_prednisone_is_flagged_with_removal(run, hook):
+    selected = {"MedicationRequest/pred"} if hook == "order-select" else None
+    card = run([draft("pred", "prednisone 20 mg oral tablet")], hook=hook, selected=selected)
+    assert card is not None
+    body = card.to_json()
+    assert_conformant(body)
+    assert body["indicator"] == "warning"
+    assert body["source"]["topic"]["code"] == "corticosteroid-order"
+    assert "prednisone 20 mg oral tablet" in body["summary"]
+    assert "placebo" in body["summary"]
+    assert "Draft order: prednisone 20 mg oral tablet" in body["detail"]
+    assert body["selectionBehavior"] == "at-most-one"
+    [suggestion] = body["suggestions"]
+    assert suggestion["isRecommended"] is True
+    assert suggestion["actions"] == [
+        {
+            "type": "delete",
+            "description": "Remove the draft order for prednisone 20 mg oral tablet",
+            "resourceId": "MedicationRequest/pred",
+        }
+    ]
+    assert [(r["code"], r["display"]) for r in body["overrideReasons"]] == [
+        ("other-indication", "Prescribed for another indication")
+    ]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        draft("rx", code="8640"),  # prednisone ingredient, no form stated: taken as systemic
+        draft("mp", "methylprednisolone 125 mg intravenous injection"),
+        draft("dx", "dexamethasone 8 mg intramuscular injection"),
+        draft("hc", "hydrocortisone 10 mg tablet"),  # no adrenal insufficiency: a steroid course
+    ],
+)
+def test_other_systemic_forms_are_flagged(run, order):
+    card = run([order])
+    assert card is not None
+    assert card.suggestions[0].actions[0].resourceId == f"MedicationRequest/{order['id']}"
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        draft("top", "hydrocortisone 1% cream"),
+        draft("inh", "triamcinolone inhalation aerosol"),
+        draft("eye", "dexamethasone 0.1% ophthalmic suspension"),
+        draft("ia", "triamcinolone 40 mg intra-articular injection"),
+        draft("flu", "fludrocortisone 0.1 mg tablet"),
+        draft("apap", "acetaminophen 500 mg tablet", code="161"),
+    ],
+)
+def test_non_systemic_products_are_not_flagged(run, order):
+    assert run([order]) is None
+
+
+def test_hydrocortisone_replacement_for_adrenal_insufficiency_is_not_flagged(run):
+    adrenal = condition("p1", "ai", ICD10CM, "E27.1")
+    order = draft("hc", "hydrocortisone 10 mg tablet")
+    assert run([order], resources=[*COHORT, adrenal]) is None
+    assert run([order]) is not None
+
+
+def test_order_select_only_looks_at_the_selected_order(run):
+    drafts = [draft("pred", "prednisone 20 mg tablet"), draft("apap", "acetaminophen 500 mg")]
+    assert run(drafts, hook="order-select", selected={"MedicationRequest/apap"}) is None
+    assert run(drafts, hook="order-select", selected={"MedicationRequest/pred"}) is not None
+
+
+def test_only_the_systemic_order_is_named_and_removed(run):
+    card = run([draft("pred", "prednisone 20 mg tablet"), draft("top", "hydrocortisone cream")])
+    deletes = [a.resourceId for s in card.suggestions for a in s.actions]
+    assert deletes == ["MedicationRequest/pred"]
+    assert "hydrocortisone cream" not in card.summary
+    assert "Draft order: hydrocortisone cream" not in card.detail
+
+
+def test_order_without_id_still_warns_but_offers_no_removal(run):
+    order = draft("x", "prednisone 20 mg tablet")
+    del order["id"]
+    card = run([order])
+    assert card is not None
+    assert card.suggestions == ()
+    assert_conformant(card.to_json())
+
+
+def test_outside_cohort_gets_nothing(run):
+    only_pain = [patient("p1"), condition("p1", "lbp", SNOMED, "278860009")]
+    assert run([draft("pred", "prednisone 20 mg tablet")], resources=only_pain) is None
+
+
+def test_rule_metadata(knowledge):
+    assert RULE.hooks == frozenset({"order-select", "order-sign"})
+    assert RULE.indicator == "warning"
+    assert all(concept in knowledge for concept in RULE.concepts)
+    assert set(RULE.sources) <= knowledge.source_keys()

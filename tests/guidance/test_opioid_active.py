@@ -1,0 +1,143 @@
+"""opioid-active: an active opioid prescription in a cohort patient gets a taper warning."""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.guidance.rules import opioid_active
+from cds_service.guidance.rules.opioid_active import RULE, evaluate
+from tests.api.test_core_rules import assert_conformant
+from tests.builders import (
+    ICD10CM,
+    SNOMED,
+    cohort_conditions,
+    condition,
+    medication_request,
+    patient,
+)
+
+
+def cohort(*extra):
+    return [patient("p1"), *cohort_conditions("p1"), *extra]
+
+
+def active(rid, *, text=None, code=None, authored="2026-03-15", status="active"):
+    order = medication_request("p1", rid, text=text, code=code, status=status)
+    if authored:
+        order["authoredOn"] = authored
+    return order
+
+
+@pytest.fixture
+def run(make_facts, make_ctx):
+    def evaluate_for(resources):
+        return evaluate(make_facts(resources), make_ctx("patient-view"))
+
+    return evaluate_for
+
+
+def test_active_opioid_in_cohort_gets_a_taper_warning(run):
+    card = run(cohort(active("oxy", text="oxyCODONE 5 mg oral tablet")))
+    assert card is not None
+    body = card.to_json()
+    assert_conformant(body)
+    assert body["indicator"] == "warning"
+    assert body["source"]["topic"]["code"] == "opioid-active"
+    assert "oxyCODONE 5 mg oral tablet" in body["summary"]
+    assert "taper" in body["summary"].lower()
+    detail = body["detail"]
+    assert "oxyCODONE 5 mg oral tablet, authored 2026-03-15" in detail
+    assert "Q79.62" in detail  # cohort evidence comes first
+    assert "do not stop abruptly" in detail.lower()
+    assert "suggestions" not in body  # none required: a taper is a plan, not an order
+    cdc = "https://www.cdc.gov/mmwr/volumes/71/rr/rr7103a1.htm"
+    assert body["source"]["url"] == cdc
+    assert cdc in [link["url"] for link in body["links"]]
+    assert "Hyperlaxity" in detail  # the source guidance is cited beside CDC
+
+
+def test_does_not_repeat_the_non_opioid_medicine_list(run):
+    detail = run(cohort(active("oxy", text="oxycodone 5 mg tablet"))).detail.lower()
+    for medicine in ("acetaminophen", "paracetamol", "nsaid", "duloxetine", "gabapentin"):
+        assert medicine not in detail
+
+
+def test_every_active_opioid_is_named_with_its_date(run):
+    card = run(
+        cohort(
+            active("tr", text="traMADol 50 mg tab", authored="2025-12-01"),
+            active("mo", text="morphine 15 mg ER tablet", authored=None),
+        )
+    )
+    assert "traMADol 50 mg tab, authored 2025-12-01" in card.detail
+    assert "morphine 15 mg ER tablet, no authored date" in card.detail
+    assert "traMADol" in card.summary and "morphine" in card.summary
+
+
+def test_recognised_by_cdc_product_code(run):
+    # 1049621: oxycodone hydrochloride 5 MG Oral Tablet, in the CDC opioid value set.
+    card = run(cohort(active("rx", code="1049621")))
+    assert card is not None
+    assert "RxNorm 1049621" in card.detail
+
+
+def test_long_names_keep_the_summary_short(run):
+    long_name = "hydrocodone bitartrate 10 mg / acetaminophen 325 mg oral tablet, as needed"
+    card = run(cohort(*(active(f"h{i}", text=long_name) for i in range(3))))
+    assert len(card.summary) < 140
+    assert card.summary.endswith("...")
+
+
+@pytest.mark.parametrize("status", ["stopped", "completed", "draft", "on-hold", "cancelled"])
+def test_only_active_prescriptions_count(run, status):
+    assert run(cohort(active("oxy", text="oxycodone 5 mg tablet", status=status))) is None
+
+
+def test_non_opioid_is_not_flagged(run):
+    assert run(cohort(active("apap", code="161", text="acetaminophen 500 mg tablet"))) is None
+
+
+def test_naloxone_alone_is_not_flagged(run):
+    assert run(cohort(active("nx", text="naloxone 4 mg nasal spray"))) is None
+
+
+def test_outside_cohort_gets_nothing(run):
+    only_pain = [patient("p1"), condition("p1", "lbp", SNOMED, "278860009")]
+    assert run([*only_pain, active("oxy", text="oxycodone 5 mg tablet")]) is None
+
+
+def test_exempt_patient_is_not_flagged(run):
+    cancer = condition("p1", "ca", ICD10CM, "C50.911")
+    assert run(cohort(cancer, active("oxy", text="oxycodone 5 mg tablet"))) is None
+
+
+def test_buprenorphine_naloxone_is_never_flagged(run):
+    moud = active("bup", text="buprenorphine 8 mg / naloxone 2 mg sublingual film")
+    assert run(cohort(moud)) is None
+
+
+def test_methadone_is_moud_only_with_opioid_use_disorder(run):
+    methadone = active("mtd", text="methadone 10 mg tablet")
+    oud = condition("p1", "oud", ICD10CM, "F11.20")
+    assert run(cohort(oud, methadone)) is None
+    assert run(cohort(methadone)) is not None  # prescribed for pain: an opioid like any other
+
+
+def test_moud_beside_a_pain_opioid_names_only_the_pain_opioid(run):
+    card = run(
+        cohort(
+            active("bup", text="buprenorphine 8 mg / naloxone 2 mg sublingual film"),
+            active("oxy", text="oxycodone 5 mg tablet"),
+        )
+    )
+    assert "oxycodone" in card.detail
+    assert "buprenorphine" not in card.detail
+
+
+def test_rule_metadata(knowledge):
+    assert RULE.hooks == frozenset({"patient-view"})
+    assert RULE.indicator == "warning"
+    assert RULE.evaluate is opioid_active.evaluate
+    assert all(concept in knowledge for concept in RULE.concepts)
+    assert set(RULE.sources) <= knowledge.source_keys()
+    assert "cdc-opioids-2022" in RULE.sources
