@@ -1,0 +1,108 @@
+"""Settings from the environment: documented variables, clear errors, guidance overrides."""
+
+import json
+
+import pytest
+
+from cds_service.guidance.settings import ALL_RULES, GuidanceSettings
+from cds_service.settings import Settings, SettingsError
+
+
+def test_production_defaults_are_safe():
+    settings = Settings.from_env({})
+    assert settings.profile == "production"
+    assert settings.auth == "required"
+    assert settings.fhir_server_allowlist == ()
+    assert settings.allow_loopback_http is False
+    assert settings.max_body_bytes == 1024 * 1024
+
+
+def test_development_profile():
+    settings = Settings.from_env({"CDS_PROFILE": "development"})
+    assert settings.allow_loopback_http is True
+    assert settings.fhir_server_allowlist == ("*",)
+
+
+def test_environment_overrides():
+    settings = Settings.from_env({
+        "CDS_AUTH": "off",
+        "CDS_PUBLIC_BASE_URL": "https://cds.example.org/, https://cds2.example.org",
+        "CDS_FHIR_SERVER_ALLOWLIST": "https://a.example.org/fhir,https://b.example.org/r4",
+        "CDS_MAX_BODY_BYTES": "2048",
+        "CDS_FHIR_DEADLINE_S": "1.25",
+        "CDS_DATABASE_URL": "sqlite:///tmp/x.sqlite3",
+        "CDS_ENABLED_RULES": "opioid-order, rehab-referral",
+        "CDS_BEIGHTON_THRESHOLD_MODE": "age-bands",
+    })
+    assert settings.auth == "off"
+    assert settings.public_base_urls == ("https://cds.example.org", "https://cds2.example.org")
+    assert settings.fhir_server_allowlist == ("https://a.example.org/fhir",
+                                              "https://b.example.org/r4")
+    assert settings.max_body_bytes == 2048
+    assert settings.fhir_deadline_s == 1.25
+    assert settings.guidance.enabled_rules == {"opioid-order", "rehab-referral"}
+    assert settings.guidance.beighton_threshold_mode == "age-bands"
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"CDS_PROFILE": "staging"}, "CDS_PROFILE"),
+    ({"CDS_AUTH": "maybe"}, "CDS_AUTH"),
+    ({"CDS_MAX_BODY_BYTES": "lots"}, "CDS_MAX_BODY_BYTES"),
+    ({"CDS_FHIR_TIMEOUT_S": "soon"}, "CDS_FHIR_TIMEOUT_S"),
+    ({"CDS_GUIDANCE_FILE": "/nonexistent/guidance.json"}, "cannot read"),
+])
+def test_bad_values_name_the_variable(env, needle):
+    with pytest.raises(SettingsError, match=needle):
+        Settings.from_env(env)
+
+
+def test_guidance_file(tmp_path):
+    path = tmp_path / "guidance.json"
+    path.write_text(json.dumps({
+        "programme_min_hours": 120,
+        "beighton_fixed_threshold": 5,
+        "indicators": {"rehab-referral": "warning"},
+        "enabled_rules": ["rehab-referral", "opioid-order"],
+    }))
+    guidance = Settings.from_env({"CDS_GUIDANCE_FILE": str(path)}).guidance
+    assert guidance.programme_min_hours == 120
+    assert guidance.beighton_fixed_threshold == 5
+    assert guidance.indicator("rehab-referral", "info") == "warning"
+    assert guidance.indicator("opioid-order", "warning") == "warning"
+
+
+@pytest.mark.parametrize("data", [
+    {"programme_min_hour": 120},
+    {"enabled_rules": ["no-such-rule"]},
+    {"beighton_threshold_mode": "vibes"},
+    {"indicators": {"rehab-referral": "loud"}},
+])
+def test_bad_guidance_is_refused(data):
+    with pytest.raises(ValueError):
+        GuidanceSettings.from_mapping(data)
+
+
+def test_defaults_come_from_the_knowledge_thresholds():
+    defaults = GuidanceSettings()
+    assert defaults.beighton_fixed_threshold == 4
+    assert defaults.chronic_pain_days == 84
+    assert defaults.programme_min_hours == 100
+    assert defaults.beighton_age_bands == ((51, 4), (18, 5), (0, 6))
+    assert defaults.enabled_rules == frozenset(ALL_RULES)
+
+
+def test_indicator_override_changes_the_card(make_request, tmp_path):
+    from cds_service import create_app
+    from tests.builders import bundle, cohort_conditions, patient
+
+    settings = Settings(
+        auth="off",
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        guidance=GuidanceSettings(enabled_rules=frozenset({"rehab-referral"}),
+                                  indicators={"rehab-referral": "warning"}),
+    )
+    client = create_app(settings).test_client()
+    body = make_request()
+    body["prefetch"].update(patient=patient("p1"), conditions=bundle(*cohort_conditions("p1")))
+    cards = client.post("/cds-services/hypermobility-pain-patient-view", json=body).get_json()
+    assert [c["indicator"] for c in cards["cards"]] == ["warning"]
