@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
-from cds_service.facts.fhirpath import code_list, codings, first_date, label, status_code
+from cds_service.facts.fhirpath import code_list, codings, first_date, status_code
 from cds_service.facts.model import ConditionFact, PainFact
+from cds_service.facts.naming import name_of
 from cds_service.knowledge import Knowledge
 
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
@@ -39,7 +40,7 @@ def condition_fact(condition: Any, knowledge: Knowledge) -> ConditionFact:
     )
     return ConditionFact(
         id=condition.id,
-        name=label(condition.code, "unnamed condition"),
+        name=name_of(knowledge, condition.code, "unnamed condition"),
         codes=code_list(condition.code),
         concepts=frozenset(concepts),
         active=is_active(condition),

@@ -7,7 +7,7 @@ code never has to guard against ``None`` chains itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -32,8 +32,16 @@ def texts(concept: Any) -> list[str]:
     return found
 
 
-def label(concept: Any, fallback: str = "unnamed") -> str:
-    """The best single name for a CodeableConcept, for card text."""
+def label(
+    concept: Any,
+    fallback: str = "unnamed",
+    known: Callable[[str | None, str], str | None] | None = None,
+) -> str:
+    """The best single name for a CodeableConcept, for card text.
+
+    Its text, else a coding's display, else the display our knowledge files give the code
+    (``known``), else the bare code: clinicians read "Lumbar orthosis", not "L0625".
+    """
     if concept is None:
         return fallback
     if concept.text:
@@ -41,6 +49,9 @@ def label(concept: Any, fallback: str = "unnamed") -> str:
     for coding in concept.coding or []:
         if coding.display:
             return coding.display
+    for coding in concept.coding or []:
+        if coding.code and known is not None and (display := known(coding.system, coding.code)):
+            return display
     for coding in concept.coding or []:
         if coding.code:
             return coding.code

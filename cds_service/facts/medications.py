@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cds_service.facts.fhirpath import codings, first_date, label, texts
+from cds_service.facts.fhirpath import codings, first_date, texts
 from cds_service.facts.model import MedicationOrder
+from cds_service.facts.naming import name_of
 from cds_service.knowledge import Knowledge
 
 
@@ -27,7 +28,9 @@ class DrugDescription:
     form_words: tuple[str, ...]
 
 
-def describe(order: Any, medications: Mapping[str, Any]) -> DrugDescription:
+def describe(
+    order: Any, medications: Mapping[str, Any], knowledge: Knowledge
+) -> DrugDescription:
     """Collect the drug's codes and names from the order and any Medication it points to."""
     concept = order.medicationCodeableConcept
     pairs = list(codings(concept))
@@ -48,7 +51,7 @@ def describe(order: Any, medications: Mapping[str, Any]) -> DrugDescription:
         form_words += texts(dosage.route)
         if dosage.text:
             form_words.append(dosage.text)
-    name = label(concept, names[0] if names else "unnamed medication")
+    name = name_of(knowledge, concept, names[0] if names else "unnamed medication")
     return DrugDescription(name, tuple(pairs), tuple(names), tuple(form_words))
 
 
@@ -146,7 +149,7 @@ def medication_order(
     has_oud: bool,
     adrenal_insufficiency: bool,
 ) -> MedicationOrder:
-    drug = describe(order, medications)
+    drug = describe(order, medications, knowledge)
     moud = moud_reason(knowledge, drug, has_oud)
     opioid = None if moud else opioid_reason(knowledge, drug)
     systemic, not_flagged = corticosteroid_classification(knowledge, drug, adrenal_insufficiency)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from cds_service.facts.fhirpath import codings, first_date, label, texts
+from cds_service.facts.fhirpath import codings, first_date, texts
 from cds_service.facts.model import ServiceOrder
+from cds_service.facts.naming import name_of
 from cds_service.knowledge import Knowledge
 
 TEXT_CONCEPTS = (
@@ -68,7 +69,7 @@ def service_request(
     return ServiceOrder(
         resource_type="ServiceRequest",
         id=request.id,
-        name=label(request.code, "unnamed service request"),
+        name=name_of(knowledge, request.code, "unnamed service request"),
         status=request.status,
         on=first_date(
             request.authoredOn, request.occurrenceDateTime, period.start if period else None
@@ -86,7 +87,7 @@ def device_request(
     return ServiceOrder(
         resource_type="DeviceRequest",
         id=request.id,
-        name=label(request.codeCodeableConcept, "unnamed device request"),
+        name=name_of(knowledge, request.codeCodeableConcept, "unnamed device request"),
         status=request.status,
         on=first_date(request.authoredOn, request.occurrenceDateTime),
         concepts=_concepts(knowledge, request.codeCodeableConcept, []),
@@ -100,7 +101,7 @@ def procedure(proc: Any, knowledge: Knowledge) -> ServiceOrder:
     return ServiceOrder(
         resource_type="Procedure",
         id=proc.id,
-        name=label(proc.code, "unnamed procedure"),
+        name=name_of(knowledge, proc.code, "unnamed procedure"),
         status=proc.status,
         on=first_date(proc.performedDateTime, period.start if period else None),
         concepts=_concepts(knowledge, proc.code, texts(proc.bodySite or [])),
@@ -115,7 +116,7 @@ def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
     return ServiceOrder(
         resource_type="DiagnosticReport",
         id=report.id,
-        name=label(report.code, "unnamed report"),
+        name=name_of(knowledge, report.code, "unnamed report"),
         status=report.status,
         on=first_date(report.effectiveDateTime, period.start if period else None, report.issued),
         concepts=_concepts(knowledge, report.code, []),

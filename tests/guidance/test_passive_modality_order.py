@@ -78,7 +78,11 @@ def test_brace_by_hcpcs_code_is_replaced_by_rehabilitation(run, hook):
     assert body["summary"] == (
         "Little benefit from lumbar support or brace alone: prefer active rehabilitation"
     )
-    assert "Draft order: L0625 (lumbar support or brace)" in body["detail"]
+    # A code-only order is named from the knowledge files, not shown as a bare code.
+    assert (
+        "Draft order: Lumbar orthosis, flexible, prefabricated off-the-shelf "
+        "(lumbar support or brace)" in body["detail"]
+    )
     assert body["selectionBehavior"] == "at-most-one"
     assert actions(card) == [
         [("delete", "DeviceRequest/br"), ("create", "91251008")],

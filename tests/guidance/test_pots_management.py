@@ -28,13 +28,14 @@ def chart(*extra):
 
 
 @pytest.mark.parametrize("system, code", [(ICD10CM, "G90.A"), (SNOMED, "371073003")])
-def test_fires_for_active_pots(run, system, code):
+def test_fires_for_active_pots(run, system, code, knowledge):
     card = run(chart(condition("p1", "pots", system, code)))
     assert card is not None
     assert card.rule_id == "pots-management"
     assert card.indicator == "info"
     assert "POTS" in card.summary
-    assert f"Active POTS: {code}" in card.detail
+    display = knowledge.coding("pots", code).display
+    assert f"Active POTS: {display} ({code})" in card.detail
     assert not card.suggestions
     assert_conformant(card.to_json())
 

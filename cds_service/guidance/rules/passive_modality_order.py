@@ -169,5 +169,5 @@ RULE = Rule(
         "multidisciplinary-programme",
         "override-passive-modality",
     ),
-    sources=("source-guidance", "acp-low-back-pain-2017"),
+    sources=("source-guidance",),
 )
