@@ -1,0 +1,120 @@
+"""How clinicians answered the cards: acceptance and overrides per rule and per service.
+
+Inputs are the rows the store keeps: every card served (uuid, service, rule, time; no patient
+data) and every feedback entry. A card's outcome is its latest feedback; a card with none counts
+as shown without feedback (the standard sends nothing when a card is ignored). Feedback about a
+card this service has no record of serving is reported under the rule ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class Tally:
+    shown: int = 0
+    accepted: int = 0
+    overridden: int = 0
+    no_feedback: int = 0
+    override_reasons: Counter = field(default_factory=Counter)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        answered = self.accepted + self.overridden
+        return round(self.accepted / answered, 3) if answered else None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["override_reasons"] = dict(self.override_reasons.most_common())
+        data["acceptance_rate"] = self.acceptance_rate
+        return data
+
+
+@dataclass
+class FeedbackReport:
+    since: datetime | None
+    until: datetime | None
+    by_rule: dict[str, Tally]
+    by_service: dict[str, Tally]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "by_rule": {k: v.to_json() for k, v in sorted(self.by_rule.items())},
+            "by_service": {k: v.to_json() for k, v in sorted(self.by_service.items())},
+        }
+
+    def to_table(self) -> str:
+        lines = []
+        for title, groups in (("rule", self.by_rule), ("service", self.by_service)):
+            lines.append(
+                f"{title:34} {'shown':>6} {'accepted':>8} {'overridden':>10} "
+                f"{'no feedback':>11} {'accept %':>8}"
+            )
+            for key, t in sorted(groups.items()):
+                rate = f"{t.acceptance_rate * 100:.0f}%" if t.acceptance_rate is not None else "-"
+                lines.append(
+                    f"{key:34} {t.shown:>6} {t.accepted:>8} {t.overridden:>10} "
+                    f"{t.no_feedback:>11} {rate:>8}"
+                )
+                for reason, count in t.override_reasons.most_common():
+                    lines.append(f"{'':4}override: {reason} ({count})")
+            lines.append("")
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _within(when: datetime | None, since: datetime | None, until: datetime | None) -> bool:
+    if when is None:
+        return since is None and until is None
+    return (since is None or when >= since) and (until is None or when < until)
+
+
+def build_report(
+    served: Iterable[Mapping[str, Any]],
+    feedback: Iterable[Mapping[str, Any]],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> FeedbackReport:
+    cards = {row["card_uuid"]: row for row in served}
+    latest: dict[str, Mapping[str, Any]] = {}
+    for entry in feedback:
+        if not _within(_time(entry["outcome_timestamp"]), since, until):
+            continue
+        current = latest.get(entry["card_uuid"])
+        if current is None or entry["outcome_timestamp"] >= current["outcome_timestamp"]:
+            latest[entry["card_uuid"]] = entry
+
+    by_rule: dict[str, Tally] = defaultdict(Tally)
+    by_service: dict[str, Tally] = defaultdict(Tally)
+    for card_uuid, row in cards.items():
+        if not _within(_time(row["served_at"]), since, until):
+            continue
+        for tally in (by_rule[row["rule_id"]], by_service[row["service_id"]]):
+            tally.shown += 1
+            if card_uuid not in latest:
+                tally.no_feedback += 1
+    for card_uuid, entry in latest.items():
+        row = cards.get(card_uuid)
+        rule = row["rule_id"] if row else "unknown"
+        service = row["service_id"] if row else entry["service_id"]
+        for tally in (by_rule[rule], by_service[service]):
+            if entry["outcome"] == "accepted":
+                tally.accepted += 1
+            else:
+                tally.overridden += 1
+                reason = entry.get("override_display") or entry.get("override_code")
+                tally.override_reasons[reason or "(no reason given)"] += 1
+    return FeedbackReport(since, until, dict(by_rule), dict(by_service))

@@ -1,0 +1,63 @@
+"""Feedback analytics: acceptance and overrides per rule and service, shown-without-feedback."""
+
+from datetime import UTC, datetime
+
+from cds_service.analytics import build_report
+
+SERVED = [
+    {"card_uuid": "a", "service_id": "pv", "rule_id": "rehab-referral", "hook": "patient-view",
+     "served_at": "2026-11-10T10:00:00+00:00"},
+    {"card_uuid": "b", "service_id": "pv", "rule_id": "rehab-referral", "hook": "patient-view",
+     "served_at": "2026-11-11T10:00:00+00:00"},
+    {"card_uuid": "c", "service_id": "sign", "rule_id": "opioid-order", "hook": "order-sign",
+     "served_at": "2026-11-12T10:00:00+00:00"},
+    {"card_uuid": "d", "service_id": "sign", "rule_id": "opioid-order", "hook": "order-sign",
+     "served_at": "2026-10-01T10:00:00+00:00"},
+]
+
+
+def fb(card, outcome, ts, reason=None, service="pv"):
+    return {"card_uuid": card, "service_id": service, "outcome": outcome,
+            "outcome_timestamp": ts, "override_code": reason, "override_display": reason}
+
+
+FEEDBACK = [
+    fb("a", "overridden", "2026-11-10T10:01:00Z", "Palliative intent"),
+    fb("a", "accepted", "2026-11-10T10:02:00Z"),  # the latest outcome wins
+    fb("c", "overridden", "2026-11-12T10:01:00Z", "Palliative intent", service="sign"),
+    fb("zz", "accepted", "2026-11-12T11:00:00Z", service="sign"),  # never served by us
+]
+
+
+def test_counts_per_rule_and_service():
+    report = build_report(SERVED, FEEDBACK)
+    rehab = report.by_rule["rehab-referral"]
+    assert (rehab.shown, rehab.accepted, rehab.overridden, rehab.no_feedback) == (2, 1, 0, 1)
+    assert rehab.acceptance_rate == 1.0
+    opioid = report.by_rule["opioid-order"]
+    assert (opioid.shown, opioid.accepted, opioid.overridden, opioid.no_feedback) == (2, 0, 1, 1)
+    assert opioid.override_reasons == {"Palliative intent": 1}
+    assert opioid.acceptance_rate == 0.0
+    assert report.by_rule["unknown"].accepted == 1
+    assert report.by_service["sign"].shown == 2 and report.by_service["sign"].accepted == 1
+
+
+def test_time_window():
+    report = build_report(SERVED, FEEDBACK, since=datetime(2026, 11, 1, tzinfo=UTC),
+                          until=datetime(2026, 11, 12, tzinfo=UTC))
+    assert report.by_rule["rehab-referral"].shown == 2
+    assert "opioid-order" not in report.by_rule
+
+
+def test_table_and_json():
+    report = build_report(SERVED, FEEDBACK)
+    table = report.to_table()
+    assert "rehab-referral" in table and "override: Palliative intent (1)" in table
+    data = report.to_json()
+    assert data["by_rule"]["opioid-order"]["override_reasons"] == {"Palliative intent": 1}
+    assert data["by_rule"]["rehab-referral"]["acceptance_rate"] == 1.0
+
+
+def test_no_data():
+    report = build_report([], [])
+    assert report.by_rule == {} and report.to_json()["by_service"] == {}
