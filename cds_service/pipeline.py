@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cds_service.api.models import CONTEXTS, HookRequest
+from pydantic import ValidationError
+
+from cds_service.api.models import CONTEXTS, Context, HookRequest
 from cds_service.api.services import ServiceDefinition
 from cds_service.facts.build import build_facts
 from cds_service.fhir.client import FhirClient
@@ -61,9 +63,7 @@ class HookPipeline:
         self.clock = clock
         self.rules = rules
 
-    def parse_context(self, request: HookRequest):
-        from pydantic import ValidationError
-
+    def parse_context(self, request: HookRequest) -> Context:
         try:
             return CONTEXTS[request.hook].model_validate(request.context)
         except ValidationError as exc:
