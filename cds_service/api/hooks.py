@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from cds_service.api.body import read_json_object
 from cds_service.api.errors import ApiError
+from cds_service.api.metrics import record_evaluation, record_feedback
 from cds_service.api.models import FeedbackRequest, HookRequest
 from cds_service.api.services import SERVICES, ServiceDefinition
 from cds_service.fhir.prefetch import DataUnavailable, PrefetchInvalid
@@ -88,6 +89,7 @@ def call_service(service_id: str) -> Response:
             code="incomplete",
         ) from None
     cards = result.evaluation.cards
+    record_evaluation([c.rule_id or "" for c in cards], result.evaluation.failed_rules)
     cds.store.record_served(
         service.id, hook_request.hook, [(c.uuid, c.rule_id or "") for c in cards]
     )
@@ -121,5 +123,6 @@ def feedback(service_id: str) -> Response:
         raise _validation_error(exc) from None
     entries = [e.model_dump(mode="json", exclude_none=True) for e in parsed.feedback]
     added = current_app.extensions["cds"].store.add_feedback(service.id, entries)
+    record_feedback(len(entries), added)
     logger.info("feedback stored", extra={"entries": len(entries), "new_entries": added})
     return jsonify({})

@@ -110,7 +110,10 @@ class OverrideReason(_Open):
     def _one_of(self) -> OverrideReason:
         if self.reason is None and not self.userComment:
             raise ValueError("overrideReason needs a reason or a userComment")
-        if self.reason is not None and not (self.reason.get("code") and self.reason.get("system")):
+        if self.reason is not None and not (
+            all(isinstance(self.reason.get(k), str) and self.reason[k] for k in ("system", "code"))
+            and isinstance(self.reason.get("display"), str | None)
+        ):  # strings only: they are stored as columns (a list here once caused a 500)
             raise ValueError("overrideReason.reason must be a Coding with system and code")
         return self
 

@@ -8,6 +8,7 @@ is never silently turned into an empty answer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,8 @@ from cds_service.facts.model import ClinicalFacts
 from cds_service.guidance.cards import Card
 from cds_service.guidance.rule import Rule, RuleContext
 from cds_service.guidance.rules import ALL
+
+logger = logging.getLogger("cds_service.guidance")
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,10 @@ def evaluate(
     for rule in selected:
         try:
             card = rule.evaluate(facts, ctx)
-        except Exception:  # noqa: BLE001 - isolate one faulty rule from the rest
+        except Exception as exc:  # noqa: BLE001 - isolate one faulty rule from the rest
+            # The rule id and exception type only: messages and tracebacks can quote facts.
+            # The log line carries the request's hookInstance from the logging context.
+            logger.error("rule failed", extra={"rule": rule.id, "error": type(exc).__name__})
             failed.append(rule.id)
             continue
         if card is not None:

@@ -1,0 +1,98 @@
+"""Helpers shared by the reliability and fuzz tests: known scenarios, OpenAPI-based validation.
+
+Response bodies are validated with ``jsonschema`` against the schemas of the served OpenAPI
+document (not a copy), so the document and the real responses cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from cds_service.api.openapi import openapi_document
+from cds_service.api.services import SERVICES
+from cds_service.devtools.scenarios import load_scenario
+
+# Scenarios with several cards, one per hook: "the service still answers correctly".
+KNOWN_SCENARIOS = ("pv-many-findings", "select-opioid-steroid-brace", "sign-opioid-steroid-brace")
+
+
+def service_for(hook: str):
+    return next(s for s in SERVICES.values() if s.hook == hook)
+
+
+@dataclass(frozen=True)
+class KnownCall:
+    name: str
+    path: str
+    body: dict[str, Any]
+    expected: frozenset[str]
+    prefetch_keys: tuple[str, ...]
+
+
+def known_call(name: str, *, prefetch: bool = True, fhir_server: str | None = None) -> KnownCall:
+    """A scenario's hook call: with full prefetch, or none (the service must fetch)."""
+    scenario = load_scenario(name)
+    service = service_for(scenario.hook)
+    body = scenario.hook_request(
+        dict(service.prefetch) if prefetch else None, fhir_server=fhir_server
+    )
+    return KnownCall(
+        name=name,
+        path=f"/cds-services/{service.id}",
+        body=body,
+        expected=scenario.expected_cards,
+        prefetch_keys=tuple(service.prefetch),
+    )
+
+
+def rule_ids(body: Mapping[str, Any]) -> set[str]:
+    return {card["source"]["topic"]["code"] for card in body["cards"]}
+
+
+@cache
+def _validator(component: str) -> Draft202012Validator:
+    document = openapi_document()
+    schema = {"$ref": f"#/components/schemas/{component}", "components": document["components"]}
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def schema_errors(component: str, body: Any) -> list[str]:
+    """Messages of every way ``body`` violates the documented schema (empty: conforms)."""
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in _validator(component).iter_errors(body)
+    ]
+
+
+def assert_conforms(component: str, body: Any) -> None:
+    errors = schema_errors(component, body)
+    assert not errors, f"{component}: {errors[:5]}"
+
+
+def assert_operation_outcome(status: int, raw: bytes | str) -> dict[str, Any]:
+    """An error answer is JSON, an OperationOutcome per the document, no stack trace."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    assert "Traceback" not in text and 'File "' not in text, text[:300]
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise AssertionError(f"{status} answer is not JSON: {text[:200]!r}") from None
+    assert_conforms("OperationOutcome", body)
+    return body
+
+
+def check_answer(status: int, raw: bytes, *, feedback: bool = False) -> None:
+    """The fuzzing invariant: never 5xx; 4xx is an OperationOutcome; 200 is as documented."""
+    assert status < 500, (status, raw[:300])
+    if status >= 400:
+        assert_operation_outcome(status, raw)
+    elif status == 200:
+        body = json.loads(raw)
+        assert_conforms("FeedbackResponse" if feedback else "CdsServiceResponse", body)
