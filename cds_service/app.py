@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.api.errors import ApiError, register_error_handlers
 from cds_service.api.health import bp as health_bp
@@ -24,12 +25,13 @@ from cds_service.pipeline import HookPipeline
 from cds_service.security import (
     AuthError,
     JwtVerifier,
-    SqliteReplayCache,
     issuers_from_env,
     load_trusted_issuers,
     sandbox_issuer,
 )
+from cds_service.security.replay import DatabaseReplayCache
 from cds_service.settings import Settings, SettingsError
+from cds_service.storage.database import Database, DatabaseConfigError
 from cds_service.storage.feedback import FeedbackStore
 
 logger = logging.getLogger("cds_service.auth")
@@ -44,8 +46,12 @@ class ServiceState:
     verifier: JwtVerifier | None
 
 
-def build_verifier(settings: Settings) -> JwtVerifier | None:
-    """The JWT verifier for ``CDS_AUTH=required``; None when authentication is off."""
+def build_verifier(settings: Settings, database: Database | None = None) -> JwtVerifier | None:
+    """The JWT verifier for ``CDS_AUTH=required``; None when authentication is off.
+
+    Its ``jti`` replay table lives in the service database, so a token replayed to another
+    worker or instance sharing that database is refused too.
+    """
     if settings.auth == "off":
         return None
     issuers = []
@@ -68,9 +74,30 @@ def build_verifier(settings: Settings) -> JwtVerifier | None:
         )
     if not settings.public_base_urls:
         raise SettingsError("CDS_AUTH=required needs CDS_PUBLIC_BASE_URL (the JWT audience)")
-    return JwtVerifier(
-        issuers, replay_cache=SqliteReplayCache(str(settings.database_path))
-    )
+    database = database or open_database(settings)
+    return JwtVerifier(issuers, replay_cache=DatabaseReplayCache(database, migrate=False))
+
+
+def open_database(settings: Settings) -> Database:
+    """The database behind ``CDS_DATABASE_URL``, its schema current before anything is served.
+
+    Runs in the gunicorn master before workers fork; connections are opened per worker later.
+    """
+    try:
+        database = Database(settings.database_url, pool_size=settings.database_pool_size)
+    except DatabaseConfigError as error:
+        raise SettingsError(str(error)) from None
+    try:
+        if settings.database_auto_migrate:
+            database.upgrade()
+        else:
+            database.require_current()
+    except DatabaseConfigError as error:
+        raise SettingsError(str(error)) from None
+    except SQLAlchemyError as error:  # unreachable server, bad credentials, read-only file...
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise SettingsError(f"cannot open the database {database!r}: {reason}") from None
+    return database
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -87,12 +114,15 @@ def create_app(settings: Settings | None = None) -> Flask:
             max_pages=settings.fhir_max_pages,
         )
     )
+    database = open_database(settings)
     app.extensions["cds"] = ServiceState(
         settings=settings,
         knowledge=knowledge,
         pipeline=HookPipeline(settings, knowledge, client),
-        store=FeedbackStore(settings.database_path),
-        verifier=build_verifier(settings),
+        store=FeedbackStore(
+            database, served_flush_s=settings.served_cards_flush_s, migrate=False
+        ),
+        verifier=build_verifier(settings, database),
     )
     register_error_handlers(app)
     install_metrics(app, metrics)  # first: its timer starts before authentication runs

@@ -41,6 +41,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
 
+    def _worker_exit(_server: Any, _worker: Any) -> None:
+        # Write buffered served-card records and close this worker's database connections.
+        app.extensions["cds"].store.close()
+
     class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
@@ -49,6 +53,11 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)
+            self.cfg.set("worker_exit", _worker_exit)
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 25 opens one control socket per user by default; several
+                # instances on one host would fight over it, and we never use it.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return app
@@ -69,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the CDS service under gunicorn")
     serve.add_argument("--host", default=os.environ.get("CDS_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("CDS_PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("CDS_WORKERS", "2")))
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("CDS_WORKERS", "2")),
+        help="gunicorn worker processes (default: CDS_WORKERS, else 2); they share the database",
+    )
     serve.add_argument("--threads", type=int, default=int(os.environ.get("CDS_THREADS", "4")))
     serve.add_argument(
         "--profile",
@@ -96,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     fire.add_argument("--json", action="store_true", help="print the raw JSON response")
     fire.set_defaults(func=_fire)
 
+    db = commands.add_parser("db", help="database schema: upgrade to the newest, or show it")
+    db.add_argument("action", choices=("upgrade", "current"))
+    db.set_defaults(func=_db)
+
     loader = commands.add_parser(
         "load-fixtures", help="PUT the fixture patients into a FHIR server"
     )
@@ -103,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     loader.add_argument("--patient", action="append", help="only this patient (repeatable)")
     loader.set_defaults(func=_load_fixtures)
     return parser
+
+
+def _db(args: argparse.Namespace) -> int:
+    """`db upgrade` is what startup runs (CDS_DATABASE_AUTO_MIGRATE); run it by hand when
+    the service's database role may not change the schema."""
+    from cds_service.settings import Settings, SettingsError
+    from cds_service.storage.database import Database, DatabaseConfigError
+
+    try:
+        database = Database(Settings.from_env().database_url)
+        if args.action == "upgrade":
+            database.upgrade()
+        current, head = database.current_revision(), database.head_revision()
+    except (SettingsError, DatabaseConfigError) as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    state = "up to date" if current == head else f"needs upgrade to {head}"
+    print(f"{database!r}: revision {current or 'none'} ({state})")
+    return 0 if args.action == "current" or current == head else 1
 
 
 def _scenarios(args: argparse.Namespace) -> int:

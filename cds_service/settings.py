@@ -40,7 +40,14 @@ class Settings:
     trusted_issuers_json: str | None = None
     fhir_server_allowlist: tuple[str, ...] = ()
     allow_loopback_http: bool = False
+    # Database: see cds_service/storage/database.py. The URL picks SQLite (one machine) or
+    # PostgreSQL (several workers/instances); the pool is per worker process; migrations run
+    # at startup unless turned off (then `hypermobility-cds db upgrade` must have run);
+    # served-card analytics wait in memory at most this long (0: written on the request path).
     database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = 5
+    database_auto_migrate: bool = True
+    served_cards_flush_s: float = 0.5
     max_body_bytes: int = 1024 * 1024
     max_json_depth: int = 64
     max_prefetch_keys: int = 32
@@ -53,7 +60,7 @@ class Settings:
 
     @property
     def database_path(self) -> Path:
-        """The SQLite file behind ``database_url`` (only ``sqlite:///`` URLs are supported)."""
+        """The SQLite file behind a ``sqlite:///`` ``database_url`` (raises for PostgreSQL)."""
         prefix = "sqlite:///"
         if not self.database_url.startswith(prefix):
             raise SettingsError(f"CDS_DATABASE_URL must start with {prefix!r}")
@@ -94,6 +101,10 @@ class Settings:
         ):
             if env.get(var):
                 changes[attr] = env[var]
+        if "database_url" in changes:
+            changes["database_url"] = _database_url(str(changes["database_url"]))
+        if "CDS_DATABASE_AUTO_MIGRATE" in env:
+            changes["database_auto_migrate"] = _bool(env, "CDS_DATABASE_AUTO_MIGRATE")
         if env.get("CDS_PUBLIC_BASE_URL"):
             changes["public_base_urls"] = tuple(
                 url.rstrip("/") for url in _split(env["CDS_PUBLIC_BASE_URL"])
@@ -106,12 +117,14 @@ class Settings:
             ("CDS_MAX_BODY_BYTES", "max_body_bytes"),
             ("CDS_MAX_DRAFT_ORDERS", "max_draft_orders"),
             ("CDS_FHIR_MAX_PAGES", "fhir_max_pages"),
+            ("CDS_DATABASE_POOL_SIZE", "database_pool_size"),
         ):
             if var in env:
                 changes[attr] = _int(env, var)
         for var, attr in (
             ("CDS_FHIR_TIMEOUT_S", "fhir_timeout_s"),
             ("CDS_FHIR_DEADLINE_S", "fhir_deadline_s"),
+            ("CDS_SERVED_CARDS_FLUSH_S", "served_cards_flush_s"),
         ):
             if var in env:
                 changes[attr] = _float(env, var)
@@ -130,6 +143,26 @@ class Settings:
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgres://")
+
+
+def _database_url(value: str) -> str:
+    if not value.startswith(_DATABASE_SCHEMES):
+        raise SettingsError(
+            "CDS_DATABASE_URL must be sqlite:///path/to/file or postgresql://user@host/db"
+        )
+    return value
+
+
+def _bool(env: Mapping[str, str], var: str) -> bool:
+    value = env[var].strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{var} must be true or false")
 
 
 def _int(env: Mapping[str, str], var: str) -> int:

@@ -5,20 +5,26 @@ again. A ``(iss, jti)`` pair is remembered until the token could no longer pass 
 anyway (``exp`` + leeway); after that it can be forgotten safely, which keeps the store bounded by
 the traffic of the last token lifetime.
 
-The in-memory cache suits a single process. Behind gunicorn with several workers each process has
-its own memory, so a replay sent to another worker would pass: use ``SqliteReplayCache`` there.
+The in-memory cache suits a single process. Behind gunicorn with several workers, or several
+instances behind a load balancer, each process has its own memory, so a replay sent to another
+worker would pass: the service uses ``DatabaseReplayCache`` on the shared database
+(``CDS_DATABASE_URL``, SQLite for one machine, PostgreSQL for several).
 """
 
 from __future__ import annotations
 
 import heapq
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from sqlalchemy import Connection, delete
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cds_service.storage.database import Database, as_database
+from cds_service.storage.schema import jwt_replay
 
 
 @runtime_checkable
@@ -62,74 +68,88 @@ class MemoryReplayCache:
             return len(self._entries)
 
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS jwt_replay ("
-    " iss TEXT NOT NULL,"
-    " jti TEXT NOT NULL,"
-    " expires_at REAL NOT NULL,"
-    " PRIMARY KEY (iss, jti))",
-    "CREATE INDEX IF NOT EXISTS jwt_replay_expires_at ON jwt_replay (expires_at)",
-)
+class DatabaseReplayCache:
+    """Replay cache shared by every worker and instance that uses the same database.
 
+    The decision is one statement, so the database arbitrates between concurrent workers and
+    exactly one of them sees ``rowcount == 1``::
 
-class SqliteReplayCache:
-    """Replay cache shared by every process that opens the same SQLite file.
+        INSERT INTO jwt_replay (iss, jti, expires_at) VALUES (...)
+        ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at
+        WHERE jwt_replay.expires_at < :now
 
-    The uniqueness decision is a single ``INSERT OR IGNORE`` on the primary key, so SQLite itself
-    arbitrates between concurrent workers: exactly one of them sees ``rowcount == 1``. WAL mode lets
-    readers and the single writer proceed without blocking each other; ``busy_timeout`` absorbs
-    short write contention. Connections are per thread and per process id, so a cache object created
-    before gunicorn forks never shares a connection across processes.
+    A new pair is inserted; a pair whose earlier token has expired is taken over (so correctness
+    never waits for the purge); a live pair is left alone and the statement reports 0 rows.
+    Expired rows are deleted at most every ``purge_interval_s`` per process, which keeps the
+    table bounded by the traffic of one token lifetime without a second statement per call.
+
+    The commit uses relaxed durability (see :mod:`cds_service.storage.database`): it is visible
+    to every other worker at once; only a database *server* crash can forget the last fraction
+    of a second of ``jti`` values, for tokens that expire within minutes anyway. Transient
+    errors are retried; anything else propagates, and the verifier fails closed (401).
     """
 
     def __init__(
-        self, path: str, *, clock: Callable[[], float] = time.time, busy_timeout_s: float = 5.0
+        self,
+        database: Database | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        purge_interval_s: float = 5.0,
+        migrate: bool = True,
     ) -> None:
-        self._path = str(path)
+        self.database = as_database(database)
+        if migrate:
+            self.database.upgrade()
         self._clock = clock
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connection()
-        conn.execute("PRAGMA journal_mode=WAL")
-        for statement in _SCHEMA:
-            conn.execute(statement)
-
-    def _connection(self) -> sqlite3.Connection:
-        pid = os.getpid()
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != pid:
-            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so purge + insert is one
-            # short write transaction.
-            conn = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            self._local.pid = pid
-        return conn
+        self._purge_interval_s = purge_interval_s
+        self._last_purge: float | None = None
+        self._purge_lock = threading.Lock()
 
     def add_if_new(self, iss: str, jti: str, expires_at: float) -> bool:
-        conn = self._connection()
         now = self._clock()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("DELETE FROM jwt_replay WHERE expires_at < ?", (now,))
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO jwt_replay (iss, jti, expires_at) VALUES (?, ?, ?)",
-                (iss, jti, float(expires_at)),
-            )
-            inserted = cur.rowcount == 1
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite may already have rolled back (e.g. SQLITE_FULL); don't mask the real error.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return inserted
+        purge = self._purge_due(now)
+        dialect = postgresql if self.database.backend == "postgresql" else sqlite
+        statement = dialect.insert(jwt_replay).values(
+            iss=iss, jti=jti, expires_at=float(expires_at)
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[jwt_replay.c.iss, jwt_replay.c.jti],
+            set_={"expires_at": statement.excluded.expires_at},
+            where=jwt_replay.c.expires_at < now,
+        ).execution_options(preserve_rowcount=True)
+
+        def work(conn: Connection) -> bool:
+            if purge:
+                conn.execute(delete(jwt_replay).where(jwt_replay.c.expires_at < now))
+            return conn.execute(statement).rowcount == 1
+
+        return self.database.run(work, relaxed=True)
+
+    def _purge_due(self, now: float) -> bool:
+        with self._purge_lock:
+            if self._last_purge is not None and now - self._last_purge < self._purge_interval_s:
+                return False
+            self._last_purge = now
+            return True
 
     def close(self) -> None:
-        """Close this thread's connection (other threads' connections close when collected)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close this process's pooled connections."""
+        self.database.dispose()
+
+
+class SqliteReplayCache(DatabaseReplayCache):
+    """:class:`DatabaseReplayCache` on a SQLite file (the pre-SQLAlchemy constructor)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 5.0,
+        purge_interval_s: float = 5.0,
+    ) -> None:
+        super().__init__(
+            Database(f"sqlite:///{path}", sqlite_busy_timeout_s=busy_timeout_s),
+            clock=clock,
+            purge_interval_s=purge_interval_s,
+        )

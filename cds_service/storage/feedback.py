@@ -1,47 +1,35 @@
-"""Feedback and served-card records in an embedded SQLite database.
+"""Feedback and served-card records, in SQLite or PostgreSQL (see :mod:`.database`).
 
-Durability first: WAL journal with ``synchronous=FULL``, so an entry we acknowledged survives a
-crash or restart. Idempotent: each feedback entry is keyed by a hash of its service and content,
-so a client that sends the same feedback twice (the standard says it may) is counted once.
-Served cards are recorded with rule id, service and time only (no patient data) so analytics can
-tell cards that were shown but never answered.
+Durability first for feedback: each call is one transaction, committed (durably) before the
+method returns, so an entry we acknowledged survives a crash or restart. Idempotent: each
+feedback entry is keyed by a hash of its service and content, so a client that sends the same
+feedback twice (the standard says it may), to any worker or instance, is counted once; the
+database arbitrates with ``INSERT ... ON CONFLICT DO NOTHING``, so concurrent duplicates race
+safely. Served cards are recorded with rule id, service and time only (no patient data) so
+analytics can tell cards that were shown but never answered; they are buffered and written off
+the request path (:mod:`.served`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    entry_hash TEXT PRIMARY KEY,
-    service_id TEXT NOT NULL,
-    card_uuid TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    outcome_timestamp TEXT NOT NULL,
-    accepted_suggestions TEXT,
-    override_system TEXT,
-    override_code TEXT,
-    override_display TEXT,
-    user_comment TEXT,
-    received_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card_uuid);
-CREATE TABLE IF NOT EXISTS served_cards (
-    card_uuid TEXT PRIMARY KEY,
-    service_id TEXT NOT NULL,
-    rule_id TEXT NOT NULL,
-    hook TEXT NOT NULL,
-    served_at TEXT NOT NULL
-);
-"""
+from sqlalchemy import Connection, Table, false, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from . import schema
+from .database import Database, RetryPolicy, as_database
+from .served import ServedCardBuffer
+
+logger = logging.getLogger("cds_service.storage")
+
+_CHUNK_ROWS = 500  # well under SQLite's and PostgreSQL's bound-parameter limits
 
 
 def _now() -> str:
@@ -53,89 +41,161 @@ def entry_hash(service_id: str, entry: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def insert_ignoring_duplicates(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]
+) -> int:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING``; returns how many rows were new.
+
+    One multi-row statement per chunk, so ``rowcount`` is exact on both backends (the same
+    construct, compiled by each dialect).
+    """
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    added = 0
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        chunk = list(rows[start : start + _CHUNK_ROWS])
+        statement = (
+            dialect.insert(table)
+            .values(chunk)
+            .on_conflict_do_nothing(index_elements=list(key))
+            # SQLAlchemy only promises rowcount for UPDATE/DELETE unless asked to keep it.
+            .execution_options(preserve_rowcount=True)
+        )
+        added += conn.execute(statement).rowcount
+    return added
+
+
 class FeedbackStore:
-    """One SQLite file; one connection per thread (SQLite connections are not thread-safe)."""
+    """Feedback and served-card records; safe to share between threads, and to fork.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connection() as conn:
-            conn.executescript(SCHEMA)
+    ``served_flush_s`` bounds how long a served-card record may wait in memory (0 writes it
+    synchronously on the request path, as a relaxed-durability transaction).
+    """
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        yield conn
+    def __init__(
+        self,
+        database: Database | str | Path,
+        *,
+        served_flush_s: float = 0.5,
+        migrate: bool = True,
+    ) -> None:
+        self.database = as_database(database)
+        if migrate:
+            self.database.upgrade()
+        self._served = (
+            ServedCardBuffer(self._write_served, interval_s=served_flush_s)
+            if served_flush_s > 0
+            else None
+        )
+
+    # -- feedback (durable) ---------------------------------------------------------------------
 
     def add_feedback(self, service_id: str, entries: Iterable[Mapping[str, Any]]) -> int:
         """Store entries in one transaction; returns how many were new (not seen before)."""
-        rows = []
         received = _now()
+        rows = []
+        seen: set[str] = set()
         for entry in entries:
-            reason = (entry.get("overrideReason") or {}).get("reason") or {}
+            digest = entry_hash(service_id, entry)
+            if digest in seen:  # the same entry twice in one request: once is enough
+                continue
+            seen.add(digest)
+            override = entry.get("overrideReason") or {}
+            reason = override.get("reason") or {}
             accepted = entry.get("acceptedSuggestions")
             rows.append(
-                (
-                    entry_hash(service_id, entry),
-                    service_id,
-                    entry["card"],
-                    entry["outcome"],
-                    entry["outcomeTimestamp"],
-                    json.dumps([s["id"] for s in accepted]) if accepted else None,
-                    reason.get("system"),
-                    reason.get("code"),
-                    reason.get("display"),
-                    (entry.get("overrideReason") or {}).get("userComment"),
-                    received,
-                )
+                {
+                    "entry_hash": digest,
+                    "service_id": service_id,
+                    "card_uuid": entry["card"],
+                    "outcome": entry["outcome"],
+                    "outcome_timestamp": entry["outcomeTimestamp"],
+                    "accepted_suggestions": (
+                        json.dumps([s["id"] for s in accepted]) if accepted else None
+                    ),
+                    "override_system": reason.get("system"),
+                    "override_code": reason.get("code"),
+                    "override_display": reason.get("display"),
+                    "user_comment": override.get("userComment"),
+                    "received_at": received,
+                }
             )
-        with self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                before = conn.total_changes
-                conn.executemany(
-                    "INSERT OR IGNORE INTO feedback VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
-                )
-                added = conn.total_changes - before
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return added
+        if not rows:
+            return 0
+        return self.database.run(
+            lambda conn: insert_ignoring_duplicates(conn, schema.feedback, rows, ["entry_hash"])
+        )
+
+    def count_feedback(self) -> int:
+        query = select(func.count()).select_from(schema.feedback)
+        return self.database.run(lambda conn: conn.execute(query).scalar_one())
+
+    def feedback_rows(self) -> list[dict[str, Any]]:
+        """Every stored entry, oldest first (without the internal ``id``)."""
+        columns = [schema.feedback.c[name] for name in schema.FEEDBACK_COLUMNS]
+        query = select(*columns).order_by(schema.feedback.c.id)
+        return self.database.run(
+            lambda conn: [dict(row._mapping) for row in conn.execute(query)]
+        )
+
+    # -- served cards (analytics, buffered) -----------------------------------------------------
 
     def record_served(self, service_id: str, hook: str, cards: Iterable[tuple[str, str]]) -> None:
         """Record (card uuid, rule id) pairs served; no patient data is stored."""
         served = _now()
-        rows = [(card_uuid, service_id, rule_id, hook, served) for card_uuid, rule_id in cards]
+        rows = [
+            {
+                "card_uuid": card_uuid,
+                "service_id": service_id,
+                "rule_id": rule_id,
+                "hook": hook,
+                "served_at": served,
+            }
+            for card_uuid, rule_id in cards
+        ]
         if not rows:
             return
-        with self._connection() as conn:
-            conn.executemany("INSERT OR IGNORE INTO served_cards VALUES (?,?,?,?,?)", rows)
+        if self._served is None:
+            self._write_served(rows)
+        else:
+            self._served.add(rows)
 
-    def count_feedback(self) -> int:
-        with self._connection() as conn:
-            return conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+    def _write_served(self, rows: list[dict[str, Any]]) -> None:
+        self.database.run(
+            lambda conn: insert_ignoring_duplicates(conn, schema.served_cards, rows, ["card_uuid"]),
+            relaxed=True,
+        )
 
-    def feedback_rows(self) -> list[dict[str, Any]]:
-        with self._connection() as conn:
-            conn.row_factory = sqlite3.Row
-            try:
-                return [dict(r) for r in conn.execute("SELECT * FROM feedback ORDER BY rowid")]
-            finally:
-                conn.row_factory = None
+    def flush(self) -> None:
+        """Write pending served-card records now (tests, shutdown)."""
+        if self._served is not None:
+            self._served.flush()
+
+    def count_served(self) -> int:
+        query = select(func.count()).select_from(schema.served_cards)
+        return self.database.run(lambda conn: conn.execute(query).scalar_one())
+
+    # -- health and lifecycle -------------------------------------------------------------------
 
     def writable(self) -> bool:
+        """True when a write transaction can start now (readiness: reachable, not read-only).
+
+        Runs a write that matches no row and rolls back: SQLite must take its write lock,
+        PostgreSQL refuses it on a read-only server or transaction.
+        """
         try:
-            with self._connection() as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("ROLLBACK")
+            with self.database.engine.connect() as conn, conn.begin() as transaction:
+                conn.execute(schema.served_cards.delete().where(false()))
+                transaction.rollback()
             return True
-        except sqlite3.Error:
+        except Exception as error:  # any failure means "not ready", never a 500
+            logger.warning("database not writable", extra={"error": type(error).__name__})
             return False
+
+    def close(self) -> None:
+        """Flush served-card records and close this process's connections."""
+        if self._served is not None:
+            self._served.close()
+        self.database.dispose()
+
+
+__all__ = ["FeedbackStore", "RetryPolicy", "entry_hash", "insert_ignoring_duplicates"]

@@ -1,0 +1,121 @@
+"""DatabaseReplayCache on both backends: one winner per (iss, jti), across processes too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from cds_service.security.replay import DatabaseReplayCache, ReplayCache
+from cds_service.storage.database import Database
+from cds_service.storage.schema import jwt_replay
+
+ISS = "https://ehr.example.org"
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _rows(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(jwt_replay)).scalar_one()
+
+
+def test_protocol_and_semantics(database_url):
+    clock = Clock()
+    cache = DatabaseReplayCache(database_url, clock=clock)
+    try:
+        assert isinstance(cache, ReplayCache)
+        exp = clock.now + 300
+        assert cache.add_if_new(ISS, "a", exp) is True
+        assert cache.add_if_new(ISS, "a", exp) is False
+        assert cache.add_if_new("https://other.example", "a", exp) is True
+        clock.now = exp  # remembered up to and including the expiry instant
+        assert cache.add_if_new(ISS, "a", exp) is False
+        clock.now = exp + 0.5  # an expired pair may be used again, even before any purge
+        assert cache.add_if_new(ISS, "a", clock.now + 300) is True
+        assert cache.add_if_new(ISS, "a", clock.now + 300) is False
+    finally:
+        cache.close()
+
+
+def test_expired_rows_are_purged_at_most_every_interval(database_url):
+    clock = Clock()
+    cache = DatabaseReplayCache(database_url, clock=clock, purge_interval_s=5)
+    try:
+        for i in range(10):
+            cache.add_if_new(ISS, f"j{i}", clock.now + 2)
+        clock.now += 3  # expired, but the last purge was < 5 s ago: rows stay for now
+        cache.add_if_new(ISS, "k", clock.now + 100)
+        assert _rows(cache.database) == 11
+        clock.now += 3
+        cache.add_if_new(ISS, "fresh", clock.now + 100)
+        assert _rows(cache.database) == 2  # k and fresh
+    finally:
+        cache.close()
+
+
+def test_two_caches_on_one_database_share_decisions(database_url):
+    first, second = DatabaseReplayCache(database_url), DatabaseReplayCache(database_url)
+    try:
+        exp = time.time() + 60
+        assert first.add_if_new(ISS, "shared", exp) is True
+        assert second.add_if_new(ISS, "shared", exp) is False
+    finally:
+        first.close()
+        second.close()
+
+
+def test_threads_racing_on_one_jti_have_one_winner(database_url):
+    caches = [DatabaseReplayCache(database_url) for _ in range(2)]
+    barrier = threading.Barrier(12)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        outcome = caches[n % 2].add_if_new(ISS, "race", time.time() + 60)
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for c in caches:
+        c.close()
+    assert sorted(results) == [False] * 11 + [True]
+
+
+_RACE = """
+import sys, time
+from cds_service.security.replay import DatabaseReplayCache
+cache = DatabaseReplayCache(sys.argv[1])
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.001)
+print(cache.add_if_new("https://ehr.example.org", "raced-jti", time.time() + 60))
+"""
+
+
+def test_processes_racing_on_one_jti_have_one_winner(database_url):
+    DatabaseReplayCache(database_url).close()  # schema first
+    start_at = str(time.time() + 2.0)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RACE, database_url, start_at], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=90) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    assert sorted(out.strip() for out, _ in outputs) == ["False", "False", "False", "True"]
