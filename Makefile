@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install docs clean
+.PHONY: run test lint install docs clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+## Every fixture scenario against a real FHIR R4 server (needs Node.js >= 20 and npm).
+.PHONY: integration
+integration: $(STAMP)
+	bash integration/fhir-server/run-tests.sh $(BIN)/python
+
+## Performance benchmarks (issue 7): prints a table, writes benchmarks/results/*.json.
+## The HTTP part needs wrk: `apt-get install -y wrk`.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,277 @@
+"""Over HTTP: the service under gunicorn against a bare Flask "floor", both driven by wrk.
+
+Both servers run on loopback with the same gunicorn workers and threads, and wrk drives each for
+the same fixed duration with the same connections, alternating floor/service so that a change in
+the machine's load hits both alike. Reported: requests/s of each and their ratio (medians over the
+rounds), wrk's latency percentiles, and, after a run of 10,000-resource charts against the same
+service, the peak RSS of each worker.
+
+wrk (Debian package ``wrk``) is the load generator; it is checked for first, with a clear message
+when missing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchmarks.charts import PATIENT_VIEW_SCENARIO
+from benchmarks.common import BIG_BODY_BYTES, children_of, hook_call, median, rss_of
+
+HERE = Path(__file__).resolve().parent
+LUA = HERE / "wrk_post.lua"
+WORKERS = 2
+THREADS = 4  # the ``serve`` defaults
+
+
+class WrkMissing(RuntimeError):
+    pass
+
+
+def require_wrk() -> str:
+    found = shutil.which("wrk")
+    if not found:
+        raise WrkMissing(
+            "wrk is not installed: the HTTP benchmark needs it as its load generator. "
+            "Install it with `apt-get install -y wrk` (Debian/Ubuntu), or run with --no-http."
+        )
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(port: int, path: str, body: bytes, timeout: float = 60) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(port: int, proc: subprocess.Popen, path: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not start within {timeout} s")
+
+
+class Server:
+    """A gunicorn process group started by the benchmark, stopped by its own pid."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.port = port
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def workers(self) -> list[int]:
+        return children_of(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # gunicorn: graceful shutdown of its workers
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # our own session only
+                self.proc.wait()
+        self._log.close()
+
+
+def start_service(directory: Path, workers: int, threads: int) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CDS_DATABASE_URL": f"sqlite:///{directory / 'http-bench.sqlite3'}",
+        "CDS_MAX_BODY_BYTES": str(BIG_BODY_BYTES),
+    }
+    env.pop("CDS_PROFILE", None)
+    argv = [
+        sys.executable, "-m", "cds_service.cli", "serve", "--auth", "off",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--threads", str(threads),
+    ]
+    server = Server(argv, env, port, directory / "service.log")
+    wait_ready(port, server.proc, "/cds-services")
+    return server
+
+
+def start_floor(directory: Path, workers: int, threads: int, response_bytes: int) -> Server:
+    port = free_port()
+    env = {**os.environ, "FLOOR_RESPONSE_BYTES": str(response_bytes)}
+    argv = [
+        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers), "--threads", str(threads), "--timeout", "30",
+        "--chdir", str(HERE.parent), "benchmarks.floor_app:app",
+    ]
+    server = Server(argv, env, port, directory / "floor.log")
+    wait_ready(port, server.proc, "/")
+    return server
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return round(float(number) * _UNITS[unit], 3)
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if not rps:
+        raise RuntimeError(f"could not read wrk output:\n{output}")
+    result: dict[str, Any] = {"requests_per_s": float(rps.group(1))}
+    total = re.search(r"(\d+) requests in", output)
+    result["requests"] = int(total.group(1)) if total else None
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    result["non_2xx"] = int(bad.group(1)) if bad else 0
+    errors = re.search(r"Socket errors:(.*)", output)
+    result["socket_errors"] = errors.group(1).strip() if errors else ""
+    latency = {}
+    for pct in ("50", "90", "99"):
+        hit = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+(?:us|ms|s))\s*$", output, re.M)
+        if hit:
+            latency[f"p{pct}"] = _ms(hit.group(1))
+    result["latency_ms"] = latency
+    return result
+
+
+def run_wrk(wrk: str, port: int, path: str, body_file: Path, *, duration: int,
+            connections: int, threads: int) -> dict[str, Any]:
+    argv = [
+        wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+        "-s", str(LUA), f"http://127.0.0.1:{port}{path}",
+    ]
+    env = {**os.environ, "WRK_BODY_FILE": str(body_file)}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True,
+                          timeout=duration + 60)
+    result = parse_wrk(done.stdout)
+    if result["non_2xx"]:
+        raise RuntimeError(f"{result['non_2xx']} responses were not 2xx:\n{done.stdout}")
+    return result
+
+
+def worker_memory(server: Server, big_body: bytes, path: str, calls: int) -> dict[str, Any]:
+    """Send ``calls`` 10k-resource hook calls, two at a time (both workers), then read RSS."""
+
+    def one(_: int) -> float:
+        started = time.perf_counter()
+        status, data = post(server.port, path, big_body, timeout=120)
+        if status != 200:
+            raise RuntimeError(f"10k call answered {status}: {data[:200]!r}")
+        return time.perf_counter() - started
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        seconds = list(pool.map(one, range(calls)))
+    workers = {str(pid): rss_of(pid) for pid in server.workers()}
+    return {
+        "calls": calls,
+        "call_seconds_median": round(median(seconds), 3),
+        "workers": workers,
+        "peak_rss_mb_max": max((w["peak_rss_mb"] for w in workers.values()), default=None),
+        "master": rss_of(server.proc.pid),
+    }
+
+
+def run(
+    *,
+    duration: int = 10,
+    rounds: int = 3,
+    size: int = 100,
+    workers: int = WORKERS,
+    threads: int = THREADS,
+    memory_calls: int = 8,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    wrk = require_wrk()
+    call = hook_call(PATIENT_VIEW_SCENARIO, size)
+    big = hook_call(PATIENT_VIEW_SCENARIO, 10_000)
+    connections = workers * threads
+    wrk_threads = max(1, min(2, os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(prefix="cds-http-bench-") as tmp:
+        directory = Path(tmp)
+        body_file = directory / "body.json"
+        body_file.write_bytes(call.body)
+        service = start_service(directory, workers, threads)
+        floor = None
+        try:
+            status, answer = post(service.port, call.path, call.body)
+            if status != 200:
+                raise RuntimeError(f"the service answered {status}: {answer[:300]!r}")
+            floor = start_floor(directory, workers, threads, len(answer))
+            status, floor_answer = post(floor.port, call.path, call.body)
+            if status != 200 or len(floor_answer) != len(answer):
+                raise RuntimeError("the floor app does not answer like the service")
+            for server in (floor, service):  # warm up both (imports, first validations)
+                run_wrk(wrk, server.port, call.path, body_file, duration=2,
+                        connections=connections, threads=wrk_threads)
+            floor_runs, service_runs = [], []
+            for n in range(rounds):
+                floor_runs.append(run_wrk(wrk, floor.port, call.path, body_file,
+                                          duration=duration, connections=connections,
+                                          threads=wrk_threads))
+                service_runs.append(run_wrk(wrk, service.port, call.path, body_file,
+                                            duration=duration, connections=connections,
+                                            threads=wrk_threads))
+                log(
+                    f"  http round {n + 1}/{rounds}: floor "
+                    f"{floor_runs[-1]['requests_per_s']:.0f} req/s, service "
+                    f"{service_runs[-1]['requests_per_s']:.0f} req/s"
+                )
+            floor.stop()
+            floor = None
+            memory = worker_memory(service, big.body, big.path, memory_calls)
+            log(f"  worker peak RSS after 10k charts: {memory['peak_rss_mb_max']} MB")
+        finally:
+            if floor is not None:
+                floor.stop()
+            service.stop()
+    floor_rps = median([r["requests_per_s"] for r in floor_runs])
+    service_rps = median([r["requests_per_s"] for r in service_runs])
+    return {
+        "scenario": PATIENT_VIEW_SCENARIO,
+        "resources": call.chart.size,
+        "request_bytes": len(call.body),
+        "response_bytes": len(answer),
+        "workers": workers,
+        "threads": threads,
+        "connections": connections,
+        "wrk_threads": wrk_threads,
+        "duration_s": duration,
+        "rounds": rounds,
+        "floor_requests_per_s": round(floor_rps, 1),
+        "service_requests_per_s": round(service_rps, 1),
+        "ratio": round(service_rps / floor_rps, 3),
+        "floor_runs": floor_runs,
+        "service_runs": service_runs,
+        "memory_after_10k": memory,
+    }

@@ -1,0 +1,153 @@
+"""The benchmark's own parts: charts keep their scenario's answer, and the harness reads right.
+
+Nothing here is timed: these tests make sure the benchmark measures what it claims to (the right
+cards, the right chart sizes and mix, a floor answer of the same size, wrk output read right).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import floor_app
+from benchmarks.charts import (
+    NOISE_MIX,
+    ORDER_SIGN_SCENARIO,
+    OTHER_CONDITIONS,
+    OTHER_PROCEDURES,
+    OTHER_REPORTS,
+    OTHER_SERVICES,
+    PATIENT_VIEW_SCENARIO,
+    SCORE_CODES,
+    build_chart,
+    card_signature,
+)
+from benchmarks.common import hook_call, percentile, summary_ms, wsgi_post
+from benchmarks.http import parse_wrk
+from benchmarks.inprocess import Probe, check_call
+from cds_service.api.services import SERVICES
+from cds_service.fhir.record import is_relevant
+from cds_service.knowledge import load_knowledge
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+
+
+@pytest.mark.parametrize("scenario", [PATIENT_VIEW_SCENARIO, ORDER_SIGN_SCENARIO])
+@pytest.mark.parametrize("size", [100, 1_000])
+def test_a_grown_chart_gives_the_scenarios_cards(client, scenario, size):
+    small = hook_call(scenario, 10)  # the fixture patient and a few resources of noise
+    grown = hook_call(scenario, size)
+    assert grown.chart.size == size
+    answers = []
+    for call in (small, grown):
+        response = client.post(call.path, data=call.body, content_type="application/json")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        answers.append(card_signature(response.get_json()["cards"]))
+    assert answers[0] == answers[1]
+    assert {rule for rule, _, _ in answers[1]} == set(grown.chart.scenario.expected_cards)
+
+
+def test_chart_mix_is_mostly_resources_no_rule_reads():
+    knowledge = load_knowledge()
+    chart = build_chart(PATIENT_VIEW_SCENARIO, 1_000)
+    resources = chart.scenario.resources
+    base, history, noise = (chart.composition[k] for k in ("base", "history", "noise"))
+    assert base + history + noise == len(resources) == 1_000
+    assert history == 50 - base  # RELEVANT_FRACTION of the chart, the patient's own included
+    assert chart.relevant == sum(is_relevant(r, knowledge) for r in resources) == 50
+    assert len({(r["resourceType"], r["id"]) for r in resources}) == 1_000  # ids are unique
+    pid = chart.scenario.patient_id
+    assert all(r.get("subject", {}).get("reference") == f"Patient/{pid}"
+               for r in resources if r["resourceType"] != "Patient")
+    assert sum(share for _, share in NOISE_MIX) == pytest.approx(1.0)
+
+
+def test_charts_are_deterministic():
+    first = build_chart(ORDER_SIGN_SCENARIO, 300).scenario.resources
+    again = build_chart(ORDER_SIGN_SCENARIO, 300).scenario.resources
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+
+
+def test_noise_codes_are_verified_terminology_that_no_rule_reads():
+    """House rule: never invent a code. Every noise code is a VERIFIED terminology.md row."""
+    rows = (SHARED / "clinical" / "terminology.md").read_text(encoding="utf-8").splitlines()
+    knowledge = load_knowledge()
+    codes = [(s, c) for s, c, *_ in SCORE_CODES]
+    codes += [(s, c) for s, c, _ in OTHER_CONDITIONS + OTHER_PROCEDURES + OTHER_SERVICES
+              + OTHER_REPORTS]
+    for system, code in codes:
+        pattern = re.compile(rf"(?<![\w.\-]){re.escape(code)}(?![\w\-]|\.\d)")
+        matching = [row for row in rows if pattern.search(row)]
+        assert any("VERIFIED" in row and "UNVERIFIED" not in row for row in matching), code
+        assert not knowledge.concepts_of(system, code), code
+
+
+def test_floor_answers_with_exactly_the_requested_size():
+    for size in (26, 100, 11_078):
+        body = floor_app.payload(size)
+        assert len(body) == size
+        json.loads(body)
+    app = floor_app.create_floor_app(5_000)
+    status, data = wsgi_post(app, "/cds-services/x", b'{"hook": "patient-view"}')
+    assert (status, len(data)) == (200, 5_000)
+    assert wsgi_post(app, "/cds-services/x", b"[1]")[0] == 400
+
+
+def test_wsgi_post_drives_the_real_app(app):
+    call = hook_call(PATIENT_VIEW_SCENARIO, 100)
+    cards = check_call(app, call)
+    assert len(cards) == len(call.chart.scenario.expected_cards)
+    assert call.service is SERVICES[call.service.id]
+
+
+def test_probe_splits_a_call_and_restores_the_app(app):
+    call = hook_call(ORDER_SIGN_SCENARIO, 100)
+    probe = Probe(app)
+    try:
+        with probe.gc_timing():
+            assert wsgi_post(app, call.path, call.body)[0] == 200
+        assert probe.parts["body"] > 0 and probe.parts["pipeline"] > 0
+        assert "storage" in probe.parts  # the served-card write happened and was timed
+    finally:
+        probe.close()
+    state = app.extensions["cds"]
+    assert "run" not in vars(state.pipeline) and "record_served" not in vars(state.store)
+
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8000/cds-services/x
+  2 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.10ms    2.00ms  40.00ms   90.00%
+    Req/Sec   700.00    100.00     1.00k    70.00%
+  Latency Distribution
+     50%    4.80ms
+     75%    5.50ms
+     90%    7.00ms
+     99%  850.00us
+  14000 requests in 10.00s, 150.00MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   1399.50
+Transfer/sec:     15.00MB
+"""
+
+
+def test_parse_wrk_reads_rate_latency_and_failures():
+    result = parse_wrk(WRK_OUTPUT)
+    assert result["requests_per_s"] == 1399.5
+    assert result["requests"] == 14000
+    assert result["non_2xx"] == 3
+    assert result["latency_ms"] == {"p50": 4.8, "p90": 7.0, "p99": 0.85}
+    with pytest.raises(RuntimeError):
+        parse_wrk("wrk: connection refused")
+
+
+def test_percentiles():
+    values = list(range(1, 101))
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile([7.0], 99) == 7.0
+    summary = summary_ms([0.001, 0.002, 0.003])
+    assert (summary["p50"], summary["min"], summary["max"], summary["n"]) == (2.0, 1.0, 3.0, 3)
