@@ -111,24 +111,50 @@ def raw_texts(resource: dict[str, Any]) -> list[str]:
 
 
 def is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
-    """Could any rule read this resource? Decided from codes and text only, before validation."""
+    """Could any rule read this resource? Decided from codes and text only, before validation.
+
+    This runs on every resource of every chart (most of them vital signs no rule reads), so it
+    touches the JSON directly: one memoised dict lookup per coding, one regex search per text.
+    Values of the wrong JSON type are passed over here; if the resource is kept for another
+    reason, validation rejects it.
+    """
     resource_type = resource.get("resourceType")
+    if type(resource_type) is not str:
+        return False
     if resource_type in ("Patient", "Medication"):
         return True
-    if resource_type not in CODE_FIELDS:
+    fields = CODE_FIELDS.get(resource_type)
+    if fields is None:
         return False
     if resource_type == "MedicationRequest" and (
         resource.get("medicationReference") or resource.get("contained")
     ):
         return True  # the drug is named elsewhere; classify after validation
-    if any(knowledge.concepts_of(system, code) for system, code in raw_codings(resource)):
-        return True
-    texts = raw_texts(resource)
-    return any(
-        knowledge.text_matches(concept, text)
-        for concept in TEXT_CONCEPTS.get(resource_type, ())
-        for text in texts
-    )
+    concepts_of = knowledge.concepts_of
+    texts: list[str] = []
+    for name in fields:
+        concept = resource.get(name)
+        if not isinstance(concept, dict):
+            continue
+        text = concept.get("text")
+        if isinstance(text, str):
+            texts.append(text)
+        codings = concept.get("coding")
+        if not isinstance(codings, list):
+            continue
+        for coding in codings:
+            if not isinstance(coding, dict):
+                continue
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str) and concepts_of(system, code):
+                return True
+            display = coding.get("display")
+            if isinstance(display, str):
+                texts.append(display)
+    concepts = TEXT_CONCEPTS.get(resource_type)
+    if not concepts:
+        return False
+    return any(knowledge.text_matches_any(concepts, text) for text in texts)
 
 
 def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:

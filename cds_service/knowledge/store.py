@@ -4,11 +4,18 @@ Rules call `concepts_of` for each coding of each resource in a chart (10,000 res
 normal size), so a lookup is one dict access plus, only for systems that have header or range
 entries (ICD-10-CM, HCPCS), a handful of prefix probes. Everything is built at load time;
 nothing is computed per request except that.
+
+A chart repeats the same few codes thousands of times (every heart rate carries LOINC 8867-4),
+so `concepts_of` answers are also memoised per (system, code). The memo is bounded (cleared when
+full, so hostile input cannot grow it without limit) and safe to share between threads: the
+knowledge never changes after load, so an entry is never stale. Texts are not memoised: they
+can be free text about a patient, and nothing about a patient outlives its request here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,6 +28,8 @@ from .terms import compile_terms, term_key
 
 PROJECT_SYSTEM = "urn:hypermobility-cds:codes"
 _EMPTY: frozenset[str] = frozenset()
+# Far above the distinct codes of any real chart, and small in memory (about 1 MB when full).
+_MEMO_MAX = 8192
 # Files with a special shape; every other *.json file in the directory holds concepts.
 _SYSTEMS_FILE = "systems.json"
 _SOURCES_FILE = "sources.json"
@@ -43,6 +52,8 @@ class Knowledge:
     """Read-only view of the service's terminology, guideline sources and thresholds."""
 
     __slots__ = (
+        "_any_text",
+        "_code_memo",
         "_concepts",
         "_exact",
         "_ingredients",
@@ -108,6 +119,8 @@ class Knowledge:
             for system, table in self._prefix.items()
         }
         self._ranges = {system: tuple(items) for system, items in ranges.items()}
+        self._code_memo: dict[tuple[str | None, str], frozenset[str]] = {}
+        self._any_text: dict[tuple[str, ...], re.Pattern[str] | None] = {}
 
     # ----------------------------------------------------------------- loading helpers
     def _concept(
@@ -177,6 +190,18 @@ class Knowledge:
         """Concept ids that contain this code; empty for unknown systems, codes or None."""
         if not code:
             return _EMPTY
+        if type(code) is str and (system is None or type(system) is str):
+            key = (system, code)
+            found = self._code_memo.get(key)
+            if found is None:
+                found = self._lookup(system, code)
+                if len(self._code_memo) >= _MEMO_MAX:
+                    self._code_memo.clear()
+                self._code_memo[key] = found
+            return found
+        return self._lookup(system, code)
+
+    def _lookup(self, system: str | None, code: str) -> frozenset[str]:
         canonical = self._systems.canonical(system)
         if canonical is None:
             return _EMPTY
@@ -211,6 +236,25 @@ class Knowledge:
         if hit is None:
             return None
         return found.term_by_key.get(term_key(hit.group(0)), hit.group(0))
+
+    def text_matches_any(self, concepts: tuple[str, ...], text: str | None) -> bool:
+        """True when any of the concepts has a term in `text`, in one regex search.
+
+        The same answer as ``any(text_matches(c, text) for c in concepts)``, for hot loops that
+        only need yes or no (the relevance filter runs it on every display of a chart).
+        """
+        if not text or type(text) is not str:
+            return False
+        try:
+            pattern = self._any_text[concepts]
+        except KeyError:
+            pattern = self._any_text[concepts] = self._union(concepts)
+        return pattern is not None and pattern.search(text) is not None
+
+    def _union(self, concepts: tuple[str, ...]) -> re.Pattern[str] | None:
+        """One pattern whose search succeeds exactly when some concept's pattern would."""
+        terms = [term for concept in concepts for term in self._get(concept).info.terms]
+        return compile_terms(terms)[0] if terms else None
 
     def coding(self, concept: str, code: str) -> Coding:
         """The concept's entry for `code` as a Coding (for building suggestions)."""

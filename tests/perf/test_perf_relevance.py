@@ -1,0 +1,161 @@
+"""The fast relevance filter and the knowledge memos answer exactly as the plain versions did.
+
+The filter decides which resources the rules ever see, so a speed-up there must not change a
+single decision. The oracle below is the filter as first written (codes via ``concepts_of`` on
+every coding, then each text against each concept's own pattern), kept here as the reference.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from benchmarks.charts import ORDER_SIGN_SCENARIO, PATIENT_VIEW_SCENARIO, build_chart
+from cds_service.devtools.scenarios import (
+    list_patients,
+    list_scenarios,
+    load_patient,
+    load_scenario,
+)
+from cds_service.fhir.record import CODE_FIELDS, TEXT_CONCEPTS, build_record, is_relevant
+from cds_service.knowledge import DEFAULT_DATA_DIR, load_knowledge
+from cds_service.knowledge import store as store_module
+from cds_service.knowledge.store import Knowledge
+
+
+def reference_is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
+    """The original, unoptimised filter (for well-typed JSON, where it never raised)."""
+    resource_type = resource.get("resourceType")
+    if resource_type in ("Patient", "Medication"):
+        return True
+    if resource_type not in CODE_FIELDS:
+        return False
+    if resource_type == "MedicationRequest" and (
+        resource.get("medicationReference") or resource.get("contained")
+    ):
+        return True
+    pairs, texts = [], []
+    for name in CODE_FIELDS[resource_type]:
+        concept = resource.get(name)
+        if isinstance(concept, dict):
+            if isinstance(concept.get("text"), str):
+                texts.append(concept["text"])
+            for coding in concept.get("coding") or ():
+                if isinstance(coding, dict):
+                    pairs.append((coding.get("system"), coding.get("code")))
+                    if isinstance(coding.get("display"), str):
+                        texts.append(coding["display"])
+    if any(knowledge.concepts_of(system, code) for system, code in pairs):
+        return True
+    return any(
+        knowledge.text_matches(concept, text)
+        for concept in TEXT_CONCEPTS.get(resource_type, ())
+        for text in texts
+    )
+
+
+def every_fixture_resource() -> list[dict[str, Any]]:
+    resources = [r for pid in list_patients() for r in load_patient(pid)]
+    for name in list_scenarios():
+        resources += load_scenario(name).draft_orders
+    return resources
+
+
+@pytest.fixture(scope="module")
+def knowledge() -> Knowledge:
+    return load_knowledge()
+
+
+def test_same_decision_as_the_reference_on_every_fixture_and_chart_resource(knowledge):
+    resources = every_fixture_resource()
+    resources += build_chart(PATIENT_VIEW_SCENARIO, 1_000).scenario.resources
+    resources += build_chart(ORDER_SIGN_SCENARIO, 1_000).scenario.resources
+    decisions = [(is_relevant(r, knowledge), reference_is_relevant(r, knowledge))
+                 for r in resources]
+    assert all(fast == slow for fast, slow in decisions)
+    # Both kinds occur, so the comparison covers both answers.
+    assert {fast for fast, _ in decisions} == {True, False}
+
+
+def test_text_only_orders_are_still_recognised(knowledge):
+    order = {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": {"text": "traMADol 50 mg oral tablet"},
+    }
+    brace = {"resourceType": "DeviceRequest", "codeCodeableConcept": {"text": "Lumbar support"}}
+    assert is_relevant(order, knowledge) == reference_is_relevant(order, knowledge)
+    assert is_relevant(brace, knowledge) == reference_is_relevant(brace, knowledge)
+    assert is_relevant(order, knowledge)
+    assert not is_relevant(
+        {"resourceType": "MedicationRequest",
+         "medicationCodeableConcept": {"text": "ibuprofen 400 mg oral tablet"}},
+        knowledge,
+    )
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": ["Condition"]},
+        {"resourceType": {"x": 1}},
+        {"resourceType": "Condition", "code": {"coding": [{"system": ["x"], "code": "M35.7"}]}},
+        {"resourceType": "Condition",
+         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": 357}]}},
+        {"resourceType": "Condition",
+         "code": {"coding": [{"system": {"a": 1}, "code": {"b": 2}}]}},
+        {"resourceType": "Observation", "code": {"coding": "nope", "text": 5}},
+        {"resourceType": "Observation", "code": {"coding": [{"display": ["Beighton"]}]}},
+    ],
+)
+def test_wrongly_typed_json_is_passed_over_not_a_crash(knowledge, resource):
+    assert is_relevant(resource, knowledge) is False
+    record = build_record([resource], "p1", knowledge)
+    assert record.skipped_irrelevant == 1
+
+
+def test_a_wrongly_typed_coding_does_not_hide_a_valid_one(knowledge):
+    resource = {
+        "resourceType": "Condition",
+        "code": {"coding": [
+            {"system": ["x"], "code": 1},
+            {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M35.7"},
+        ]},
+    }
+    assert is_relevant(resource, knowledge)
+
+
+def test_text_matches_any_agrees_with_each_concept_alone(knowledge):
+    concept_sets = {tuple(c) for c in TEXT_CONCEPTS.values()}
+    concept_sets.add(("hip-site",))
+    terms = [t for concepts in concept_sets for c in concepts
+             for t in knowledge.concept(c).terms]
+    texts = terms + [f"{t} 5 mg" for t in terms] + [f"x{t}" for t in terms] + [
+        "", "Heart rate", "fludrocortisone 0.1 mg", "low-level laser", "LOW LEVEL LASER",
+        "tramadol/APAP", "oxycodone-acetaminophen", "codeinex", "Beighton hypermobility score",
+    ]
+    assert terms
+    for concepts, text in itertools.product(sorted(concept_sets), texts):
+        expected = any(knowledge.text_matches(c, text) for c in concepts)
+        assert knowledge.text_matches_any(concepts, text) == expected, (concepts, text)
+
+
+def test_text_matches_any_rejects_unknown_concepts(knowledge):
+    with pytest.raises(KeyError):
+        knowledge.text_matches_any(("no-such-concept",), "anything")
+
+
+def test_concepts_of_memo_gives_the_same_answers_and_stays_bounded(monkeypatch):
+    monkeypatch.setattr(store_module, "_MEMO_MAX", 16)
+    knowledge = Knowledge(DEFAULT_DATA_DIR)
+    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+    first = knowledge.concepts_of(icd, "M35.7")
+    assert "hypermobility-diagnosis" in first
+    for n in range(100):  # far more distinct codes than the memo holds
+        assert knowledge.concepts_of(icd, f"Z{n:02d}.9") == frozenset()
+        assert len(knowledge._code_memo) <= 16
+    assert knowledge.concepts_of(icd, "M35.7") == first
+    assert knowledge.concepts_of(icd, "M357") == first
+    assert knowledge.concepts_of(None, "M35.7") == frozenset()
+    assert knowledge.concepts_of(icd, "") == frozenset()
