@@ -177,6 +177,96 @@ def validate(resource: dict[str, Any]) -> Any | None:
         return None
 
 
+# One small valid resource of each type validated here, without any code (codes are never
+# invented): validating each once imports its fhir.resources model and the element models it
+# uses, so that work happens at startup (in the gunicorn master, shared by every worker) rather
+# than inside the first hook calls of each worker.
+_SUBJECT = {"reference": "Patient/warm-up"}
+_CONCEPT = {"coding": [{"display": "warm-up"}], "text": "warm-up"}
+_WARM_UP: tuple[dict[str, Any], ...] = (
+    {"resourceType": "Patient", "id": "warm-up", "birthDate": "1990-01-01"},
+    {
+        "resourceType": "Condition",
+        "clinicalStatus": _CONCEPT,
+        "verificationStatus": _CONCEPT,
+        "category": [_CONCEPT],
+        "code": _CONCEPT,
+        "subject": _SUBJECT,
+        "onsetDateTime": "2020-01-01",
+        "recordedDate": "2020-01-01",
+    },
+    {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [_CONCEPT],
+        "code": _CONCEPT,
+        "subject": _SUBJECT,
+        "effectiveDateTime": "2020-01-01T10:00:00Z",
+        "valueQuantity": {"value": 1, "unit": "1"},
+        "component": [{"code": _CONCEPT, "valueInteger": 1}],
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": _CONCEPT,
+        "subject": _SUBJECT,
+        "authoredOn": "2020-01-01",
+        "dosageInstruction": [{"text": "warm-up", "route": _CONCEPT}],
+        "contained": [{"resourceType": "Medication", "id": "m", "code": _CONCEPT}],
+    },
+    {
+        "resourceType": "Medication",
+        "code": _CONCEPT,
+        "form": _CONCEPT,
+        "ingredient": [{"itemCodeableConcept": _CONCEPT}],
+    },
+    {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "code": _CONCEPT,
+        "subject": _SUBJECT,
+        "authoredOn": "2020-01-01",
+        "bodySite": [_CONCEPT],
+        "quantityQuantity": {"value": 1, "unit": "h"},
+        "occurrenceTiming": {"repeat": {"count": 1, "duration": 1, "durationUnit": "h"}},
+    },
+    {
+        "resourceType": "DeviceRequest",
+        "status": "active",
+        "intent": "order",
+        "codeCodeableConcept": _CONCEPT,
+        "subject": _SUBJECT,
+        "authoredOn": "2020-01-01",
+    },
+    {
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": _CONCEPT,
+        "subject": _SUBJECT,
+        "effectiveDateTime": "2020-01-01",
+        "conclusion": "warm-up",
+        "conclusionCode": [_CONCEPT],
+    },
+    {
+        "resourceType": "Procedure",
+        "status": "completed",
+        "code": _CONCEPT,
+        "subject": _SUBJECT,
+        "performedDateTime": "2020-01-01",
+        "bodySite": [_CONCEPT],
+    },
+)
+
+
+def warm_up() -> None:
+    """Build every FHIR model the record uses now (once per process; cheap when repeated)."""
+    for resource in _WARM_UP:
+        if validate(resource) is None:
+            raise RuntimeError(f"warm-up {resource['resourceType']} did not validate")
+
+
 def build_record(
     resources: Iterable[dict[str, Any]], patient_id: str, knowledge: Knowledge
 ) -> PatientRecord:
