@@ -112,7 +112,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             timeout_s=settings.fhir_timeout_s,
             deadline_s=settings.fhir_deadline_s,
             max_pages=settings.fhir_max_pages,
-        )
+        ),
+        max_workers=settings.fhir_max_workers,
     )
     database = open_database(settings)
     app.extensions["cds"] = ServiceState(

@@ -55,6 +55,10 @@ class Settings:
     fhir_timeout_s: float = 1.5
     fhir_deadline_s: float = 2.0
     fhir_max_pages: int = 10
+    # Threads fetching FHIR data, shared by all hook calls of a worker process. Keep it >=
+    # (concurrent hook calls, CDS_THREADS) x (prefetch keys, 7): otherwise the fetches of a call
+    # to a healthy EHR queue behind those of calls stuck on a hanging one (tests/reliability).
+    fhir_max_workers: int = 64
     cors_origins: tuple[str, ...] = ("*",)
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
 
@@ -117,6 +121,7 @@ class Settings:
             ("CDS_MAX_BODY_BYTES", "max_body_bytes"),
             ("CDS_MAX_DRAFT_ORDERS", "max_draft_orders"),
             ("CDS_FHIR_MAX_PAGES", "fhir_max_pages"),
+            ("CDS_FHIR_MAX_WORKERS", "fhir_max_workers"),
             ("CDS_DATABASE_POOL_SIZE", "database_pool_size"),
         ):
             if var in env:

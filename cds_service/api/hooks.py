@@ -45,9 +45,33 @@ def _service(service_id: str) -> ServiceDefinition:
 
 def _body() -> dict[str, Any]:
     settings = current_app.extensions["cds"].settings
-    return read_json_object(
+    body = read_json_object(
         request, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
     )
+    if _has_lone_surrogate(body):
+        raise ApiError(400, "The JSON body holds a string with an unpaired UTF-16 surrogate.")
+    return body
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """JSON may escape half a surrogate pair (a lone ``\\ud800``); such a string is not Unicode
+    text, and storing it (a feedback comment) failed deep down with a 500, so it is refused up
+    front (found by tests/fuzz). Iterative: the body may be deeply nested."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 @bp.get("/cds-services")

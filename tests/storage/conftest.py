@@ -1,7 +1,8 @@
 """Every storage test runs on SQLite and on PostgreSQL.
 
 PostgreSQL tests need ``CDS_TEST_POSTGRES_URL`` (``.ci/run`` starts a throw-away server and sets
-it); without it they are skipped, with that reason. Each test gets its own PostgreSQL schema (via
+it); without it they are skipped, with that reason (or fail, when ``CDS_REQUIRE_POSTGRES=1``
+says a server must be there, as in CI). Each test gets its own PostgreSQL schema (via
 the connection's ``search_path``), dropped afterwards, so tests never see each other's rows.
 """
 
@@ -29,6 +30,8 @@ def _admin_url() -> str:
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose default schema is fresh and empty."""
     if not POSTGRES_URL:
+        if os.environ.get("CDS_REQUIRE_POSTGRES") == "1":  # CI: a skip here would hide a gap
+            pytest.fail("CDS_REQUIRE_POSTGRES=1 but CDS_TEST_POSTGRES_URL is not set")
         pytest.skip(NO_POSTGRES)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(_admin_url(), isolation_level="AUTOCOMMIT")
