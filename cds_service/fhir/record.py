@@ -168,10 +168,17 @@ def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
     return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
 
 
+_MODEL_CLASSES: dict[str, Any] = {}  # resource type -> fhir.resources model class
+
+
 def validate(resource: dict[str, Any]) -> Any | None:
     """A fhir.resources model, or None when the JSON is not a valid resource of its type."""
     try:
-        model_class = get_fhir_model_class(resource["resourceType"])
+        resource_type = resource["resourceType"]
+        model_class = _MODEL_CLASSES.get(resource_type)
+        if model_class is None:
+            model_class = get_fhir_model_class(resource_type)
+            _MODEL_CLASSES[model_class.get_resource_type()] = model_class
         return model_class.model_validate(resource)
     except (ValidationError, KeyError, TypeError, ValueError):
         return None

@@ -53,3 +53,11 @@ def test_building_the_app_tunes_the_collector(restore_gc_thresholds, settings):
     gc.set_threshold(700, 10, 10)
     create_app(settings)
     assert gc.get_threshold()[2] == GC_FULL_COLLECTION_EVERY
+
+
+def test_model_class_cache_holds_only_real_resource_types():
+    for name in ("NoSuchType", "x" * 200, "Patient/../Observation", ""):
+        assert validate({"resourceType": name, "id": "a"}) is None
+    assert validate({"resourceType": "Patient", "id": "a"}) is not None
+    assert set(record._MODEL_CLASSES) <= set(CODE_FIELDS) | {"Patient"}
+    assert record._MODEL_CLASSES["Patient"].get_resource_type() == "Patient"
