@@ -1,0 +1,212 @@
+"""Every fixture scenario against a real FHIR R4 server process, over HTTP, with no prefetch.
+
+The server (``integration/fhir-server``: Medplum's FHIR router and in-memory search engine behind
+node:http) is started outside pytest, by ``.ci/run`` or by hand, and named by
+``CDS_TEST_FHIR_URL``. The fixtures go in through the real ``load-fixtures`` command, and the
+service then finds each patient's data only through its own FHIR queries, so reference search by
+bare id, ``status`` token search, reads, 404s and ``next`` paging are all a real server's answers
+rather than our in-memory stand-in's (``tests/scenarios`` covers that path with ``responses``).
+
+Without ``CDS_TEST_FHIR_URL`` every test here is skipped, so ``make test`` passes on a machine
+without node. ``make integration`` (run by ``.ci/run``) starts the server, sets the URL and
+``CDS_TEST_FHIR_REQUIRED=1``, and fails if the server does not come up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from cds_service import create_app
+from cds_service.api.services import SERVICES
+from cds_service.cli import main
+from cds_service.devtools.load_fixtures import load_fixtures
+from cds_service.devtools.scenarios import (
+    list_patients,
+    list_scenarios,
+    load_patient,
+    load_scenario,
+)
+from cds_service.settings import Settings
+
+FHIR_URL = os.environ.get("CDS_TEST_FHIR_URL", "").rstrip("/")
+# Set by the runner script, so that a lost URL fails the run instead of skipping it quietly.
+REQUIRED = os.environ.get("CDS_TEST_FHIR_REQUIRED") == "1"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not FHIR_URL and not REQUIRED,
+        reason="CDS_TEST_FHIR_URL is not set: start integration/fhir-server (see .ci/run) to run",
+    ),
+]
+
+FHIR_JSON = "application/fhir+json"
+# The resource types the service searches by patient (see cds_service/api/services.py).
+SEARCHED_TYPES = (
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "ServiceRequest",
+    "DiagnosticReport",
+    "Procedure",
+)
+MAX_PAGES = 50
+
+
+def search_ids(session: requests.Session, resource_type: str, patient_id: str) -> list[str]:
+    """Ids of every ``resource_type`` for the patient, following the server's ``next`` links."""
+    url: str | None = f"{FHIR_URL}/{resource_type}?patient={patient_id}"
+    ids: list[str] = []
+    total = None
+    for _ in range(MAX_PAGES):
+        if url is None:
+            break
+        response = session.get(url, headers={"Accept": FHIR_JSON}, timeout=10)
+        assert response.status_code == 200, response.text[:300]
+        bundle = response.json()
+        assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset"
+        total = bundle.get("total", total)
+        ids += [e["resource"]["id"] for e in bundle.get("entry", [])]
+        url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"),
+                   None)
+    else:
+        pytest.fail(f"{resource_type}?patient={patient_id}: more than {MAX_PAGES} pages")
+    if total is not None:
+        assert total == len(ids), f"{resource_type}?patient={patient_id}: total {total}"
+    return ids
+
+
+def server_state(session: requests.Session) -> dict[tuple[str, str], Counter]:
+    """(patient, type) -> ids found by search on the server, as a multiset (duplicates show)."""
+    return {
+        (patient_id, rtype): Counter(search_ids(session, rtype, patient_id))
+        for patient_id in list_patients()
+        for rtype in SEARCHED_TYPES
+    }
+
+
+def fixture_state() -> dict[tuple[str, str], Counter]:
+    expected: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for patient_id in list_patients():
+        for resource in load_patient(patient_id):
+            if resource["resourceType"] in SEARCHED_TYPES:
+                expected[(patient_id, resource["resourceType"])][resource["id"]] += 1
+    return {
+        (p, t): expected.get((p, t), Counter()) for p in list_patients() for t in SEARCHED_TYPES
+    }
+
+
+@pytest.fixture(scope="module")
+def session():
+    with requests.Session() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def loaded(session) -> dict[tuple[str, str], Counter]:
+    """Load every fixture patient through the CLI, once; return what search then finds."""
+    assert FHIR_URL, "CDS_TEST_FHIR_REQUIRED=1 but CDS_TEST_FHIR_URL is not set"
+    response = session.get(f"{FHIR_URL}/metadata", headers={"Accept": FHIR_JSON}, timeout=10)
+    assert response.status_code == 200, f"{FHIR_URL}/metadata: HTTP {response.status_code}"
+    capability = response.json()
+    assert capability["resourceType"] == "CapabilityStatement"
+    assert capability["fhirVersion"].startswith("4.0")
+    assert main(["load-fixtures", "--fhir-server", FHIR_URL]) == 0
+    return server_state(session)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, loaded):
+    settings = Settings(
+        auth="off",
+        database_url=f"sqlite:///{tmp_path_factory.mktemp('db') / 'cds.sqlite3'}",
+        fhir_server_allowlist=(FHIR_URL,),
+        allow_loopback_http=True,
+        # Correctness, not latency, is under test: a busy CI machine must not turn into a 412.
+        fhir_timeout_s=10.0,
+        fhir_deadline_s=20.0,
+    )
+    return create_app(settings).test_client()
+
+
+def test_load_fixtures_puts_every_resource_where_search_finds_it(loaded):
+    assert loaded == fixture_state()
+    assert sum(sum(ids.values()) for ids in loaded.values()) > 0
+
+
+def test_loading_twice_changes_nothing(session, loaded):
+    result = load_fixtures(FHIR_URL)
+    assert [item.patient_id for item in result] == list_patients()
+    assert server_state(session) == loaded
+
+
+def test_load_fixtures_fails_clearly_when_the_real_server_refuses(loaded, capsys):
+    # POSTing a transaction Bundle to a type endpoint is a create of the wrong type: a 400.
+    code = main(["load-fixtures", "--fhir-server", f"{FHIR_URL}/Patient",
+                 "--patient", "opioid-active"])
+    assert code == 1
+    assert "refused patient opioid-active: HTTP 400" in capsys.readouterr().err
+
+
+def test_every_patient_reads_back(session, loaded):
+    for patient_id in list_patients():
+        response = session.get(f"{FHIR_URL}/Patient/{patient_id}",
+                               headers={"Accept": FHIR_JSON}, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["id"] == patient_id
+
+
+def test_active_medication_search_filters_by_status(session, loaded):
+    """The patient-view service's ``status=active`` query must be answered by the server."""
+    checked = 0
+    for patient_id in list_patients():
+        meds = [r for r in load_patient(patient_id) if r["resourceType"] == "MedicationRequest"]
+        if not meds:
+            continue
+        response = session.get(
+            f"{FHIR_URL}/MedicationRequest",
+            params={"patient": patient_id, "status": "active"},
+            headers={"Accept": FHIR_JSON},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        found = {e["resource"]["id"] for e in response.json().get("entry", [])}
+        assert found == {m["id"] for m in meds if m.get("status") == "active"}
+        checked += 1
+    assert checked > 0
+
+
+def test_searches_page_with_next_links(session, loaded):
+    """The service follows ``next``; the server must page (CI also shrinks its default page)."""
+    (patient_id, rtype), ids = max(loaded.items(), key=lambda kv: sum(kv[1].values()))
+    assert sum(ids.values()) >= 3
+    url = f"{FHIR_URL}/{rtype}?patient={patient_id}&_count=2"
+    pages, found = 0, Counter()
+    while url and pages < MAX_PAGES:
+        bundle = session.get(url, headers={"Accept": FHIR_JSON}, timeout=10).json()
+        assert len(bundle.get("entry", [])) <= 2
+        found.update(e["resource"]["id"] for e in bundle.get("entry", []))
+        url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"),
+                   None)
+        pages += 1
+    assert pages == -(-sum(ids.values()) // 2)
+    assert found == ids
+
+
+@pytest.mark.parametrize("name", list_scenarios())
+def test_scenario_with_the_service_querying_the_server(client, name):
+    scenario = load_scenario(name)
+    service = next(s for s in SERVICES.values() if s.hook == scenario.hook)
+    body = scenario.hook_request(None, fhir_server=FHIR_URL)
+    assert "prefetch" not in body
+    response = client.post(f"/cds-services/{service.id}", json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    fired = {card["source"]["topic"]["code"] for card in response.get_json()["cards"]}
+    assert fired == set(scenario.expected_cards), (
+        f"{name} at {datetime.now(UTC):%Y-%m-%d}: {scenario.notes}"
+    )
