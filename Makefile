@@ -23,6 +23,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+## Every fixture scenario against a real FHIR R4 server (needs Node.js >= 20 and npm).
+.PHONY: integration
+integration: $(STAMP)
+	bash integration/fhir-server/run-tests.sh $(BIN)/python
+
 ## Performance benchmarks (issue 7): prints a table, writes benchmarks/results/*.json.
 ## The HTTP part needs wrk: `apt-get install -y wrk`.
 bench: $(STAMP)
