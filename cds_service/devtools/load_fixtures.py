@@ -85,5 +85,8 @@ def _diagnostics(response: requests.Response) -> str:
         return response.text[:200]
     issues = body.get("issue") if isinstance(body, dict) else None
     if issues:
-        return "; ".join(str(i.get("diagnostics") or i.get("code")) for i in issues)[:300]
+        return "; ".join(
+            str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code"))
+            for i in issues
+        )[:300]
     return ""

@@ -105,3 +105,13 @@ def test_load_fixtures_fails_clearly_when_refused(capsys):
     assert main(["load-fixtures", "--fhir-server", "https://fhir.test/r4",
                  "--patient", "opioid-active"]) == 1
     assert "refused patient opioid-active" in capsys.readouterr().err
+
+
+@responses.activate
+def test_load_fixtures_reads_details_text_of_a_refusal():
+    responses.post("https://fhir.test/r4", status=400, json={
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "details": {"text": "bad base"}}],
+    })
+    with pytest.raises(LoadError, match="bad base"):
+        load_fixtures("https://fhir.test/r4", patients=["opioid-active"])

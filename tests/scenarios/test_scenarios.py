@@ -28,6 +28,15 @@ FHIR = "https://fhir.example.org/r4"
 SCENARIOS = list_scenarios()
 
 
+@pytest.fixture
+def client(settings):
+    """Generous FHIR time budgets: these tests are about correctness, not latency (a loaded CI
+    machine must not turn a slow mock into a 412)."""
+    from cds_service import create_app
+
+    return create_app(settings.with_overrides(fhir_timeout_s=10, fhir_deadline_s=20)).test_client()
+
+
 def service_for(hook: str):
     return next(s for s in SERVICES.values() if s.hook == hook)
 
