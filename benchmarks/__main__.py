@@ -121,9 +121,12 @@ def table(results: dict[str, Any]) -> str:
             f"{h['service_requests_per_s']:.0f} req/s, ratio {h['ratio']:.2f}"
         )
         mem = h["memory_after_10k"]
+        before = max((w["peak_rss_mb"] for w in mem["workers_before"].values()), default=None)
+        pss = max((w["pss_mb"] for w in mem["workers"].values()), default=None)
         lines.append(
             f"  worker peak RSS after {mem['calls']} calls with 10k resources: "
-            f"{mem['peak_rss_mb_max']} MB (master {mem['master']['rss_mb']} MB)"
+            f"{mem['peak_rss_mb_max']} MB (before them {before} MB; PSS now {pss} MB; "
+            f"master RSS {mem['master']['rss_mb']} MB)"
         )
     f = results.get("fallback")
     if f:

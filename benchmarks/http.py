@@ -190,11 +190,13 @@ def worker_memory(server: Server, big_body: bytes, path: str, calls: int) -> dic
             raise RuntimeError(f"10k call answered {status}: {data[:200]!r}")
         return time.perf_counter() - started
 
+    before = {str(pid): rss_of(pid) for pid in server.workers()}
     with ThreadPoolExecutor(max_workers=2) as pool:
         seconds = list(pool.map(one, range(calls)))
     workers = {str(pid): rss_of(pid) for pid in server.workers()}
     return {
         "calls": calls,
+        "workers_before": before,
         "call_seconds_median": round(median(seconds), 3),
         "workers": workers,
         "peak_rss_mb_max": max((w["peak_rss_mb"] for w in workers.values()), default=None),
