@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cds_service.storage.database import Database, as_database
@@ -104,24 +104,27 @@ class DatabaseReplayCache:
         self._purge_interval_s = purge_interval_s
         self._last_purge: float | None = None
         self._purge_lock = threading.Lock()
+        # Built once: SQLAlchemy then reuses the compiled form on every call (hot path).
+        dialect = postgresql if self.database.backend == "postgresql" else sqlite
+        insert = dialect.insert(jwt_replay).values(
+            iss=bindparam("iss"), jti=bindparam("jti"), expires_at=bindparam("expires_at")
+        )
+        self._claim = insert.on_conflict_do_update(
+            index_elements=[jwt_replay.c.iss, jwt_replay.c.jti],
+            set_={"expires_at": insert.excluded.expires_at},
+            where=jwt_replay.c.expires_at < bindparam("now"),
+        ).execution_options(preserve_rowcount=True)
+        self._purge = delete(jwt_replay).where(jwt_replay.c.expires_at < bindparam("now"))
 
     def add_if_new(self, iss: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
         purge = self._purge_due(now)
-        dialect = postgresql if self.database.backend == "postgresql" else sqlite
-        statement = dialect.insert(jwt_replay).values(
-            iss=iss, jti=jti, expires_at=float(expires_at)
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[jwt_replay.c.iss, jwt_replay.c.jti],
-            set_={"expires_at": statement.excluded.expires_at},
-            where=jwt_replay.c.expires_at < now,
-        ).execution_options(preserve_rowcount=True)
+        params = {"iss": iss, "jti": jti, "expires_at": float(expires_at), "now": now}
 
         def work(conn: Connection) -> bool:
             if purge:
-                conn.execute(delete(jwt_replay).where(jwt_replay.c.expires_at < now))
-            return conn.execute(statement).rowcount == 1
+                conn.execute(self._purge, {"now": now})
+            return conn.execute(self._claim, params).rowcount == 1
 
         return self.database.run(work, relaxed=True)
 

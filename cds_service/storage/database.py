@@ -204,9 +204,11 @@ class Database:
             )
             _sqlite_events(engine)
             return engine
+        # No pool_pre_ping: it would cost a round trip on every checkout. A connection the
+        # server dropped fails its statement as a disconnect, SQLAlchemy then discards the
+        # pool's older connections, and run() retries the transaction on a fresh one.
         return create_engine(
             self.url,
-            pool_pre_ping=True,  # a connection the server dropped is replaced at checkout
             pool_recycle=1800,
             connect_args={"connect_timeout": max(1, round(self._connect_timeout_s))},
             **pool_args,

@@ -12,6 +12,7 @@ the request path (:mod:`.served`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, false, func, select
+from sqlalchemy import Connection, Insert, Table, false, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import schema
@@ -28,9 +29,6 @@ from .database import Database, RetryPolicy, as_database
 from .served import ServedCardBuffer
 
 logger = logging.getLogger("cds_service.storage")
-
-_CHUNK_ROWS = 500  # well under SQLite's and PostgreSQL's bound-parameter limits
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -44,24 +42,26 @@ def entry_hash(service_id: str, entry: Mapping[str, Any]) -> str:
 def insert_ignoring_duplicates(
     conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str]
 ) -> int:
-    """``INSERT ... ON CONFLICT (key) DO NOTHING``; returns how many rows were new.
+    """``INSERT ... ON CONFLICT (key) DO NOTHING`` for every row; returns how many were new.
 
-    One multi-row statement per chunk, so ``rowcount`` is exact on both backends (the same
-    construct, compiled by each dialect).
+    One statement shape whatever the number of rows (executed as an executemany), so
+    SQLAlchemy compiles it once per process and caches it; each dialect renders the same
+    construct. ``rowcount`` is then the sum over the rows on both backends.
     """
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    added = 0
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        chunk = list(rows[start : start + _CHUNK_ROWS])
-        statement = (
-            dialect.insert(table)
-            .values(chunk)
-            .on_conflict_do_nothing(index_elements=list(key))
-            # SQLAlchemy only promises rowcount for UPDATE/DELETE unless asked to keep it.
-            .execution_options(preserve_rowcount=True)
-        )
-        added += conn.execute(statement).rowcount
-    return added
+    statement = _insert_ignoring(conn.dialect.name, table, tuple(key))
+    return conn.execute(statement, [dict(row) for row in rows]).rowcount
+
+
+@functools.cache
+def _insert_ignoring(dialect_name: str, table: Table, key: tuple[str, ...]) -> Insert:
+    """Built once per (backend, table): constructing the statement costs more than running it."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return (
+        dialect.insert(table)
+        .on_conflict_do_nothing(index_elements=list(key))
+        # SQLAlchemy only promises rowcount for UPDATE/DELETE unless asked to keep it.
+        .execution_options(preserve_rowcount=True)
+    )
 
 
 class FeedbackStore:
