@@ -151,3 +151,42 @@ def test_percentiles():
     assert percentile([7.0], 99) == 7.0
     summary = summary_ms([0.001, 0.002, 0.003])
     assert (summary["p50"], summary["min"], summary["max"], summary["n"]) == (2.0, 1.0, 3.0, 3)
+
+
+def test_missing_wrk_stops_the_benchmark_with_a_clear_message(monkeypatch, capsys):
+    from benchmarks import __main__ as bench
+    from benchmarks import http
+
+    monkeypatch.setattr(http.shutil, "which", lambda name: None)
+    with pytest.raises(http.WrkMissing, match="apt-get install -y wrk"):
+        http.require_wrk()
+    assert bench.main(["--no-in-process", "--no-fallback"]) == 2
+    assert "apt-get install -y wrk" in capsys.readouterr().err
+
+
+def test_targets_are_judged_on_the_worse_hook():
+    from benchmarks.__main__ import verdicts
+
+    def entry(p50, p99):
+        return {"latency_ms": {"p50": p50, "p99": p99}}
+
+    results = {
+        "in_process": {
+            "patient-view": {"100": entry(2.0, 9.0), "10000": entry(200.0, 300.0),
+                             "scaling_1k_to_10k": 9.0},
+            "order-sign": {"100": entry(3.5, 12.0), "10000": entry(240.0, 260.0),
+                           "scaling_1k_to_10k": 10.5},
+        },
+        "http": {"ratio": 0.71, "memory_after_10k": {"peak_rss_mb_max": 151.0}},
+        "fallback": {"ratio_total_to_slowest": 1.1},
+    }
+    met = {row["id"]: (row["measured"], row["met"]) for row in verdicts(results)}
+    assert met == {
+        "typical_p50_ms": (3.5, False),
+        "typical_p99_ms": (12.0, True),
+        "http_ratio": (0.71, True),
+        "chart_10k_p50_ms": (240.0, True),
+        "scaling_1k_to_10k": (10.5, False),
+        "fallback_ratio": (1.1, True),
+        "worker_peak_rss_mb": (151.0, False),
+    }
