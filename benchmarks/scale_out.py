@@ -68,10 +68,17 @@ local dir = os.getenv("SO_DIR")
 local hook_path = os.getenv("SO_HOOK_PATH")
 local fb_path = os.getenv("SO_FB_PATH")
 local run = os.getenv("SO_RUN")  -- unique per wrk run: every feedback entry is a new row
-local next_id = 0
+local next_id, threads = 0, {}
 function setup(thread)
   next_id = next_id + 1
   thread:set("tid", os.getenv("SO_PREFIX") .. next_id)
+  table.insert(threads, thread)
+end
+s401, s5xx, sother, wrapped = 0, 0, 0, 0
+function response(status, headers, body)
+  if status == 401 then s401 = s401 + 1
+  elseif status >= 500 then s5xx = s5xx + 1
+  elseif status ~= 200 then sother = sother + 1 end
 end
 local lines, i, hook_body = {}, 0, nil
 function init(args)
@@ -80,6 +87,7 @@ function init(args)
 end
 function request()
   i = i + 1
+  if i > #lines then wrapped = 1 end  -- tokens reused: the service will refuse them (401)
   local line = lines[((i - 1) % #lines) + 1]
   local kind, token = line:sub(1, 1), line:sub(3)
   local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
@@ -91,12 +99,18 @@ function request()
   return wrk.format("POST", hook_path, headers, hook_body)
 end
 function done(summary, latency, requests)
+  local c401, c5xx, cother, wrap = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    c401 = c401 + t:get("s401"); c5xx = c5xx + t:get("s5xx"); cother = cother + t:get("sother")
+    wrap = math.max(wrap, t:get("wrapped"))
+  end
   io.write(string.format(
     '{"requests":%d,"duration_us":%d,"status_errors":%d,"socket_errors":%d,' ..
-    '"p50_us":%d,"p95_us":%d,"p99_us":%d}\n',
+    '"p50_us":%d,"p95_us":%d,"p99_us":%d,"s401":%d,"s5xx":%d,"sother":%d,"wrapped":%d}\n',
     summary.requests, summary.duration, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    c401, c5xx, cother, wrap))
 end
 """
 
@@ -115,7 +129,10 @@ class HttpResult:
     p95_ms: float
     p99_ms: float
     errors: int
+    errors_by_kind: dict[str, int]
+    tokens_reused: bool
     feedback_rows: int
+    load_1m_before: float
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
@@ -304,11 +321,13 @@ def http_phase(name: str, backend: str, database_url: str, *, count: int, worker
     phase_dir = folder / name
     phase_dir.mkdir()
     (phase_dir / "hook.json").write_bytes(hook_body)
-    # Generous: wrk wraps around (and replays, which the service refuses) only past this.
-    per_instance = max(4000, 500 * duration_s // count)
+    # Generous (up to 800 req/s per instance): past this wrk would reuse tokens, which the
+    # service refuses as replays; the result then says "wrapped" and the figure is void.
+    per_instance = max(4000, 800 * duration_s)
     for n in range(count):
         write_tokens(phase_dir, f"i{n}-", 1, per_instance, signer, hook_path, fb_path,
                      feedback_every)
+    load_before = os.getloadavg()[0]
     with instances(count, workers, database_url, signer, phase_dir) as bases:
         # Warm-up: the first calls in each worker import and build caches.
         warm_dir = phase_dir / "warm"
@@ -334,7 +353,11 @@ def http_phase(name: str, backend: str, database_url: str, *, count: int, worker
         p95_ms=round(max(p["p95_us"] for p in parts) / 1e3, 2),
         p99_ms=round(max(p["p99_us"] for p in parts) / 1e3, 2),
         errors=sum(p["status_errors"] + p["socket_errors"] for p in parts),
+        errors_by_kind={k: sum(p[k] for p in parts)
+                        for k in ("s401", "s5xx", "sother", "socket_errors")},
+        tokens_reused=any(p["wrapped"] for p in parts),
         feedback_rows=rows,
+        load_1m_before=round(load_before, 2),
     )
 
 
@@ -481,6 +504,15 @@ def print_report(http: list[HttpResult], costs: dict[str, dict[str, float]]) -> 
             print(f"{r.phase:16} {r.instances:>4} {r.workers:>5} {r.rps:>8.1f} {r.p50_ms:>7.2f} "
                   f"{r.p95_ms:>7.2f} {r.p99_ms:>7.2f} {r.requests:>9} {r.errors:>6} "
                   f"{r.feedback_rows:>8}")
+        for r in http:
+            if r.errors or r.tokens_reused:
+                print(f"  {r.phase}: errors {r.errors_by_kind}"
+                      + (" - tokens ran out and were reused: figure void" if r.tokens_reused
+                         else ""))
+        loads = ", ".join(f"{r.phase} {r.load_1m_before}" for r in http)
+        print(f"  1-min load average before each phase ({os.cpu_count()} CPUs): {loads}")
+        if max(r.load_1m_before for r in http) > (os.cpu_count() or 1):
+            print("  warning: the machine was busy with other work; figures are noisy")
     print("\nStorage cost per call (microseconds, one thread)")
     names = sorted({name for c in costs.values() for name in c})
     print(f"{'':28}" + "".join(f"{b:>12}" for b in costs))
