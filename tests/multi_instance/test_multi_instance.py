@@ -256,3 +256,34 @@ def test_hook_calls_on_both_instances_record_served_cards(instances, issuer, dat
     while _count(database_url, served_cards) < cards and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _count(database_url, served_cards) == cards
+
+
+def test_graceful_shutdown_writes_buffered_served_cards(database_url, issuer, tmp_path):
+    """SIGTERM (a rolling deploy): each worker flushes its served-card buffer before exiting."""
+    from cds_service.api.services import SERVICES
+
+    signer, issuers_file = issuer
+    scenario = load_scenario("pv-assessment-gaps-all-missing")
+    service = next(s for s in SERVICES.values() if s.hook == scenario.hook)
+    path = f"/cds-services/{service.id}"
+    before = _count(database_url, served_cards)
+    os.environ["CDS_SERVED_CARDS_FLUSH_S"] = "600"  # nothing is written until shutdown
+    try:
+        instance = _start(database_url, issuers_file, tmp_path / "flush.log")
+    finally:
+        del os.environ["CDS_SERVED_CARDS_FLUSH_S"]
+    try:
+        _wait_ready(instance)
+        cards = 0
+        for _ in range(6):  # spread over both workers
+            body = scenario.hook_request(dict(service.prefetch))
+            response = requests.post(instance.base + path, json=body,
+                                     headers=signer.headers(path), timeout=30)
+            assert response.status_code == 200, response.text
+            cards += len(response.json()["cards"])
+        time.sleep(0.5)
+        assert _count(database_url, served_cards) == before  # still buffered
+    finally:
+        _stop(instance)
+    assert instance.process.returncode == 0, instance.log.read_text()[-3000:]
+    assert _count(database_url, served_cards) == before + cards
