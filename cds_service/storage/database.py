@@ -135,6 +135,8 @@ class Database:
     ``pool_size``/``max_overflow`` are per process: a gunicorn worker with N threads needs at
     most N connections at once, so the default (5 + 5) leaves room; PostgreSQL's
     ``max_connections`` must cover instances x workers x (pool_size + max_overflow).
+    ``sqlite_busy_timeout_s`` is how long one attempt waits for SQLite's write lock; with the
+    retries, a write gives up after about five times that, inside gunicorn's 30 s timeout.
     """
 
     def __init__(
@@ -145,7 +147,7 @@ class Database:
         max_overflow: int = 5,
         pool_timeout_s: float = 10.0,
         connect_timeout_s: float = 5.0,
-        sqlite_busy_timeout_s: float = 30.0,
+        sqlite_busy_timeout_s: float = 5.0,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.url = normalise_url(url)
