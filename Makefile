@@ -33,5 +33,28 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+## Reliability (issue 8). Generated bad input, >= 5,000 requests by default: schemathesis on
+## /openapi.json and hypothesis on FHIR payloads; zero 5xx; report in var/fuzz-report.json.
+FUZZ_EXAMPLES ?= 300
+FUZZ_MIN_REQUESTS ?= 5000
+.PHONY: fuzz soak reliability
+fuzz: $(STAMP)
+	mkdir -p var
+	CDS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CDS_FUZZ_MIN_REQUESTS=$(FUZZ_MIN_REQUESTS) \
+		CDS_FUZZ_REPORT=var/fuzz-report.json $(BIN)/python -m pytest tests/fuzz
+
+## Soak: steady mixed traffic against `hypermobility-cds serve` (5 min at 20 req/s by default);
+## zero errors, no feedback lost, worker RSS at start and end; report in var/soak-report.json.
+SOAK_SECONDS ?= 300
+SOAK_RATE ?= 20
+soak: $(STAMP)
+	$(BIN)/python tools/soak.py --duration $(SOAK_SECONDS) --rate $(SOAK_RATE) \
+		--json var/soak-report.json
+
+## Slow reliability tests: kill -9 of workers under concurrent feedback writers, SIGTERM drain,
+## readiness on a read-only database, every failing-EHR mode under gunicorn.
+reliability: $(STAMP)
+	CDS_SLOW_TESTS=1 $(BIN)/python -m pytest tests/reliability -m slow
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
