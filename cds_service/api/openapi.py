@@ -492,17 +492,6 @@ def openapi_document() -> dict[str, Any]:
     return copy.deepcopy(_document())
 
 
-def response_schema(name: str) -> dict[str, Any]:
-    """A standalone JSON Schema for one component (its ``$ref``s resolvable), for tests/tools."""
-    document = _document()
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        **copy.deepcopy(document["components"]["schemas"][name]),
-        "$defs": {},
-        "components": copy.deepcopy(document["components"]),
-    }
-
-
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
     return jsonify(_document())

@@ -353,8 +353,35 @@ def test_lone_surrogates_are_refused_not_a_500():
     response = _post(path + "/feedback", json.dumps({"feedback": [entry]}).encode())
     assert response.status_code == 400
     check_answer(400, response.get_data())
-    body = copy.deepcopy(CALLS["sign-opioid-steroid-brace"].body)
-    body["context"]["userId"] = "Practitioner/\udfff"
-    response = _post(path, json.dumps(body).encode())
-    assert response.status_code == 400
     assert b"surrogate" in response.get_data()
+
+
+def test_lone_surrogates_in_hook_calls_are_harmless():
+    """Hook calls are not walked for them (their strings are never stored or logged): they must
+    still never cause a 5xx, wherever they sit. In context ids the cards are unaffected; inside
+    a FHIR resource they make it invalid FHIR, and it is skipped like any invalid resource."""
+    call = CALLS["sign-opioid-steroid-brace"]
+    body = copy.deepcopy(call.body)
+    body["context"]["userId"] = "Practitioner/\udfff"
+    body["context"]["encounterId"] = "\ud800"
+    response = _post(call.path, json.dumps(body).encode())
+    check_answer(response.status_code, response.get_data(), "CdsServiceResponse")
+    assert response.status_code == 200
+    assert {c["source"]["topic"]["code"] for c in response.get_json()["cards"]} == set(
+        call.expected
+    )
+    for entry in body["context"]["draftOrders"]["entry"]:
+        entry["resource"].setdefault("note", []).append({"text": "\ud800 note \udfff"})
+    for entry in body["prefetch"]["conditions"].get("entry", []):
+        entry["resource"]["id"] = "\udfff"
+    response = _post(call.path, json.dumps(body).encode())
+    check_answer(response.status_code, response.get_data(), "CdsServiceResponse")
+    for junk in ("\ud800", "Patient/\ud800", "a\udfffb"):
+        for where in ("patientId", "selections", "hookInstance"):
+            bad = copy.deepcopy(body)
+            if where == "hookInstance":
+                bad["hookInstance"] = junk
+            else:
+                bad["context"][where] = [junk] if where == "selections" else junk
+            answer = _post(call.path, json.dumps(bad).encode())
+            check_answer(answer.status_code, answer.get_data(), "CdsServiceResponse")

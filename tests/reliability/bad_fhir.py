@@ -54,6 +54,11 @@ MODES = (
 HTML = b"<!doctype html><html><body><h1>Service Unavailable</h1></body></html>"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients (the service) hang up on purpose here; no tracebacks on stderr."""
+
+
 class BadFhirServer:
     def __init__(
         self, resources: Iterable[Mapping[str, Any]] = (), *, hang_s: float = 10.0
@@ -63,7 +68,7 @@ class BadFhirServer:
         self.stopping = threading.Event()
         self.requests = 0
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
