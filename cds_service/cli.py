@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -120,7 +121,46 @@ def build_parser() -> argparse.ArgumentParser:
     loader.add_argument("--fhir-server", required=True, help="FHIR R4 base URL")
     loader.add_argument("--patient", action="append", help="only this patient (repeatable)")
     loader.set_defaults(func=_load_fixtures)
+
+    report = commands.add_parser(
+        "feedback-report", help="acceptance and overrides per rule and service, from the database"
+    )
+    report.add_argument("--days", type=float, help="only the last N days")
+    report.add_argument("--since", help="ISO date or time, inclusive")
+    report.add_argument("--until", help="ISO date or time, exclusive")
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.set_defaults(func=_feedback_report)
     return parser
+
+
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _feedback_report(args: argparse.Namespace) -> int:
+    from cds_service.analytics import build_report
+    from cds_service.settings import Settings, SettingsError
+    from cds_service.storage.database import Database, DatabaseConfigError
+    from cds_service.storage.feedback import FeedbackStore
+
+    try:
+        since, until = _instant(args.since), _instant(args.until)
+    except ValueError:
+        print("--since/--until must be ISO dates or times", file=sys.stderr)
+        return 2
+    if args.days is not None:
+        since = datetime.now(UTC) - timedelta(days=args.days)
+    try:
+        store = FeedbackStore(Database(Settings.from_env().database_url), served_flush_s=0)
+        report = build_report(store.served_rows(), store.feedback_rows(), since=since, until=until)
+    except (SettingsError, DatabaseConfigError) as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.to_table(), end="")
+    return 0
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -170,6 +170,16 @@ class FeedbackStore:
         if self._served is not None:
             self._served.flush()
 
+    def served_rows(self) -> list[dict[str, Any]]:
+        """Every served-card record (uuid, service, rule, hook, time), oldest first."""
+        table = schema.served_cards
+        query = select(
+            table.c.card_uuid, table.c.service_id, table.c.rule_id, table.c.hook, table.c.served_at
+        ).order_by(table.c.served_at)
+        return self.database.run(
+            lambda conn: [dict(row._mapping) for row in conn.execute(query)]
+        )
+
     def count_served(self) -> int:
         query = select(func.count()).select_from(schema.served_cards)
         return self.database.run(lambda conn: conn.execute(query).scalar_one())

@@ -115,3 +115,42 @@ def test_load_fixtures_reads_details_text_of_a_refusal():
     })
     with pytest.raises(LoadError, match="bad base"):
         load_fixtures("https://fhir.test/r4", patients=["opioid-active"])
+
+
+def test_feedback_report_from_a_real_database(tmp_path, monkeypatch, capsys):
+    """Cards served and feedback given through the API show up per rule in the report."""
+    url = f"sqlite:///{tmp_path / 'report.sqlite3'}"
+    monkeypatch.setenv("CDS_DATABASE_URL", url)
+    app = create_app(Settings(auth="off", database_url=url))
+    client = app.test_client()
+    scenario = load_scenario("sign-opioid-steroid-brace")
+    from cds_service.api.services import SERVICES
+
+    sign = "/cds-services/hypermobility-pain-order-sign"
+    body = scenario.hook_request(dict(SERVICES["hypermobility-pain-order-sign"].prefetch))
+    cards = client.post(sign, json=body).get_json()["cards"]
+    by_rule = {c["source"]["topic"]["code"]: c for c in cards}
+    opioid = by_rule["opioid-order"]
+    steroid = by_rule["corticosteroid-order"]
+    feedback = [
+        {"card": opioid["uuid"], "outcome": "overridden",
+         "outcomeTimestamp": "2026-11-20T10:00:00Z",
+         "overrideReason": {"reason": opioid["overrideReasons"][1]}},
+        {"card": steroid["uuid"], "outcome": "accepted",
+         "outcomeTimestamp": "2026-11-20T10:01:00Z",
+         "acceptedSuggestions": [{"id": steroid["suggestions"][0]["uuid"]}]},
+    ]
+    assert client.post(sign + "/feedback", json={"feedback": feedback}).status_code == 200
+    app.extensions["cds"].store.flush()
+
+    assert main(["feedback-report", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["by_rule"]["opioid-order"]["overridden"] == 1
+    assert report["by_rule"]["opioid-order"]["override_reasons"] == {
+        opioid["overrideReasons"][1]["display"]: 1}
+    assert report["by_rule"]["corticosteroid-order"]["acceptance_rate"] == 1.0
+    assert report["by_rule"]["passive-modality-order"]["no_feedback"] == 1
+    assert report["by_service"]["hypermobility-pain-order-sign"]["shown"] == 3
+
+    assert main(["feedback-report", "--since", "2999-01-01"]) == 0
+    assert "opioid-order" not in capsys.readouterr().out
