@@ -29,16 +29,22 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _depth(value: Any, limit: int) -> bool:
-    """True if nesting stays within ``limit`` levels (iterative: no recursion on hostile input)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
+    """True if containers nest at most ``limit`` levels deep.
+
+    Walks one level at a time and only through containers (iterative: no recursion on hostile
+    input; scalars, the bulk of a chart, are never pushed).
+    """
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 1
+    while level:
         if depth > limit:
             return False
-        if isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values())
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
+        below: list[Any] = []
+        for node in level:
+            children = node.values() if type(node) is dict else node
+            below.extend(c for c in children if type(c) is dict or type(c) is list)
+        level = below
+        depth += 1
     return True
 
 
