@@ -14,7 +14,6 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal
 
 from cds_service.guidance.settings import GuidanceSettings
@@ -61,14 +60,6 @@ class Settings:
     fhir_max_workers: int = 64
     cors_origins: tuple[str, ...] = ("*",)
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
-
-    @property
-    def database_path(self) -> Path:
-        """The SQLite file behind a ``sqlite:///`` ``database_url`` (raises for PostgreSQL)."""
-        prefix = "sqlite:///"
-        if not self.database_url.startswith(prefix):
-            raise SettingsError(f"CDS_DATABASE_URL must start with {prefix!r}")
-        return Path(self.database_url[len(prefix) :])
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)

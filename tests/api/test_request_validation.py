@@ -169,3 +169,10 @@ def test_too_many_draft_orders(client, app, make_request):
         {"resource": {"resourceType": "MedicationRequest", "id": f"m{i}"}} for i in range(limit + 1)
     ]
     assert "draftOrders" in outcome(client.post(SIGN, json=body), 400)
+
+
+def test_too_many_prefetch_keys(client, app, make_request):
+    limit = app.extensions["cds"].settings.max_prefetch_keys
+    body = make_request()
+    body["prefetch"].update({f"extra{i}": None for i in range(limit)})
+    assert "prefetch" in outcome(client.post(PV, json=body), 400)
