@@ -111,6 +111,7 @@ class Settings:
         for var, attr in (
             ("CDS_MAX_BODY_BYTES", "max_body_bytes"),
             ("CDS_MAX_DRAFT_ORDERS", "max_draft_orders"),
+            ("CDS_MAX_PREFETCH_KEYS", "max_prefetch_keys"),
             ("CDS_FHIR_MAX_PAGES", "fhir_max_pages"),
             ("CDS_FHIR_MAX_WORKERS", "fhir_max_workers"),
             ("CDS_DATABASE_POOL_SIZE", "database_pool_size"),

@@ -29,6 +29,7 @@ def test_environment_overrides():
         "CDS_PUBLIC_BASE_URL": "https://cds.example.org/, https://cds2.example.org",
         "CDS_FHIR_SERVER_ALLOWLIST": "https://a.example.org/fhir,https://b.example.org/r4",
         "CDS_MAX_BODY_BYTES": "2048",
+        "CDS_MAX_PREFETCH_KEYS": "8",
         "CDS_FHIR_DEADLINE_S": "1.25",
         "CDS_DATABASE_URL": "sqlite:///tmp/x.sqlite3",
         "CDS_ENABLED_RULES": "opioid-order, rehab-referral",
@@ -39,6 +40,7 @@ def test_environment_overrides():
     assert settings.fhir_server_allowlist == ("https://a.example.org/fhir",
                                               "https://b.example.org/r4")
     assert settings.max_body_bytes == 2048
+    assert settings.max_prefetch_keys == 8
     assert settings.fhir_deadline_s == 1.25
     assert settings.guidance.enabled_rules == {"opioid-order", "rehab-referral"}
     assert settings.guidance.beighton_threshold_mode == "age-bands"
