@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.api.body import read_json_object
 from cds_service.api.errors import ApiError
@@ -150,7 +151,17 @@ def feedback(service_id: str) -> Response:
     except ValidationError as exc:
         raise _validation_error(exc) from None
     entries = [e.model_dump(mode="json", exclude_none=True) for e in parsed.feedback]
-    added = current_app.extensions["cds"].store.add_feedback(service.id, entries)
+    try:
+        added = current_app.extensions["cds"].store.add_feedback(service.id, entries)
+    except SQLAlchemyError as error:
+        # Not acknowledged, so the EHR keeps the feedback; 503 + Retry-After says "try again".
+        logger.error("feedback not stored", extra={"error": type(error).__name__})
+        raise ApiError(
+            503,
+            "Feedback could not be stored just now; nothing was recorded. Retry later.",
+            code="transient",
+            headers={"Retry-After": "5"},
+        ) from None
     record_feedback(len(entries), added)
     logger.info("feedback stored", extra={"entries": len(entries), "new_entries": added})
     return jsonify({})

@@ -389,6 +389,7 @@ def _feedback(service_id: str) -> dict[str, Any]:
                 "200": _json(_ref("FeedbackResponse"), "Stored (durably, before answering)."),
                 **_COMMON_ERRORS,
                 "404": _outcome("No such service."),
+                "503": _outcome("Not stored (database unavailable); retry after Retry-After."),
             },
         }
     }

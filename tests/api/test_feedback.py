@@ -72,3 +72,18 @@ def test_invalid_feedback_is_400(client, app, body):
 def test_feedback_for_unknown_service_is_404(client):
     response = client.post("/cds-services/nope/feedback", json={"feedback": [accepted()]})
     assert response.status_code == 404
+
+
+def test_store_failure_is_503_retry_later(client, app, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def broken(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(app.extensions["cds"].store, "add_feedback", broken)
+    response = client.post(FB, json={"feedback": [accepted()]})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["code"] == "transient"

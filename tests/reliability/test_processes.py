@@ -212,7 +212,8 @@ def test_readiness_follows_the_database(tmp_path):
                                 "checks": {"knowledge": True, "database": False}}
         feedback = requests.post(server.url + FEEDBACK_PATH, json={"feedback": [_entry(1, 1)]},
                                  timeout=10)
-        assert feedback.status_code >= 500  # not acknowledged: the client keeps it, retries
+        assert feedback.status_code == 503  # not acknowledged: the client keeps it, retries
+        assert feedback.headers["Retry-After"]
         assert_operation_outcome(feedback.status_code, feedback.content)
     finally:
         server.kill()
