@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.devtools import memory_fhir
+from cds_service.facts import model as facts_model
+from cds_service.guidance.settings import ALL_RULES
 
 FIXTURE_ANCHOR = date(2026, 11, 1)
 HOOKS = ("patient-view", "order-select", "order-sign")
@@ -31,24 +33,8 @@ ORDER_HOOKS = ("order-select", "order-sign")
 DRAFT_ORDER_TYPES = ("MedicationRequest", "ServiceRequest", "DeviceRequest")
 DEFAULT_USER_ID = "Practitioner/example"
 
-RULE_IDS = frozenset(
-    {
-        "rehab-referral",
-        "opioid-active",
-        "opioid-order",
-        "corticosteroid-order",
-        "passive-modality-order",
-        "rehab-intensity",
-        "imaging-radiograph-first",
-        "imaging-mri-hip",
-        "assessment-gaps",
-        "pots-management",
-        "possible-hypermobility",
-    }
-)
-ASSESSMENT_IDS = frozenset(
-    {"hypermobility", "psychological-distress", "autonomic", "pelvic-floor", "mast-cell"}
-)
+RULE_IDS = frozenset(ALL_RULES)
+ASSESSMENT_IDS = frozenset(facts_model.ASSESSMENT_IDS)
 PATIENT_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
 
 # FHIR elements of type date/dateTime/instant (by name), besides the *Date/*DateTime/*Instant
