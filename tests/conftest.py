@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 import pytest
 
 from cds_service import create_app
+from cds_service.logs import JsonFormatter
 from cds_service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,3 +70,23 @@ def make_request() -> Callable[..., dict[str, Any]]:
         return body
 
     return build
+
+
+@pytest.fixture
+def log_lines():
+    """The service's JSON log lines during the test: ``log_lines()`` parsed, ``.text()`` raw."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("cds_service")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    lines.text = stream.getvalue  # type: ignore[attr-defined]
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)

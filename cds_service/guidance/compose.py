@@ -126,6 +126,27 @@ def draft_service_request(
     return resource
 
 
+def programme_request(facts: ClinicalFacts, ctx: RuleContext) -> dict[str, Any]:
+    """The service's own programme suggestion: it states the minimum planned hours, so it never
+    trips rehab-intensity itself."""
+    hours = ctx.settings.programme_min_hours
+    return draft_service_request(
+        facts,
+        [ctx.knowledge.coding("multidisciplinary-programme", "52052004")],
+        "Intensive multidisciplinary rehabilitation programme (exercise with CBT)",
+        note=f"Planned total of at least {hours:g} hours, in daily sessions.",
+        planned_hours=hours,
+    )
+
+
+def physical_therapy_request(facts: ClinicalFacts, ctx: RuleContext) -> dict[str, Any]:
+    return draft_service_request(
+        facts,
+        [ctx.knowledge.coding("physical-therapy", "91251008")],
+        "Physical therapy: structured, progressive exercise programme",
+    )
+
+
 def draft_medication_request(
     facts: ClinicalFacts, coding: KnowledgeCoding, text: str, *, note: str | None = None
 ) -> dict[str, Any]:

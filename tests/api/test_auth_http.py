@@ -134,22 +134,9 @@ def test_development_profile_accepts_the_public_sandbox(tmp_path, make_request):
     assert response.status_code == 200
 
 
-def test_log_context_does_not_leak_between_requests(secured, key, make_request):
-    import io
-
-    from cds_service.logs import JsonFormatter
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("cds_service")
-    logger.addHandler(handler)
-    try:
-        body = make_request()
-        assert secured.post(PV, json=body, headers=auth(token(key, PV))).status_code == 200
-        assert secured.get("/cds-services").status_code == 401
-    finally:
-        logger.removeHandler(handler)
-    failure = [json.loads(line) for line in stream.getvalue().splitlines()
-               if "authentication failed" in line]
+def test_log_context_does_not_leak_between_requests(secured, key, make_request, log_lines):
+    body = make_request()
+    assert secured.post(PV, json=body, headers=auth(token(key, PV))).status_code == 200
+    assert secured.get("/cds-services").status_code == 401
+    failure = [line for line in log_lines() if line["message"] == "authentication failed"]
     assert failure and "hookInstance" not in failure[-1] and "service" not in failure[-1]

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import re
 import uuid
 
-import pytest
 import responses
 
-from cds_service.logs import JsonFormatter
 from tests.builders import bundle, cohort_conditions, draft_orders, medication_request
 
 FHIR = "https://fhir.example.org/r4"
@@ -20,22 +15,8 @@ NAME = "Quintessa Marblefoot"
 TOKEN = "tok-SECRET-9f8e7d"
 
 
-@pytest.fixture
-def log_stream():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("cds_service")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
-
-
 @responses.activate
-def test_full_run_logs_no_phi(client, log_stream):
+def test_full_run_logs_no_phi(client, log_lines):
     patient = {"resourceType": "Patient", "id": PATIENT_ID, "birthDate": "1980-02-03",
                "name": [{"text": NAME}]}
     responses.get(f"{FHIR}/Patient/{PATIENT_ID}", json=patient)
@@ -66,8 +47,8 @@ def test_full_run_logs_no_phi(client, log_stream):
                             "https://elsewhere.example.com"})
     assert bad.status_code == 412
 
-    text = log_stream.getvalue()
-    lines = [json.loads(line) for line in text.splitlines()]
+    text = log_lines.text()
+    lines = log_lines()
     answered = [line for line in lines if line["message"] == "hook answered"]
     assert answered and answered[0]["hookInstance"] == hook_instance
     assert answered[0]["rules"] == ["opioid-order"]

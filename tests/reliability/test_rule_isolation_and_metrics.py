@@ -3,41 +3,17 @@ failure outside the rules is a logged 500 OperationOutcome; /metrics counts what
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import re
 import uuid
 from dataclasses import replace
 
-import pytest
 import responses
 from prometheus_client.parser import text_string_to_metric_families
 
 from cds_service.guidance.rules import ALL
-from cds_service.logs import JsonFormatter
 from tests.reliability.support import assert_operation_outcome, known_call, rule_ids
 
 FHIR = "https://fhir.example.org/r4"
-
-
-@pytest.fixture
-def log_lines():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("cds_service")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-
-    def lines() -> list[dict]:
-        return [json.loads(line) for line in stream.getvalue().splitlines()]
-
-    lines.text = stream.getvalue  # type: ignore[attr-defined]
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 def samples(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -23,9 +23,10 @@ from cds_service.guidance.compose import (
     cohort_evidence,
     create,
     delete,
-    draft_service_request,
     make_card,
     override_reasons,
+    physical_therapy_request,
+    programme_request,
 )
 from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
 
@@ -112,20 +113,8 @@ def _suggestions(
                 actions=removals,
             )
         ]
-    kb = ctx.knowledge
-    hours = ctx.settings.programme_min_hours
-    physio = draft_service_request(
-        facts,
-        [kb.coding("physical-therapy", "91251008")],
-        "Physical therapy: structured, progressive exercise programme",
-    )
-    programme = draft_service_request(
-        facts,
-        [kb.coding("multidisciplinary-programme", "52052004")],
-        "Intensive multidisciplinary rehabilitation programme (exercise with CBT)",
-        note=f"Planned total of at least {hours:g} hours, in daily sessions.",
-        planned_hours=hours,
-    )
+    physio = physical_therapy_request(facts, ctx)
+    programme = programme_request(facts, ctx)
     return [
         Suggestion(
             label="Replace with physical therapy (structured exercise)",

@@ -14,7 +14,14 @@ from datetime import timedelta
 
 from cds_service.facts.model import ClinicalFacts, ServiceOrder
 from cds_service.guidance.cards import Card, Suggestion
-from cds_service.guidance.compose import cohort_evidence, create, draft_service_request, make_card
+from cds_service.guidance.compose import (
+    cohort_evidence,
+    create,
+    draft_service_request,
+    make_card,
+    physical_therapy_request,
+    programme_request,
+)
 from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
 
 ONGOING = frozenset({"active", "in-progress", "on-hold"})
@@ -42,18 +49,8 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     kb = ctx.knowledge
     hours = ctx.settings.programme_min_hours
     months = round(ctx.settings.rehab_lookback_days / 30.4)
-    programme = draft_service_request(
-        facts,
-        [kb.coding("multidisciplinary-programme", "52052004")],
-        "Intensive multidisciplinary rehabilitation programme (exercise with CBT)",
-        note=f"Planned total of at least {hours:g} hours, in daily sessions.",
-        planned_hours=hours,
-    )
-    physio = draft_service_request(
-        facts,
-        [kb.coding("physical-therapy", "91251008")],
-        "Physical therapy: structured, progressive exercise programme",
-    )
+    programme = programme_request(facts, ctx)
+    physio = physical_therapy_request(facts, ctx)
     cbt = draft_service_request(
         facts,
         [kb.coding("cognitive-behavioural-therapy", "228557008")],
