@@ -123,7 +123,8 @@ class HookPipeline:
         record = build_record(data.resources, patient_id, self.knowledge)
         drafts = []
         for resource in draft_resources:
-            if resource.get("resourceType") not in DRAFT_TYPES:
+            resource_type = resource.get("resourceType")
+            if not isinstance(resource_type, str) or resource_type not in DRAFT_TYPES:
                 continue
             model = validate(resource)
             if model is None:

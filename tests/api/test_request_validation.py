@@ -176,3 +176,25 @@ def test_too_many_prefetch_keys(client, app, make_request):
     body = make_request()
     body["prefetch"].update({f"extra{i}": None for i in range(limit)})
     assert "prefetch" in outcome(client.post(PV, json=body), 400)
+
+
+def test_draft_order_with_a_non_string_resource_type_is_skipped(client, make_request):
+    """Found by the fuzzer: a dict as resourceType in draftOrders raised TypeError (500)."""
+    body = make_request("order-sign")
+    body["context"]["draftOrders"]["entry"] = [
+        {"resource": {"resourceType": {"x": 1}, "id": "a"}},
+        {"resource": {"resourceType": ["MedicationRequest"], "id": "b"}},
+    ]
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 200
+    assert response.get_json() == {"cards": []}
+
+
+def test_prefetch_resource_with_a_non_string_resource_type_is_skipped(client, make_request):
+    body = make_request()
+    body["prefetch"]["conditions"] = {
+        "resourceType": "Bundle",
+        "entry": [{"resource": {"resourceType": {"x": 1}}}, {"resource": {"resourceType": 7}}],
+    }
+    response = client.post(PV, json=body)
+    assert response.status_code == 200
