@@ -37,10 +37,12 @@ bench: $(STAMP)
 ## /openapi.json and hypothesis on FHIR payloads; zero 5xx; report in var/fuzz-report.json.
 FUZZ_EXAMPLES ?= 300
 FUZZ_MIN_REQUESTS ?= 5000
+FUZZ_RANDOM ?= 1
 .PHONY: fuzz soak reliability
 fuzz: $(STAMP)
 	mkdir -p var
 	CDS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CDS_FUZZ_MIN_REQUESTS=$(FUZZ_MIN_REQUESTS) \
+		CDS_FUZZ_RANDOM=$(FUZZ_RANDOM) \
 		CDS_FUZZ_REPORT=var/fuzz-report.json $(BIN)/python -m pytest tests/fuzz
 
 ## Soak: steady mixed traffic against `hypermobility-cds serve` (5 min at 20 req/s by default);

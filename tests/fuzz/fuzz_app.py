@@ -37,7 +37,12 @@ MIN_REQUESTS = int(os.environ.get("CDS_FUZZ_MIN_REQUESTS", "0"))
 REPORT = os.environ.get("CDS_FUZZ_REPORT")
 COVERAGE_FROM_EXAMPLES = 25  # schemathesis' deterministic coverage phase runs from this budget
 
+# Deterministic unless asked: the quick suite and CI replay the same examples (a red CI must mean
+# a change broke something), while `make fuzz` explores new ones (CDS_FUZZ_RANDOM=1).
+RANDOM = os.environ.get("CDS_FUZZ_RANDOM") == "1"
+
 FUZZ_SETTINGS = settings(
+    derandomize=not RANDOM,
     deadline=None,
     database=None,  # no .hypothesis/ directory in the work tree
     suppress_health_check=list(HealthCheck),
