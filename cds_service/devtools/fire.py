@@ -38,12 +38,11 @@ class Exchange:
 
 
 def _call(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
-    """Call the service, signing with the development key if it answers 401 unsigned."""
+    """Call the service as an EHR would: every call signed, here with the development key (a
+    service with authentication off ignores it; one in production refuses it with 401)."""
+    headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {dev_token(url)}"}
     try:
-        response = session.request(method, url, timeout=30, **kwargs)
-        if response.status_code == 401:
-            headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {dev_token(url)}"}
-            response = session.request(method, url, timeout=30, headers=headers, **kwargs)
+        response = session.request(method, url, timeout=30, headers=headers, **kwargs)
     except requests.RequestException as exc:
         raise FireError(f"cannot reach the service at {url}: {type(exc).__name__}") from None
     return response
