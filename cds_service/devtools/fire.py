@@ -2,8 +2,8 @@
 
 It reads the service's discovery document, builds the hook request from a fixture scenario (or a
 FHIR Bundle file), renders the prefetch templates against the patient's resources, or leaves
-prefetch out and serves the patient from a local FHIR endpoint instead, signs the call with the
-local development key when the service asks for a JWT, and prints the cards readably.
+prefetch out and serves the patient from a local FHIR endpoint instead, signs every call with the
+local development key (as an EHR signs its calls), and prints the cards readably.
 """
 
 from __future__ import annotations
