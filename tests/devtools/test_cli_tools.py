@@ -154,3 +154,20 @@ def test_feedback_report_from_a_real_database(tmp_path, monkeypatch, capsys):
 
     assert main(["feedback-report", "--since", "2999-01-01"]) == 0
     assert "opioid-order" not in capsys.readouterr().out
+
+
+def test_listing_into_a_closed_pipe_is_not_an_error():
+    """`hypermobility-cds scenarios | head -1` used to end in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cds_service.cli import main; raise SystemExit(main())",
+         "scenarios"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in stderr
