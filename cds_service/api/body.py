@@ -41,8 +41,9 @@ def _depth(value: Any, limit: int) -> bool:
             return False
         below: list[Any] = []
         for node in level:
-            children = node.values() if type(node) is dict else node
-            below.extend(c for c in children if type(c) is dict or type(c) is list)
+            if type(node) is dict:
+                node = node.values()
+            below += [c for c in node if type(c) is dict or type(c) is list]
         level = below
         depth += 1
     return True
