@@ -163,6 +163,18 @@ def draft_medication_request(
     return resource
 
 
+def fit(text: str, limit: int = 139) -> str:
+    """Shorten text to ``limit`` characters (card summaries must stay under 140)."""
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def remove_drafts(orders: Iterable[Any]) -> tuple[Action, ...]:
+    """Delete actions for draft orders (those with an id; the EHR needs ``Type/id``)."""
+    return tuple(
+        delete(o.reference, f"Remove the draft order for {o.name}") for o in orders if o.reference
+    )
+
+
 def create(resource: dict[str, Any], description: str) -> Action:
     return Action(type="create", description=description, resource=resource)
 

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from cds_service.facts.model import ClinicalFacts, MedicationOrder
 from cds_service.guidance.cards import Card, Suggestion
-from cds_service.guidance.compose import cohort_evidence, delete, make_card, override_reasons
+from cds_service.guidance.compose import (
+    cohort_evidence,
+    fit,
+    make_card,
+    override_reasons,
+    remove_drafts,
+)
 from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
 
 
@@ -43,32 +49,22 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         "Not flagged: fludrocortisone; topical, inhaled, nasal, eye and intra-articular "
         "products; hydrocortisone replacement for adrenal insufficiency."
     )
-    removals = tuple(
-        delete(o.reference, f"Remove the draft order for {o.name}") for o in orders if o.reference
-    )
+    removals = remove_drafts(orders)
     suggestions = (
-        [Suggestion(label=_label(f"Remove {names}"), isRecommended=True, actions=removals)]
+        [Suggestion(label=fit(f"Remove {names}", 80), isRecommended=True, actions=removals)]
         if removals
         else []
     )
     return make_card(
         RULE,
         ctx,
-        summary=_fit(f"Systemic corticosteroid for back pain is no better than placebo: {names}"),
+        summary=fit(f"Systemic corticosteroid for back pain is no better than placebo: {names}"),
         evidence=evidence,
         advice=advice,
         suggestions=suggestions,
         selection="at-most-one",
         override_reasons=override_reasons(ctx, "override-corticosteroid-order"),
     )
-
-
-def _fit(text: str, limit: int = 139) -> str:
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
-
-
-def _label(text: str) -> str:
-    return _fit(text, 80)
 
 
 RULE = Rule(

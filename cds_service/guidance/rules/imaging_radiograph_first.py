@@ -16,9 +16,9 @@ from cds_service.guidance.cards import Card, Suggestion
 from cds_service.guidance.compose import (
     cohort_evidence,
     create,
-    delete,
     draft_service_request,
     make_card,
+    remove_drafts,
 )
 from cds_service.guidance.rule import ORDER_HOOKS, PATIENT_VIEW, Rule, RuleContext
 
@@ -75,8 +75,7 @@ def _mri_order(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     mris = hip_mri_drafts(facts)
     if not mris:
         return None
-    removals = tuple(delete(m.reference, f"Remove the draft order for {m.name}")
-                     for m in mris if m.reference)
+    removals = remove_drafts(mris)
     creates = tuple(create(r, f"Draft an order: {r['code']['text']}")
                     for r in radiograph_requests(facts, ctx))
     suggestions = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from cds_service.facts.model import ClinicalFacts, MedicationOrder
 from cds_service.guidance.cards import Card
-from cds_service.guidance.compose import cohort_evidence, make_card
+from cds_service.guidance.compose import cohort_evidence, fit, make_card
 from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
 
 
@@ -66,7 +66,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
 
 def _summary(names: str) -> str:
     summary = f"Opioids do not treat hypermobility pain: plan a gradual taper of {names}"
-    return summary if len(summary) < 140 else summary[:136].rstrip() + "..."
+    return fit(summary)
 
 
 RULE = Rule(

@@ -16,10 +16,11 @@ from cds_service.guidance.cards import Card, Suggestion
 from cds_service.guidance.compose import (
     cohort_evidence,
     create,
-    delete,
     draft_medication_request,
+    fit,
     make_card,
     override_reasons,
+    remove_drafts,
 )
 from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
 
@@ -48,9 +49,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         "Not flagged: medications for opioid use disorder, and patients with cancer, sickle "
         "cell disease, or in palliative or hospice care."
     )
-    removals = tuple(
-        delete(o.reference, f"Remove the draft order for {o.name}") for o in orders if o.reference
-    )
+    removals = remove_drafts(orders)
     suggestions = []
     if removals:
         acetaminophen = draft_medication_request(
@@ -83,7 +82,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
 
 def _summary(names: str) -> str:
     summary = f"Avoid opioids for musculoskeletal pain in hypermobility: {names}"
-    return summary if len(summary) < 140 else summary[:136].rstrip() + "..."
+    return fit(summary)
 
 
 RULE = Rule(

@@ -23,6 +23,7 @@ from cds_service.guidance.compose import (
     cohort_evidence,
     create,
     delete,
+    fit,
     make_card,
     override_reasons,
     physical_therapy_request,
@@ -134,7 +135,7 @@ def _summary(orders: list[ServiceOrder]) -> str:
         label for concept, label in MODALITIES.items() if any(concept in o.concepts for o in orders)
     ]
     summary = f"Little benefit from {', '.join(found)} alone: prefer active rehabilitation"
-    return summary if len(summary) < 140 else summary[:136].rstrip() + "..."
+    return fit(summary)
 
 
 RULE = Rule(
