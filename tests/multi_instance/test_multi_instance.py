@@ -29,17 +29,17 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 
 from cds_service.devtools.scenarios import load_scenario
 from cds_service.security import sign_development_token
 from cds_service.storage.schema import feedback as feedback_table
 from cds_service.storage.schema import served_cards
+from tests.postgres import fresh_schema_url
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_URL = os.environ.get("CDS_TEST_POSTGRES_URL")
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = "http://cds.example.test"  # the load balancer's address: the JWT audience of both
 ISS = "https://ehr.example.test"
@@ -75,22 +75,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    if not POSTGRES_URL:
-        if os.environ.get("CDS_REQUIRE_POSTGRES") == "1":
-            pytest.fail("CDS_REQUIRE_POSTGRES=1 but CDS_TEST_POSTGRES_URL is not set")
-        pytest.skip("no PostgreSQL server: set CDS_TEST_POSTGRES_URL (.ci/run starts one)")
-    schema = f"mi_{uuid.uuid4().hex[:12]}"
-    admin_url = make_url(POSTGRES_URL).set(drivername="postgresql+psycopg")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from fresh_schema_url("mi")
 
 
 @pytest.fixture(scope="module")
