@@ -19,6 +19,7 @@ from cds_service.api.metrics import MeteredFhirClient, Metrics
 from cds_service.api.metrics import install as install_metrics
 from cds_service.api.openapi import bp as openapi_bp
 from cds_service.fhir.client import FetchLimits
+from cds_service.fhir.server_policy import validate_allowlist
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.logs import hook_instance_var, service_id_var
 from cds_service.pipeline import HookPipeline
@@ -115,6 +116,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         max_workers=settings.fhir_max_workers,
     )
+    bad_entries = validate_allowlist(settings.fhir_server_allowlist)
+    if bad_entries:
+        raise SettingsError(
+            f"CDS_FHIR_SERVER_ALLOWLIST has entries that can never match: {bad_entries}"
+        )
     database = open_database(settings)
     app.extensions["cds"] = ServiceState(
         settings=settings,

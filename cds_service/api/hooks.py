@@ -28,10 +28,10 @@ logger = logging.getLogger("cds_service.api")
 bp = Blueprint("cds_hooks", __name__)
 
 
-def _validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
+def _validation_error(exc: ValidationError) -> ApiError:
     messages, expressions = [], []
     for err in exc.errors(include_url=False):
-        where = prefix + ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"])
         messages.append(f"{where}: {err['msg']}" if where else err["msg"])
         expressions.append(where or None)
     return ApiError(400, messages, code="invalid", expressions=expressions)

@@ -7,7 +7,7 @@ code never has to guard against ``None`` chains itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -98,7 +98,3 @@ def status_code(concept: Any) -> str | None:
             return code
     return None
 
-
-def flatten(groups: Iterable[Iterable[Any]]) -> Iterator[Any]:
-    for group in groups:
-        yield from group

@@ -157,10 +157,6 @@ class ClinicalFacts:
         return bool(self.opioid_exemptions)
 
     @property
-    def draft_services(self) -> tuple[ServiceOrder, ...]:
-        return tuple(s for s in self.services if s.draft)
-
-    @property
     def missing_assessments(self) -> tuple[AssessmentId, ...]:
         return tuple(a for a in ASSESSMENT_IDS if not self.assessments.get(a))
 

@@ -140,3 +140,18 @@ def test_log_context_does_not_leak_between_requests(secured, key, make_request, 
     assert secured.get("/cds-services").status_code == 401
     failure = [line for line in log_lines() if line["message"] == "authentication failed"]
     assert failure and "hookInstance" not in failure[-1] and "service" not in failure[-1]
+
+
+def test_required_auth_without_public_base_url_refuses_to_start(settings, key):
+    from cds_service.settings import SettingsError
+
+    issuers = json.dumps({"issuers": [{"iss": ISS, "jwks": key[1]}]})
+    with pytest.raises(SettingsError, match="CDS_PUBLIC_BASE_URL"):
+        create_app(settings.with_overrides(auth="required", trusted_issuers_json=issuers))
+
+
+def test_allowlist_entry_that_can_never_match_refuses_to_start(settings):
+    from cds_service.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="ALLOWLIST"):
+        create_app(settings.with_overrides(fhir_server_allowlist=("fhir.example.org",)))
