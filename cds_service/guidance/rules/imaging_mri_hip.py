@@ -90,8 +90,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         "With negative or equivocal plain films and a suspected soft-tissue cause outside the "
         "joint (bursitis or tendinitis around the hip), the appropriate next imaging test is "
         "MRI of the hip without IV contrast (ACR Appropriateness Criteria, chronic hip pain, "
-        "variant 2). The same criteria also rate hip ultrasound as usually appropriate, for "
-        "example where MRI is not available."
+        "variant 2). The same criteria also rate hip ultrasound as usually appropriate."
     )
     return make_card(
         RULE,

@@ -36,8 +36,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         return None
     advice = (
         "**Non-drug measures come first:** more fluid and salt, compression garments, physical "
-        "counter-pressure manoeuvres (such as leg crossing and muscle tensing on standing) and "
-        "a graded exercise training programme.\n\n"
+        "counter-pressure manoeuvres and exercise training.\n\n"
         "**If medicines are needed:** try fludrocortisone, midodrine or droxidopa first. "
         "Pyridostigmine is second-line, or an add-on when symptoms persist despite other "
         "treatment; one advantage is that it does not cause supine hypertension.\n\n"
