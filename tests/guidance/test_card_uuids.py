@@ -1,0 +1,30 @@
+"""Card and suggestion uuids: random version 4, never repeated, not even across forked workers."""
+
+import os
+import uuid
+
+from cds_service.guidance import cards
+from cds_service.guidance.cards import new_uuid
+
+
+def test_uuids_are_version_4_and_distinct_across_batches():
+    values = [new_uuid() for _ in range(3 * cards.UUID_BATCH + 7)]
+    assert len(set(values)) == len(values)
+    for value in values:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4 and str(parsed) == value
+
+
+def test_a_forked_worker_does_not_reuse_the_parents_batch():
+    new_uuid()  # the parent now holds a partly used batch
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next uuid and leave at once
+        os.close(read_end)
+        os.write(write_end, new_uuid().encode())
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child != new_uuid()
