@@ -90,7 +90,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append("")
         lines.append("In process (WSGI, served-card write in place; medians of "
                      f"{results['options']['repeats']} runs; body includes the lone-surrogate "
-                     "walk, also shown alone as (surr); bg cpu: other threads' CPU per call)")
+                     "walk, also shown alone as (surr); bg cpu: other threads' CPU per call; "
+                     "floor: floor_app.py called the same way with the same bodies)")
         lines.append(
             f"{'hook':13}{'resources':>10}{'relevant':>9}{'p50 ms':>9}{'p95 ms':>9}"
             f"{'p99 ms':>9}{'body ms':>9}{'(surr)':>8}{'pipe ms':>9}{'store ms':>9}"
@@ -110,6 +111,14 @@ def table(results: dict[str, Any]) -> str:
                 )
             if "scaling_1k_to_10k" in per_size:
                 lines.append(f"{'':13}p50 growth 1k -> 10k: {per_size['scaling_1k_to_10k']}x")
+            floors = ", ".join(f"{size}: {sized['floor']['p50_ms']:.2f}"
+                               for size, sized in per_size.items() if isinstance(sized, dict))
+            lines.append(f"{'':13}floor (bare Flask, same body) p50 ms: {floors}")
+            if "floor_scaling_1k_to_10k" in per_size:
+                lines.append(
+                    f"{'':13}floor p50 growth 1k -> 10k: {per_size['floor_scaling_1k_to_10k']}x; "
+                    f"ours / floor: {per_size['scaling_over_floor']:.2f} (reference, not a target)"
+                )
     h = results.get("http")
     if h:
         lines.append("")

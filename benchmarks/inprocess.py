@@ -12,6 +12,11 @@ went, so the owners of each part can act on it:
 * ``gc``: time in Python's cyclic garbage collector, which overlaps the parts above;
 * ``background_cpu``: CPU used by the process's other threads meanwhile (the served-card writer
   flushes in the background, so that part of the storage cost shows here, not in ``storage``).
+
+Next to each size, the same request body is sent the same way to the bare Flask floor app
+(``floor_app.py``: parses the JSON, answers as many bytes as the service): its growth 1k -> 10k is
+what "linear" can mean in this CPython on this machine, since parsing alone grows faster than the
+chart (fresh memory arenas, cache misses).
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from flask import Flask
 
 from benchmarks.charts import ORDER_SIGN_SCENARIO, PATIENT_VIEW_SCENARIO, SIZES
 from benchmarks.common import BIG_BODY_BYTES, HookCall, hook_call, median, summary_ms, wsgi_post
+from benchmarks.floor_app import create_floor_app
 from cds_service import create_app
 from cds_service.api import hooks as hooks_module
+from cds_service.pipeline import tune_garbage_collector
 from cds_service.settings import Settings
 
 SCENARIOS = {"patient-view": PATIENT_VIEW_SCENARIO, "order-sign": ORDER_SIGN_SCENARIO}
@@ -127,19 +134,35 @@ def check_call(app: Flask, call: HookCall) -> list[dict[str, Any]]:
     return cards
 
 
-def time_calls(app: Flask, call: HookCall, n: int, probe: Probe) -> dict[str, Any]:
+def warm_up(app: Flask, call: HookCall) -> None:
     for _ in range(WARMUP):
         wsgi_post(app, call.path, call.body)
-    probe.parts.clear()
+
+
+def timed(app: Flask, call: HookCall, n: int) -> list[float]:
+    """Seconds taken by each of ``n`` calls; every one must answer 200."""
     samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        status, _ = wsgi_post(app, call.path, call.body)
+        samples.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"{call.path} answered {status}")
+    return samples
+
+
+def floor_p50(floor: Flask, call: HookCall, n: int) -> float:
+    """p50 (ms) of ``n`` calls of the floor app with the service's request body."""
+    warm_up(floor, call)
+    return summary_ms(timed(floor, call, n))["p50"]
+
+
+def time_calls(app: Flask, call: HookCall, n: int, probe: Probe) -> dict[str, Any]:
+    warm_up(app, call)
+    probe.parts.clear()
     process_cpu, main_cpu = time.process_time(), time.thread_time()
     with probe.gc_timing():
-        for _ in range(n):
-            started = time.perf_counter()
-            status, _ = wsgi_post(app, call.path, call.body)
-            samples.append(time.perf_counter() - started)
-            if status != 200:
-                raise RuntimeError(f"{call.path} answered {status}")
+        samples = timed(app, call, n)
     # CPU used meanwhile by other threads of the process: the served-card writer works in the
     # background, so its cost shows here rather than in "storage".
     background = (time.process_time() - process_cpu) - (time.thread_time() - main_cpu)
@@ -177,21 +200,32 @@ def run(
     calls: dict[int, int] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Latency of both hooks at each size (medians over ``repeats``), with the time breakdown."""
+    """Latency of both hooks at each size (medians over ``repeats``), with the time breakdown.
+
+    Each size also has the floor app's p50 for the same body (``floor``), and each hook the p50
+    growth 1k -> 10k of the service and of the floor, and their ratio.
+    """
     calls = {**CALLS, **(calls or {})}
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as directory:
         app = make_app(directory)
+        # The service sets the garbage collector's thresholds for its whole process when its app
+        # is created; set them here too, before anything is timed, so that the floor is measured
+        # under the same thresholds as the service, not CPython's defaults.
+        tune_garbage_collector()
         probe = Probe(app)
         try:
             for hook, scenario in SCENARIOS.items():
                 for size in sizes:
                     call = hook_call(scenario, size)
                     cards = check_call(app, call)
+                    response_bytes = len(wsgi_post(app, call.path, call.body)[1])
+                    floor = create_floor_app(response_bytes)
                     n = calls.get(size, max(10, 40_000 // max(size, 1)))
-                    runs = []
-                    for _ in range(repeats):
+                    runs, floor_runs = [], []
+                    for _ in range(repeats):  # alternated, so a change in load hits both alike
                         runs.append(time_calls(app, call, n, probe))
+                        floor_runs.append(floor_p50(floor, call, n))
                     entry = _median_of(runs)
                     entry.update(
                         scenario=scenario,
@@ -200,19 +234,27 @@ def run(
                         composition=call.chart.composition,
                         request_bytes=len(call.body),
                         cards=len(cards),
+                        floor={
+                            "response_bytes": response_bytes,
+                            "p50_ms": round(median(floor_runs), 3),
+                            "runs_p50_ms": floor_runs,
+                        },
                     )
                     results.setdefault(hook, {})[str(size)] = entry
                     lat = entry["latency_ms"]
                     log(
                         f"  in process {hook:12} {size:>6} resources: p50 {lat['p50']:.2f} ms,"
-                        f" p99 {lat['p99']:.2f} ms"
+                        f" p99 {lat['p99']:.2f} ms; floor p50 {entry['floor']['p50_ms']:.2f} ms"
                     )
         finally:
             probe.close()
             close_app(app)
     for per_size in results.values():
         if "1000" in per_size and "10000" in per_size:
-            per_size["scaling_1k_to_10k"] = round(
-                per_size["10000"]["latency_ms"]["p50"] / per_size["1000"]["latency_ms"]["p50"], 2
-            )
+            small, large = per_size["1000"], per_size["10000"]
+            ours = large["latency_ms"]["p50"] / small["latency_ms"]["p50"]
+            floor_growth = large["floor"]["p50_ms"] / small["floor"]["p50_ms"]
+            per_size["scaling_1k_to_10k"] = round(ours, 2)
+            per_size["floor_scaling_1k_to_10k"] = round(floor_growth, 2)
+            per_size["scaling_over_floor"] = round(ours / floor_growth, 2)
     return results

@@ -190,3 +190,29 @@ def test_targets_are_judged_on_the_worse_hook():
         "fallback_ratio": (1.1, True),
         "worker_peak_rss_mb": (151.0, False),
     }
+
+
+def test_in_process_results_carry_the_floor_and_the_table_shows_it(monkeypatch):
+    """Each hook and size has the floor app's p50 for the same body; growth is shown for both."""
+    from benchmarks import inprocess
+    from benchmarks.__main__ import TARGETS, table, verdicts
+
+    monkeypatch.setattr(inprocess, "WARMUP", 0)
+    in_process = inprocess.run((1_000, 10_000), repeats=1, calls={1_000: 1, 10_000: 1},
+                               log=lambda line: None)
+    assert set(in_process) == {"patient-view", "order-sign"}
+    for per_size in in_process.values():
+        for size in ("1000", "10000"):
+            floor = per_size[size]["floor"]
+            assert floor["response_bytes"] > 0 and floor["p50_ms"] > 0
+            assert floor["runs_p50_ms"] == [floor["p50_ms"]]
+        assert per_size["scaling_over_floor"] == pytest.approx(
+            per_size["scaling_1k_to_10k"] / per_size["floor_scaling_1k_to_10k"], abs=0.01)
+    results = {"machine": {"nproc": 2, "cpu_model": "x", "python": "3", "loadavg_start": [0]},
+               "options": {"repeats": 1}, "in_process": in_process}
+    results["targets"] = verdicts(results)
+    assert [row["id"] for row in results["targets"]] == [t[0] for t in TARGETS]  # no new target
+    lines = table(results).splitlines()
+    assert sum("floor (bare Flask, same body) p50 ms: 1000: " in line for line in lines) == 2
+    assert sum("floor p50 growth 1k -> 10k: " in line and "ours / floor: " in line
+               for line in lines) == 2
