@@ -20,7 +20,6 @@ from cds_service.facts.build import build_facts
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import gather
 from cds_service.fhir.record import build_record, validate
-from cds_service.fhir.record import warm_up as warm_up_models
 from cds_service.guidance.engine import Evaluation, evaluate
 from cds_service.guidance.rule import RuleContext
 from cds_service.guidance.rules import ALL
@@ -84,8 +83,6 @@ class HookPipeline:
         self.client = client
         self.clock = clock
         self.rules = rules
-        # Startup work that would otherwise land on the first hook calls of every worker.
-        warm_up_models()
         tune_garbage_collector()
 
     def parse_context(self, request: HookRequest) -> Context:

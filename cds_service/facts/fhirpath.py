@@ -1,8 +1,8 @@
 """Small, forgiving readers for the parts of FHIR models the rules look at.
 
 Real EHR data is uneven: partial dates ("2025-03"), text-only codes, displays without codes.
-These helpers turn fhir.resources models into the plain values the facts need, so the clinical
-code never has to guard against ``None`` chains itself.
+These helpers turn the validated models (:mod:`cds_service.fhir.models`) into the plain values
+the facts need, so the clinical code never has to guard against ``None`` chains itself.
 """
 
 from __future__ import annotations

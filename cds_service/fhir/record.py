@@ -5,9 +5,10 @@ Two things happen here, in this order, for speed and for safety:
 1. A cheap look at each resource's codes and text decides whether any rule could read it.
    Charts hold thousands of vital signs and routine labs; validating them all with full FHIR
    models would cost most of a hook call's budget for nothing.
-2. The resources that matter are validated with ``fhir.resources`` (its R4B models read R4 JSON
-   for every type used here). One invalid resource is skipped and counted; it never sinks the
-   request. Resources about another patient are skipped too.
+2. The resources that matter are validated into the slim models of
+   :mod:`cds_service.fhir.models` (every element the rules read, checked as FHIR R4 defines it).
+   One invalid resource is skipped and counted; it never sinks the request. Resources about
+   another patient are skipped too.
 """
 
 from __future__ import annotations
@@ -16,9 +17,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from cds_service.fhir.models import (
+    MODELS,
+    Condition,
+    DeviceRequest,
+    DiagnosticReport,
+    Medication,
+    MedicationRequest,
+    Observation,
+    Patient,
+    Procedure,
+    Resource,
+    ServiceRequest,
+)
 from cds_service.knowledge import Knowledge
 
 # Where each resource type keeps the concept the rules classify it by.
@@ -50,17 +63,17 @@ TEXT_CONCEPTS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class PatientRecord:
-    """The patient's resources that some rule reads, as validated fhir.resources models."""
+    """The patient's resources that some rule reads, as validated models."""
 
-    patient: Any = None
-    conditions: list[Any] = field(default_factory=list)
-    observations: list[Any] = field(default_factory=list)
-    medication_requests: list[Any] = field(default_factory=list)
-    service_requests: list[Any] = field(default_factory=list)
-    diagnostic_reports: list[Any] = field(default_factory=list)
-    procedures: list[Any] = field(default_factory=list)
-    device_requests: list[Any] = field(default_factory=list)
-    medications: dict[str, Any] = field(default_factory=dict)  # "Medication/id" -> Medication
+    patient: Patient | None = None
+    conditions: list[Condition] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    medication_requests: list[MedicationRequest] = field(default_factory=list)
+    service_requests: list[ServiceRequest] = field(default_factory=list)
+    diagnostic_reports: list[DiagnosticReport] = field(default_factory=list)
+    procedures: list[Procedure] = field(default_factory=list)
+    device_requests: list[DeviceRequest] = field(default_factory=list)
+    medications: dict[str, Medication] = field(default_factory=dict)  # "Medication/id" -> it
     skipped_invalid: int = 0
     skipped_irrelevant: int = 0
     skipped_other_patient: int = 0
@@ -75,7 +88,7 @@ class PatientRecord:
         "DeviceRequest": "device_requests",
     }
 
-    def add(self, model: Any) -> None:
+    def add(self, model: Resource) -> None:
         resource_type = model.get_resource_type()
         if resource_type == "Patient":
             self.patient = model
@@ -168,110 +181,17 @@ def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
     return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
 
 
-_MODEL_CLASSES: dict[str, Any] = {}  # resource type -> fhir.resources model class
-
-
-def validate(resource: dict[str, Any]) -> Any | None:
-    """A fhir.resources model, or None when the JSON is not a valid resource of its type."""
-    try:
-        resource_type = resource["resourceType"]
-        model_class = _MODEL_CLASSES.get(resource_type)
-        if model_class is None:
-            model_class = get_fhir_model_class(resource_type)
-            _MODEL_CLASSES[model_class.get_resource_type()] = model_class
-        return model_class.model_validate(resource)
-    except (ValidationError, KeyError, TypeError, ValueError):
+def validate(resource: dict[str, Any]) -> Resource | None:
+    """A model of the resource (see :mod:`cds_service.fhir.models`), or None when the JSON is not
+    a valid resource of a type the rules read."""
+    resource_type = resource.get("resourceType")
+    model_class = MODELS.get(resource_type) if isinstance(resource_type, str) else None
+    if model_class is None:
         return None
-
-
-# One small valid resource of each type validated here, without any code (codes are never
-# invented): validating each once imports its fhir.resources model and the element models it
-# uses, so that work happens at startup (in the gunicorn master, shared by every worker) rather
-# than inside the first hook calls of each worker.
-_SUBJECT = {"reference": "Patient/warm-up"}
-_CONCEPT = {"coding": [{"display": "warm-up"}], "text": "warm-up"}
-_WARM_UP: tuple[dict[str, Any], ...] = (
-    {"resourceType": "Patient", "id": "warm-up", "birthDate": "1990-01-01"},
-    {
-        "resourceType": "Condition",
-        "clinicalStatus": _CONCEPT,
-        "verificationStatus": _CONCEPT,
-        "category": [_CONCEPT],
-        "code": _CONCEPT,
-        "subject": _SUBJECT,
-        "onsetDateTime": "2020-01-01",
-        "recordedDate": "2020-01-01",
-    },
-    {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [_CONCEPT],
-        "code": _CONCEPT,
-        "subject": _SUBJECT,
-        "effectiveDateTime": "2020-01-01T10:00:00Z",
-        "valueQuantity": {"value": 1, "unit": "1"},
-        "component": [{"code": _CONCEPT, "valueInteger": 1}],
-    },
-    {
-        "resourceType": "MedicationRequest",
-        "status": "active",
-        "intent": "order",
-        "medicationCodeableConcept": _CONCEPT,
-        "subject": _SUBJECT,
-        "authoredOn": "2020-01-01",
-        "dosageInstruction": [{"text": "warm-up", "route": _CONCEPT}],
-        "contained": [{"resourceType": "Medication", "id": "m", "code": _CONCEPT}],
-    },
-    {
-        "resourceType": "Medication",
-        "code": _CONCEPT,
-        "form": _CONCEPT,
-        "ingredient": [{"itemCodeableConcept": _CONCEPT}],
-    },
-    {
-        "resourceType": "ServiceRequest",
-        "status": "active",
-        "intent": "order",
-        "code": _CONCEPT,
-        "subject": _SUBJECT,
-        "authoredOn": "2020-01-01",
-        "bodySite": [_CONCEPT],
-        "quantityQuantity": {"value": 1, "unit": "h"},
-        "occurrenceTiming": {"repeat": {"count": 1, "duration": 1, "durationUnit": "h"}},
-    },
-    {
-        "resourceType": "DeviceRequest",
-        "status": "active",
-        "intent": "order",
-        "codeCodeableConcept": _CONCEPT,
-        "subject": _SUBJECT,
-        "authoredOn": "2020-01-01",
-    },
-    {
-        "resourceType": "DiagnosticReport",
-        "status": "final",
-        "code": _CONCEPT,
-        "subject": _SUBJECT,
-        "effectiveDateTime": "2020-01-01",
-        "conclusion": "warm-up",
-        "conclusionCode": [_CONCEPT],
-    },
-    {
-        "resourceType": "Procedure",
-        "status": "completed",
-        "code": _CONCEPT,
-        "subject": _SUBJECT,
-        "performedDateTime": "2020-01-01",
-        "bodySite": [_CONCEPT],
-    },
-)
-
-
-def warm_up() -> None:
-    """Build every FHIR model the record uses now (once per process; cheap when repeated)."""
-    for resource in _WARM_UP:
-        if validate(resource) is None:
-            raise RuntimeError(f"warm-up {resource['resourceType']} did not validate")
+    try:
+        return model_class.model_validate(resource)
+    except ValidationError:
+        return None
 
 
 def build_record(

@@ -1,0 +1,305 @@
+"""Slim FHIR R4 models: exactly the elements the facts read, checked as FHIR defines them.
+
+Why not the full ``fhir.resources`` models here: they validate every element of a resource with
+Python-level checks, about 50 to 90 microseconds for even a small Condition, and a long chart
+sends hundreds of resources that some rule reads. These models let pydantic-core do the same
+checks for the elements we use in about a tenth of that time:
+
+* every element the facts (or the patient check, ``subject``) read, with its FHIR type: ids,
+  codes, dates and dateTimes match the R4 regular expressions; strings are not empty; integers
+  and decimals must be JSON numbers (stricter than fhir.resources, which turns "5" into 5);
+* every element FHIR makes mandatory (1..1) on these resources, even where no rule reads it
+  (``status``, ``intent``...), and at most one value per choice element we read;
+* everything else is ignored rather than checked: a malformed ``note`` or a vendor extension
+  does not hide an opioid order from the rules.
+
+``fhir.resources`` stays the reference: the tests check that these models accept and refuse
+the same resources it does for every resource in ``fhir_fixtures/`` and for broken variants of
+them (``tests/fhir/test_models_against_fhir_resources.py``), and that every resource our cards
+create is valid to it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
+
+# FHIR R4 primitive types (https://hl7.org/fhir/R4/datatypes.html), as the spec writes them.
+_YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+_MONTH = r"(0[1-9]|1[0-2])"
+_DAY = r"(0[1-9]|[1-2][0-9]|3[0-1])"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
+_ZONE = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+Code = Annotated[str, Field(pattern=r"^[^\s]+( [^\s]+)*$")]
+Uri = Annotated[str, Field(min_length=1)]  # R4 says no whitespace; fhir.resources allows it
+String = Annotated[str, Field(min_length=1)]
+Date = Annotated[str, Field(pattern=rf"^{_YEAR}(-{_MONTH}(-{_DAY})?)?$")]
+DateTime = Annotated[
+    str, Field(pattern=rf"^{_YEAR}(-{_MONTH}(-{_DAY}(T{_TIME}{_ZONE})?)?)?$")
+]
+Instant = Annotated[str, Field(pattern=rf"^{_YEAR}-{_MONTH}-{_DAY}T{_TIME}{_ZONE}$")]
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+
+
+def _json_number(value: Any) -> Any:
+    """FHIR decimals are JSON numbers: refuse strings and booleans before pydantic converts."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("a FHIR decimal must be a JSON number")
+    return value
+
+
+FhirDecimal = Annotated[Decimal, BeforeValidator(_json_number)]
+
+
+class Element(BaseModel):
+    """A FHIR element: immutable, and elements no rule reads are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Coding(Element):
+    system: Uri | None = None
+    code: Code | None = None
+    display: String | None = None
+
+
+class CodeableConcept(Element):
+    coding: list[Coding] | None = None
+    text: String | None = None
+
+
+class Reference(Element):
+    reference: String | None = None
+    display: String | None = None
+
+
+class Period(Element):
+    start: DateTime | None = None
+    end: DateTime | None = None
+
+
+class Quantity(Element):
+    value: FhirDecimal | None = None
+    unit: String | None = None
+    system: Uri | None = None
+    code: Code | None = None
+
+
+class TimingRepeat(Element):
+    count: PositiveInt | None = None
+    duration: FhirDecimal | None = None
+    durationUnit: Code | None = None
+
+
+class Timing(Element):
+    repeat: TimingRepeat | None = None
+
+
+class Dosage(Element):
+    text: String | None = None
+    route: CodeableConcept | None = None
+
+
+def _at_most_one(model: BaseModel, *names: str) -> None:
+    present = [name for name in names if getattr(model, name) is not None]
+    if len(present) > 1:
+        raise ValueError(f"only one of {', '.join(present)} may be given")
+
+
+class Resource(Element):
+    """A FHIR resource; ``get_resource_type()`` answers as fhir.resources models do."""
+
+    resource_type: ClassVar[str]
+    id: Id | None = None
+
+    @classmethod
+    def get_resource_type(cls) -> str:
+        return cls.resource_type
+
+
+class Patient(Resource):
+    resource_type = "Patient"
+    resourceType: Literal["Patient"]
+    birthDate: Date | None = None
+
+
+class Condition(Resource):
+    resource_type = "Condition"
+    resourceType: Literal["Condition"]
+    clinicalStatus: CodeableConcept | None = None
+    verificationStatus: CodeableConcept | None = None
+    code: CodeableConcept | None = None
+    subject: Reference
+    onsetDateTime: DateTime | None = None
+    onsetPeriod: Period | None = None
+    recordedDate: DateTime | None = None
+
+    @model_validator(mode="after")
+    def _one_onset(self) -> Condition:
+        _at_most_one(self, "onsetDateTime", "onsetPeriod")
+        return self
+
+
+class Observation(Resource):
+    resource_type = "Observation"
+    resourceType: Literal["Observation"]
+    status: Code
+    code: CodeableConcept
+    subject: Reference | None = None
+    effectiveDateTime: DateTime | None = None
+    effectivePeriod: Period | None = None
+    effectiveInstant: Instant | None = None
+    issued: Instant | None = None
+    valueInteger: StrictInt | None = None
+    valueQuantity: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> Observation:
+        _at_most_one(self, "effectiveDateTime", "effectivePeriod", "effectiveInstant")
+        _at_most_one(self, "valueInteger", "valueQuantity")
+        return self
+
+
+class MedicationIngredient(Element):
+    itemCodeableConcept: CodeableConcept | None = None
+
+
+class Medication(Resource):
+    resource_type = "Medication"
+    resourceType: Literal["Medication"]
+    code: CodeableConcept | None = None
+    form: CodeableConcept | None = None
+    ingredient: list[MedicationIngredient] | None = None
+
+
+class _ContainedResource(Element):
+    """Any contained resource: only its type is checked; the rules read contained Medications."""
+
+    resourceType: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z]+$")]
+
+
+def _contained(value: Any) -> Any:
+    """Contained Medications become models; every other contained resource is only checked."""
+    if not isinstance(value, list):
+        return value
+    return [
+        Medication.model_validate(item)
+        if isinstance(item, dict) and item.get("resourceType") == "Medication"
+        else _ContainedResource.model_validate(item)
+        for item in value
+    ]
+
+
+class MedicationRequest(Resource):
+    resource_type = "MedicationRequest"
+    resourceType: Literal["MedicationRequest"]
+    contained: Annotated[
+        list[Medication | _ContainedResource] | None, BeforeValidator(_contained)
+    ] = None
+    status: Code
+    intent: Code
+    medicationCodeableConcept: CodeableConcept | None = None
+    medicationReference: Reference | None = None
+    subject: Reference
+    authoredOn: DateTime | None = None
+    dosageInstruction: list[Dosage] | None = None
+
+    @model_validator(mode="after")
+    def _one_medication(self) -> MedicationRequest:
+        if self.medicationCodeableConcept is None and self.medicationReference is None:
+            raise ValueError("medication[x] is required")
+        _at_most_one(self, "medicationCodeableConcept", "medicationReference")
+        return self
+
+
+class ServiceRequest(Resource):
+    resource_type = "ServiceRequest"
+    resourceType: Literal["ServiceRequest"]
+    status: Code
+    intent: Code
+    code: CodeableConcept | None = None
+    subject: Reference
+    quantityQuantity: Quantity | None = None
+    occurrenceDateTime: DateTime | None = None
+    occurrencePeriod: Period | None = None
+    occurrenceTiming: Timing | None = None
+    authoredOn: DateTime | None = None
+    bodySite: list[CodeableConcept] | None = None
+
+    @model_validator(mode="after")
+    def _one_occurrence(self) -> ServiceRequest:
+        _at_most_one(self, "occurrenceDateTime", "occurrencePeriod", "occurrenceTiming")
+        return self
+
+
+class DeviceRequest(Resource):
+    resource_type = "DeviceRequest"
+    resourceType: Literal["DeviceRequest"]
+    status: Code | None = None
+    intent: Code
+    codeCodeableConcept: CodeableConcept | None = None
+    codeReference: Reference | None = None
+    subject: Reference
+    occurrenceDateTime: DateTime | None = None
+    authoredOn: DateTime | None = None
+
+    @model_validator(mode="after")
+    def _one_code(self) -> DeviceRequest:
+        if self.codeCodeableConcept is None and self.codeReference is None:
+            raise ValueError("code[x] is required")
+        _at_most_one(self, "codeCodeableConcept", "codeReference")
+        return self
+
+
+class DiagnosticReport(Resource):
+    resource_type = "DiagnosticReport"
+    resourceType: Literal["DiagnosticReport"]
+    status: Code
+    code: CodeableConcept
+    subject: Reference | None = None
+    effectiveDateTime: DateTime | None = None
+    effectivePeriod: Period | None = None
+    issued: Instant | None = None
+    conclusion: String | None = None
+    conclusionCode: list[CodeableConcept] | None = None
+
+    @model_validator(mode="after")
+    def _one_effective(self) -> DiagnosticReport:
+        _at_most_one(self, "effectiveDateTime", "effectivePeriod")
+        return self
+
+
+class Procedure(Resource):
+    resource_type = "Procedure"
+    resourceType: Literal["Procedure"]
+    status: Code
+    code: CodeableConcept | None = None
+    subject: Reference
+    performedDateTime: DateTime | None = None
+    performedPeriod: Period | None = None
+    bodySite: list[CodeableConcept] | None = None
+
+    @model_validator(mode="after")
+    def _one_performed(self) -> Procedure:
+        _at_most_one(self, "performedDateTime", "performedPeriod")
+        return self
+
+
+MODELS: dict[str, type[Resource]] = {
+    model.resource_type: model
+    for model in (
+        Patient,
+        Condition,
+        Observation,
+        Medication,
+        MedicationRequest,
+        ServiceRequest,
+        DeviceRequest,
+        DiagnosticReport,
+        Procedure,
+    )
+}
