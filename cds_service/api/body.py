@@ -49,8 +49,15 @@ def _depth(value: Any, limit: int) -> bool:
     return True
 
 
-def read_json_object(request: Request, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
-    """The body as a JSON object, or an ApiError (400, 413 or 415) saying what is wrong."""
+def read_json_object(
+    request: Request, *, max_bytes: int, max_depth: int, unwalked: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The body as a JSON object, or an ApiError (400, 413 or 415) saying what is wrong.
+
+    The nesting limit is checked on the whole body except the top-level members named in
+    ``unwalked``: parts the caller reads only at fixed paths, never recursively, so their
+    nesting cannot hurt (Python's JSON parser still refuses nesting near its recursion limit).
+    """
     mimetype = request.mimetype or ""
     if mimetype not in ("application/json", "application/fhir+json") and not mimetype.endswith(
         "+json"
@@ -73,8 +80,11 @@ def read_json_object(request: Request, *, max_bytes: int, max_depth: int) -> dic
         raise ApiError(400, f"The JSON body is nested deeper than {max_depth} levels.") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"The request body is not valid JSON: {str(exc)[:200]}") from None
-    if not _depth(body, max_depth):
-        raise ApiError(400, f"The JSON body is nested deeper than {max_depth} levels.")
     if not isinstance(body, dict):
+        if not _depth(body, max_depth):
+            raise ApiError(400, f"The JSON body is nested deeper than {max_depth} levels.")
         raise ApiError(400, "The request body must be a JSON object.")
+    walked = {k: v for k, v in body.items() if k not in unwalked} if unwalked else body
+    if not _depth(walked, max_depth):
+        raise ApiError(400, f"The JSON body is nested deeper than {max_depth} levels.")
     return body

@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+from cds_service.api.services import SERVICES
+from cds_service.devtools.scenarios import load_scenario
+
 PV = "/cds-services/hypermobility-pain-patient-view"
 SIGN = "/cds-services/hypermobility-pain-order-sign"
 SELECT = "/cds-services/hypermobility-pain-order-select"
@@ -198,3 +201,44 @@ def test_prefetch_resource_with_a_non_string_resource_type_is_skipped(client, ma
     }
     response = client.post(PV, json=body)
     assert response.status_code == 200
+
+
+def _nest(levels: int) -> dict:
+    deep: dict = {}
+    node = deep
+    for _ in range(levels):
+        node["a"] = {}
+        node = node["a"]
+    return deep
+
+
+def _scenario_body(name: str) -> tuple[dict, frozenset[str]]:
+    scenario = load_scenario(name)
+    service = next(s for s in SERVICES.values() if s.hook == scenario.hook)
+    return scenario.hook_request(dict(service.prefetch)), scenario.expected_cards
+
+
+def _rule_ids(response) -> set[str]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return {card["source"]["topic"]["code"] for card in response.get_json()["cards"]}
+
+
+def test_deep_nesting_inside_prefetch_resources_is_never_walked(client):
+    """Elements no rule reads may nest deeply: the models skip them, so the cards stand."""
+    body, expected = _scenario_body("pv-many-findings")
+    resources = [
+        entry["resource"]
+        for value in body["prefetch"].values()
+        if isinstance(value, dict)
+        for entry in value.get("entry", [])
+    ]
+    assert resources
+    for resource in resources:
+        resource["extension"] = [{"url": "urn:example:deep", "extension": [_nest(200)]}]
+    assert _rule_ids(client.post(PV, json=body)) == expected
+
+
+def test_deep_nesting_in_the_context_is_refused(client):
+    body, _ = _scenario_body("pv-many-findings")
+    body["context"]["extension"] = _nest(200)
+    assert "nested deeper" in outcome(client.post(PV, json=body), 400)
