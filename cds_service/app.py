@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     knowledge = load_knowledge()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Members in the order the models declare them (summary first), not re-sorted per answer.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = Metrics()
     client = MeteredFhirClient(
         metrics=metrics,

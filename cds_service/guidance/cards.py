@@ -127,15 +127,31 @@ class Card(_Model):
 
     def to_json(self) -> dict[str, Any]:
         """The card as CDS Hooks JSON, with no null or empty values anywhere."""
-        return prune(self.model_dump(mode="json"))
+        return prune(self.model_dump(mode="json", exclude_none=True))
+
+
+_MAY_BE_EMPTY = frozenset({str, list, dict})
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (type(value) in _MAY_BE_EMPTY and not value)
 
 
 def prune(value: Any) -> Any:
-    """Recursively drop ``None``, empty strings, empty lists and empty objects."""
+    """Recursively drop ``None``, empty strings, empty lists and empty objects.
+
+    Only containers are recursed into (a card is mostly strings), and emptiness is tested by
+    type, without building comparison values: this runs on every card of every call.
+    """
     if isinstance(value, dict):
-        pruned = {k: prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+        kept = {}
+        for key, item in value.items():
+            if isinstance(item, dict | list | tuple):
+                item = prune(item)
+            if not _empty(item):
+                kept[key] = item
+        return kept
     if isinstance(value, list | tuple):
-        items = [prune(v) for v in value]
-        return [v for v in items if v not in (None, "", [], {})]
+        items = [prune(item) if isinstance(item, dict | list | tuple) else item for item in value]
+        return [item for item in items if not _empty(item)]
     return value
