@@ -60,8 +60,8 @@ def _referenced_medication(order: Any, medications: Mapping[str, Any]) -> Any | 
     if not reference:
         return None
     if reference.startswith("#"):
-        for contained in order.contained or []:
-            if contained.get_resource_type() == "Medication" and contained.id == reference[1:]:
+        for contained in order.contained or []:  # the contained Medications
+            if contained.id == reference[1:]:
                 return contained
         return None
     key = "Medication/" + reference.rsplit("Medication/", 1)[-1]

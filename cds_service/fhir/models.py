@@ -183,23 +183,23 @@ class _ContainedResource(Element):
 
 
 def _contained(value: Any) -> Any:
-    """Contained Medications become models; every other contained resource is only checked."""
+    """The contained Medications as models; every other contained resource is checked, then
+    left out (no rule reads it)."""
     if not isinstance(value, list):
-        return value
-    return [
-        Medication.model_validate(item)
-        if isinstance(item, dict) and item.get("resourceType") == "Medication"
-        else _ContainedResource.model_validate(item)
-        for item in value
-    ]
+        return value  # refused as "not a list" by the field's type
+    medications = []
+    for item in value:
+        if isinstance(item, dict) and item.get("resourceType") == "Medication":
+            medications.append(Medication.model_validate(item))
+        else:
+            _ContainedResource.model_validate(item)
+    return medications
 
 
 class MedicationRequest(Resource):
     resource_type = "MedicationRequest"
     resourceType: Literal["MedicationRequest"]
-    contained: Annotated[
-        list[Medication | _ContainedResource] | None, BeforeValidator(_contained)
-    ] = None
+    contained: Annotated[list[Medication] | None, BeforeValidator(_contained)] = None
     status: Code
     intent: Code
     medicationCodeableConcept: CodeableConcept | None = None
