@@ -20,6 +20,7 @@ from cds_service.api.metrics import record_evaluation, record_feedback
 from cds_service.api.models import FeedbackRequest, HookRequest
 from cds_service.api.services import SERVICES, ServiceDefinition
 from cds_service.fhir.prefetch import DataUnavailable, PrefetchInvalid
+from cds_service.guidance.cards import response_json
 from cds_service.logs import hook_instance_var, service_id_var
 from cds_service.pipeline import ContextInvalid
 
@@ -146,7 +147,7 @@ def call_service(service_id: str) -> Response:
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         },
     )
-    return jsonify({"cards": [card.to_json() for card in cards]})
+    return Response(response_json(cards), mimetype="application/json")
 
 
 @bp.post("/cds-services/<service_id>/feedback")

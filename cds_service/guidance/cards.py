@@ -4,17 +4,20 @@ They live beside the rules because cards are what the rules produce; the HTTP la
 serialises them. The models enforce the standard's constraints at construction time, so a rule
 cannot build a non-conformant card: summary under 140 characters, ``selectionBehavior`` whenever
 there are suggestions, ``display`` on every override reason, a uuid on every card and suggestion,
-``resourceId`` on deletes. :meth:`Card.to_json` drops every absent or empty value, because CDS
-Hooks 2.0 forbids ``null``, ``""``, ``[]`` and ``{}`` for optional fields.
+``resourceId`` on deletes. CDS Hooks 2.0 forbids ``null``, ``""``, ``[]`` and ``{}`` for optional
+fields, so no optional string may be empty, a created resource is pruned of empty values when its
+action is built, and serialising leaves out every field still at its default (``None`` or ``()``):
+the JSON is written by pydantic in one pass, with no walk over it afterwards.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 Indicator = Literal["info", "warning", "critical"]
 
@@ -57,25 +60,34 @@ class Coding(_Model):
     display: str | None = Field(default=None, min_length=1)
 
 
+# Optional strings are absent or not empty.
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
 class Source(_Model):
     label: str = Field(min_length=1)
-    url: str | None = None
-    icon: str | None = None
+    url: NonEmpty | None = None
+    icon: NonEmpty | None = None
     topic: Coding | None = None
 
 
 class Link(_Model):
     label: str = Field(min_length=1)
     url: str = Field(min_length=1)
-    type: Literal["absolute", "smart"] = "absolute"
-    appContext: str | None = None
+    type: Literal["absolute", "smart"]  # required by the standard: no default to leave out
+    appContext: NonEmpty | None = None
 
 
 class Action(_Model):
     type: Literal["create", "update", "delete"]
     description: str = Field(min_length=1)
     resource: dict[str, Any] | None = None
-    resourceId: str | None = None
+    resourceId: NonEmpty | None = None
+
+    @field_validator("resource")
+    @classmethod
+    def _prune_resource(cls, resource: dict[str, Any] | None) -> dict[str, Any] | None:
+        return prune(resource) if resource is not None else None
 
     @model_validator(mode="after")
     def _check_target(self) -> Action:
@@ -98,7 +110,7 @@ class Card(_Model):
     indicator: Indicator
     source: Source
     uuid: str = Field(default_factory=new_uuid)
-    detail: str | None = None
+    detail: NonEmpty | None = None
     suggestions: tuple[Suggestion, ...] = ()
     selectionBehavior: Literal["at-most-one", "any"] | None = None
     overrideReasons: tuple[Coding, ...] = ()
@@ -127,7 +139,15 @@ class Card(_Model):
 
     def to_json(self) -> dict[str, Any]:
         """The card as CDS Hooks JSON, with no null or empty values anywhere."""
-        return prune(self.model_dump(mode="json", exclude_none=True))
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
+_CARDS = TypeAdapter(tuple[Card, ...])
+
+
+def response_json(cards: Iterable[Card]) -> bytes:
+    """A CDS Hooks response body, ``{"cards": [...]}``, each card as :meth:`Card.to_json` has it."""
+    return b'{"cards":' + _CARDS.dump_json(tuple(cards), exclude_defaults=True) + b"}"
 
 
 _MAY_BE_EMPTY = frozenset({str, list, dict})
@@ -138,11 +158,7 @@ def _empty(value: Any) -> bool:
 
 
 def prune(value: Any) -> Any:
-    """Recursively drop ``None``, empty strings, empty lists and empty objects.
-
-    Only containers are recursed into (a card is mostly strings), and emptiness is tested by
-    type, without building comparison values: this runs on every card of every call.
-    """
+    """Recursively drop ``None``, empty strings, empty lists and empty objects."""
     if isinstance(value, dict):
         kept = {}
         for key, item in value.items():
