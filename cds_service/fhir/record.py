@@ -99,35 +99,11 @@ class PatientRecord:
             getattr(self, self._LISTS[resource_type]).append(model)
 
 
-def raw_codings(resource: dict[str, Any]) -> list[tuple[str | None, str | None]]:
-    pairs: list[tuple[str | None, str | None]] = []
-    for name in CODE_FIELDS.get(resource.get("resourceType", ""), ()):
-        concept = resource.get(name)
-        if isinstance(concept, dict):
-            for coding in concept.get("coding") or ():
-                if isinstance(coding, dict):
-                    pairs.append((coding.get("system"), coding.get("code")))
-    return pairs
-
-
-def raw_texts(resource: dict[str, Any]) -> list[str]:
-    found: list[str] = []
-    for name in CODE_FIELDS.get(resource.get("resourceType", ""), ()):
-        concept = resource.get(name)
-        if isinstance(concept, dict):
-            if isinstance(concept.get("text"), str):
-                found.append(concept["text"])
-            for coding in concept.get("coding") or ():
-                if isinstance(coding, dict) and isinstance(coding.get("display"), str):
-                    found.append(coding["display"])
-    return found
-
-
 def is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
     """Could any rule read this resource? Decided from codes and text only, before validation.
 
     This runs on every resource of every chart (most of them vital signs no rule reads), so it
-    touches the JSON directly: one memoised dict lookup per coding, one regex search per text.
+    touches the JSON directly: one memoised dict lookup per coding, one regex search in all.
     Values of the wrong JSON type are passed over here; if the resource is kept for another
     reason, validation rejects it.
     """
@@ -144,30 +120,27 @@ def is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
     ):
         return True  # the drug is named elsewhere; classify after validation
     concepts_of = knowledge.concepts_of
+    text_concepts = TEXT_CONCEPTS.get(resource_type)
     texts: list[str] = []
     for name in fields:
         concept = resource.get(name)
-        if not isinstance(concept, dict):
+        if type(concept) is not dict:
             continue
-        text = concept.get("text")
-        if isinstance(text, str):
-            texts.append(text)
         codings = concept.get("coding")
-        if not isinstance(codings, list):
-            continue
-        for coding in codings:
-            if not isinstance(coding, dict):
-                continue
-            system, code = coding.get("system"), coding.get("code")
-            if isinstance(system, str) and isinstance(code, str) and concepts_of(system, code):
-                return True
-            display = coding.get("display")
-            if isinstance(display, str):
-                texts.append(display)
-    concepts = TEXT_CONCEPTS.get(resource_type)
-    if not concepts:
-        return False
-    return any(knowledge.text_matches_any(concepts, text) for text in texts)
+        if type(codings) is list:
+            for coding in codings:
+                if type(coding) is not dict:
+                    continue
+                system, code = coding.get("system"), coding.get("code")
+                if type(system) is str and type(code) is str and concepts_of(system, code):
+                    return True
+                if text_concepts and type(display := coding.get("display")) is str:
+                    texts.append(display)
+        if text_concepts and type(text := concept.get("text")) is str:
+            texts.append(text)
+    # One search over every text at once; "|" cannot join words of a term (see
+    # knowledge.terms), so no match spans two texts.
+    return bool(texts) and knowledge.text_matches_any(text_concepts, "|".join(texts))
 
 
 def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:

@@ -159,3 +159,21 @@ def test_concepts_of_memo_gives_the_same_answers_and_stays_bounded(monkeypatch):
     assert knowledge.concepts_of(icd, "M357") == first
     assert knowledge.concepts_of(None, "M35.7") == frozenset()
     assert knowledge.concepts_of(icd, "") == frozenset()
+
+
+@pytest.mark.parametrize(
+    "text,display,relevant",
+    [
+        ("lumbar", "support", False),  # the term's words in two texts are not the term
+        ("back", "brace", False),
+        ("knee brace", "lumbar support", True),
+        ("elastic bandage", "Back-brace", True),
+    ],
+)
+def test_a_term_is_found_within_one_text_never_across_two(knowledge, text, display, relevant):
+    request = {
+        "resourceType": "DeviceRequest",
+        "codeCodeableConcept": {"text": text, "coding": [{"display": display}]},
+    }
+    assert is_relevant(request, knowledge) is relevant
+    assert reference_is_relevant(request, knowledge) is relevant
