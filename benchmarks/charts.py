@@ -9,7 +9,7 @@ exactly the cost that matters. So a chart here is:
 * *history*: older copies of that patient's own relevant resources (earlier PHQ-9 screens,
   orthostatic heart rates, Beighton scores, refilled and completed prescriptions, resolved
   problem-list entries), about :data:`RELEVANT_FRACTION` of the chart. They pass the cheap
-  relevance filter and pay for full validation, but they are older than the originals or no longer
+  relevance filter and pay for validation, but they are older than the originals or no longer
   active, so the cards do not change;
 * *noise*: the rest, resources the rules ignore. Codes are taken only from VERIFIED rows of
   ``clinical/terminology.md`` that no knowledge concept lists (heart rate 8867-4, pain scores,
