@@ -42,7 +42,8 @@ DateTime = Annotated[
     str, Field(pattern=rf"^{_YEAR}(-{_MONTH}(-{_DAY}(T{_TIME}{_ZONE})?)?)?$")
 ]
 Instant = Annotated[str, Field(pattern=rf"^{_YEAR}-{_MONTH}-{_DAY}T{_TIME}{_ZONE}$")]
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
+Integer = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]  # a signed 32-bit integer
+PositiveInt = Annotated[StrictInt, Field(gt=0, le=2**31 - 1)]
 
 
 def _json_number(value: Any) -> Any:
@@ -154,7 +155,7 @@ class Observation(Resource):
     effectivePeriod: Period | None = None
     effectiveInstant: Instant | None = None
     issued: Instant | None = None
-    valueInteger: StrictInt | None = None
+    valueInteger: Integer | None = None
     valueQuantity: Quantity | None = None
 
     @model_validator(mode="after")

@@ -95,6 +95,8 @@ MUTATIONS: dict[str, Mutation] = {
     "partial date": _set("effectiveDateTime", "2024-05"),
     "birth date with time": _set("birthDate", "1990-01-01T00:00:00Z"),
     "integer as decimal": _set("valueInteger", 5.5),
+    "integer past 32 bits": _set("valueInteger", 2**31),
+    "largest integer": _set("valueInteger", 2**31 - 1),
     "second value": _add("Observation", "valueInteger", 1),
     "coding not a list": _set("code.coding", {"code": "x"}),
     "empty text": _set("code.text", ""),
