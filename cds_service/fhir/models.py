@@ -1,4 +1,4 @@
-"""Slim FHIR R4 models: exactly the elements the facts read, checked as FHIR defines them.
+"""Slim FHIR R4 models: exactly the elements the facts read, with their FHIR types checked.
 
 Why not the full ``fhir.resources`` models here: they validate every element of a resource with
 Python-level checks, about 50 to 90 microseconds for even a small Condition, and a long chart
@@ -6,16 +6,23 @@ sends hundreds of resources that some rule reads. These models let pydantic-core
 checks for the elements we use in about a tenth of that time:
 
 * every element the facts (or the patient check, ``subject``) read, with its FHIR type: ids,
-  codes, dates and dateTimes match the R4 regular expressions; strings are not empty; integers
-  and decimals must be JSON numbers (stricter than fhir.resources, which turns "5" into 5);
+  codes, dates, dateTimes and instants match the same regular expressions as in fhir.resources;
+  strings are not empty;
 * every element FHIR makes mandatory (1..1) on these resources, even where no rule reads it
-  (``status``, ``intent``...), and at most one value per choice element we read;
-* everything else is ignored rather than checked: a malformed ``note`` or a vendor extension
-  does not hide an opioid order from the rules.
+  (``status``, ``intent``...), and at most one value per choice element we read.
+
+Where they differ from fhir.resources, on purpose:
+
+* members no rule reads are ignored rather than checked: a malformed ``note`` or a vendor
+  extension does not hide an opioid order from the rules;
+* JSON types are exact: integers and decimals must be JSON numbers, and strings, codes and dates
+  JSON strings (fhir.resources turns "5" into 5, and a number into a date);
+* ``null`` is not accepted for a mandatory element (fhir.resources lets it pass).
 
 ``fhir.resources`` stays the reference: the tests check that these models accept and refuse
-the same resources it does for every resource in ``fhir_fixtures/`` and for broken variants of
-them (``tests/fhir/test_models_against_fhir_resources.py``), and that every resource our cards
+the same resources it does, apart from those three differences, for every resource in
+``fhir_fixtures/``, for broken variants of them and for generated values in every element the
+models read (``tests/fhir/test_models_against_fhir_resources.py``); every resource our cards
 create is valid to it.
 """
 
@@ -34,8 +41,8 @@ _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
 _ZONE = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
-Code = Annotated[str, Field(pattern=r"^[^\s]+( [^\s]+)*$")]
-Uri = Annotated[str, Field(min_length=1)]  # R4 says no whitespace; fhir.resources allows it
+Code = Annotated[str, Field(pattern=r"^[^\s]+(\s[^\s]+)*$")]
+Uri = str  # R4's pattern is \S*; fhir.resources checks none, and no rule needs one
 String = Annotated[str, Field(min_length=1)]
 Date = Annotated[str, Field(pattern=rf"^{_YEAR}(-{_MONTH}(-{_DAY})?)?$")]
 DateTime = Annotated[
