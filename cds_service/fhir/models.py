@@ -33,7 +33,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
-# FHIR R4 primitive types (https://hl7.org/fhir/R4/datatypes.html), as the spec writes them.
+# FHIR R4 primitive types (https://hl7.org/fhir/R4/datatypes.html), with the patterns
+# fhir.resources checks.
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
 _MONTH = r"(0[1-9]|1[0-2])"
 _DAY = r"(0[1-9]|[1-2][0-9]|3[0-1])"
