@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
@@ -51,6 +51,10 @@ T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "cds_alembic_version"
+# The newest revision in migrations/versions (a test holds it to alembic's own answer). Knowing
+# it here lets startup check the schema without importing alembic, which then is imported only
+# to migrate: about 10 MB less in every worker process.
+SCHEMA_HEAD = "0001"
 # Any constant works; it only has to be the same for every instance of this service.
 _MIGRATION_LOCK_KEY = 0x43445348  # "CDSH"
 
@@ -268,6 +272,12 @@ class Database:
         """Bring the schema to the newest revision; a no-op once done in this object."""
         if self._schema_current:
             return
+        try:
+            if self.current_revision() == SCHEMA_HEAD:
+                self._schema_current = True
+                return
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError):
+            pass  # the migration below retries what is transient, and reports the rest
         from alembic import command
 
         engine = self._create_engine(pooled=False)
@@ -289,25 +299,21 @@ class Database:
 
     def current_revision(self) -> str | None:
         """The revision the database is at (None: never migrated)."""
-        from alembic.runtime.migration import MigrationContext
-
         engine = self._create_engine(pooled=False)
         try:
             with engine.connect() as conn:
-                context = MigrationContext.configure(
-                    conn, opts={"version_table": VERSION_TABLE}
-                )
-                return context.get_current_revision()
+                if not inspect(conn).has_table(VERSION_TABLE):
+                    return None
+                rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
         finally:
             engine.dispose()
+        if len(rows) > 1:
+            raise DatabaseConfigError(f"{VERSION_TABLE} holds {len(rows)} revisions, not one")
+        return rows[0][0] if rows else None
 
     @staticmethod
     def head_revision() -> str:
-        from alembic.script import ScriptDirectory
-
-        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
-        assert head is not None
-        return head
+        return SCHEMA_HEAD
 
     def require_current(self) -> None:
         """Raise :class:`DatabaseConfigError` unless the schema is at the newest revision."""

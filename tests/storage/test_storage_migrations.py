@@ -172,3 +172,32 @@ def test_a_pre_alembic_sqlite_file_is_adopted_without_losing_rows(tmp_path):
         assert DatabaseReplayCache(store.database).add_if_new("iss", "jti", 1e12) is False
     finally:
         store.close()
+
+
+def test_the_schema_head_constant_is_alembics_head():
+    from alembic.script import ScriptDirectory
+
+    from cds_service.storage.database import MIGRATIONS_DIR, SCHEMA_HEAD
+
+    assert ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head() == SCHEMA_HEAD
+
+
+_START_ON_A_CURRENT_DATABASE = """
+import sys
+from cds_service import create_app
+from cds_service.settings import Settings
+create_app(Settings(auth="off", database_url=sys.argv[1]))
+print("alembic" in sys.modules)
+"""
+
+
+def test_startup_on_a_current_database_does_not_import_alembic(tmp_path):
+    """Alembic is imported to migrate, not to check: workers forked after startup do not carry
+    it (about 10 MB each)."""
+    url = f"sqlite:///{tmp_path / 'current.sqlite3'}"
+    Database(url).upgrade()
+    started = subprocess.run(
+        [sys.executable, "-c", _START_ON_A_CURRENT_DATABASE, url],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert started.stdout.strip() == "False"
