@@ -6,17 +6,19 @@ sends hundreds of resources that some rule reads. These models let pydantic-core
 checks for the elements we use in about a tenth of that time:
 
 * every element the facts (or the patient check, ``subject``) read, with its FHIR type: ids,
-  codes, dates, dateTimes and instants match the same regular expressions as in fhir.resources;
-  strings are not empty;
+  codes, dates, dateTimes and instants match the same regular expressions as in fhir.resources,
+  and full dates must be real calendar days; strings are not empty;
 * every element FHIR makes mandatory (1..1) on these resources, even where no rule reads it
   (``status``, ``intent``...), and at most one value per choice element we read.
 
 Where they differ from fhir.resources, on purpose:
 
-* members no rule reads are ignored rather than checked: a malformed ``note`` or a vendor
-  extension does not hide an opioid order from the rules;
-* JSON types are exact: integers and decimals must be JSON numbers, and strings, codes and dates
-  JSON strings (fhir.resources turns "5" into 5, and a number into a date);
+* what no rule reads is not checked: other members, the other variants of a choice element, an
+  ingredient's item reference, contained resources other than Medications (only their type).
+  A malformed ``note`` or a vendor extension does not hide an opioid order from the rules;
+* JSON types are exact: integers and decimals must be JSON numbers (6.0 is the integer 6, as
+  there), and strings, codes and dates JSON strings (fhir.resources turns "5" into 5, and a
+  number into a date);
 * ``null`` is not accepted for a mandatory element (fhir.resources lets it pass).
 
 ``fhir.resources`` stays the reference: the tests check that these models accept and refuse
@@ -28,10 +30,19 @@ create is valid to it.
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 
 # FHIR R4 primitive types (https://hl7.org/fhir/R4/datatypes.html), with the patterns
 # fhir.resources checks.
@@ -45,13 +56,41 @@ Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
 Code = Annotated[str, Field(pattern=r"^[^\s]+(\s[^\s]+)*$")]
 Uri = str  # R4's pattern is \S*; fhir.resources checks none, and no rule needs one
 String = Annotated[str, Field(min_length=1)]
-Date = Annotated[str, Field(pattern=rf"^{_YEAR}(-{_MONTH}(-{_DAY})?)?$")]
-DateTime = Annotated[
-    str, Field(pattern=rf"^{_YEAR}(-{_MONTH}(-{_DAY}(T{_TIME}{_ZONE})?)?)?$")
+
+
+def _real_calendar_day(value: str) -> str:
+    """A full date must exist: the patterns allow 2024-02-30, fhir.resources refuses it."""
+    if len(value) >= 10:
+        date.fromisoformat(value[:10])  # ValueError: pydantic reports it
+    return value
+
+
+Date = Annotated[
+    str, Field(pattern=rf"^{_YEAR}(-{_MONTH}(-{_DAY})?)?$"), AfterValidator(_real_calendar_day)
 ]
-Instant = Annotated[str, Field(pattern=rf"^{_YEAR}-{_MONTH}-{_DAY}T{_TIME}{_ZONE}$")]
-Integer = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]  # a signed 32-bit integer
-PositiveInt = Annotated[StrictInt, Field(gt=0, le=2**31 - 1)]
+DateTime = Annotated[
+    str,
+    Field(pattern=rf"^{_YEAR}(-{_MONTH}(-{_DAY}(T{_TIME}{_ZONE})?)?)?$"),
+    AfterValidator(_real_calendar_day),
+]
+Instant = Annotated[
+    str,
+    Field(pattern=rf"^{_YEAR}-{_MONTH}-{_DAY}T{_TIME}{_ZONE}$"),
+    AfterValidator(_real_calendar_day),
+]
+
+
+def _whole_number(value: Any) -> Any:
+    """FHIR integers are JSON numbers without a fraction: 6.0 is the integer 6 (as fhir.resources
+    reads it); 6.5, "6" and true are not integers."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# A signed 32-bit integer.
+Integer = Annotated[StrictInt, BeforeValidator(_whole_number), Field(ge=-(2**31), le=2**31 - 1)]
+PositiveInt = Annotated[StrictInt, BeforeValidator(_whole_number), Field(gt=0, le=2**31 - 1)]
 
 
 def _json_number(value: Any) -> Any:

@@ -99,6 +99,12 @@ MUTATIONS: dict[str, Mutation] = {
     "birth date with time": _set("birthDate", "1990-01-01T00:00:00Z"),
     "integer as decimal": _set("valueInteger", 5.5),
     "integer past 32 bits": _set("valueInteger", 2**31),
+    "integer as whole float": _set("valueInteger", 6.0),
+    "integer as negative zero": _set("valueInteger", -0.0),
+    "February 30": _set("onsetDateTime", "2026-02-30"),
+    "February 29 of a common year": _set("effectiveDateTime", "2023-02-29T10:00:00Z"),
+    "April 31 as a date": _set("birthDate", "1990-04-31"),
+    "leap day": _set("authoredOn", "2024-02-29"),
     "largest integer": _set("valueInteger", 2**31 - 1),
     "second value": _add("Observation", "valueInteger", 1),
     "coding not a list": _set("code.coding", {"code": "x"}),
@@ -177,9 +183,11 @@ JSON_VALUES = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**40), max_value=2**40),
     st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-20, max_value=20).map(float),  # whole numbers written as 6.0
     st.text(max_size=12),
     st.sampled_from(
-        ["", " ", "final", "2024-05", "2024-05-06T07:08:09Z", "2024-13-01", "a b", "x\ny", " a"]
+        ["", " ", "final", "2024-05", "2024-05-06T07:08:09Z", "2024-13-01", "2023-02-29",
+         "2024-02-30T10:00:00Z", "a b", "x\ny", " a"]
     ),
     st.lists(st.text(max_size=3), max_size=2),
     st.dictionaries(st.sampled_from(["text", "code", "x"]), st.text(max_size=3), max_size=2),
