@@ -54,6 +54,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class _Identified(_Model):
+    """A card or suggestion: its uuid is given, or made when the object is built.
+
+    Not a ``default_factory``: serialising with defaults left out would call the factory again
+    for every object, only to compare.
+    """
+
+    uuid: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _new_uuid(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "uuid" not in data:
+            return {**data, "uuid": new_uuid()}
+        return data
+
+
 class Coding(_Model):
     system: str = Field(min_length=1)
     code: str = Field(min_length=1)
@@ -98,18 +115,16 @@ class Action(_Model):
         return self
 
 
-class Suggestion(_Model):
+class Suggestion(_Identified):
     label: str = Field(min_length=1)
-    uuid: str = Field(default_factory=new_uuid)
     isRecommended: bool | None = None
     actions: tuple[Action, ...] = ()
 
 
-class Card(_Model):
+class Card(_Identified):
     summary: str = Field(min_length=1, max_length=139)
     indicator: Indicator
     source: Source
-    uuid: str = Field(default_factory=new_uuid)
     detail: NonEmpty | None = None
     suggestions: tuple[Suggestion, ...] = ()
     selectionBehavior: Literal["at-most-one", "any"] | None = None

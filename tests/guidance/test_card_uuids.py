@@ -1,10 +1,11 @@
 """Card and suggestion uuids: random version 4, never repeated, not even across forked workers."""
 
+import json
 import os
 import uuid
 
 from cds_service.guidance import cards
-from cds_service.guidance.cards import new_uuid
+from cds_service.guidance.cards import Card, Source, Suggestion, new_uuid, response_json
 
 
 def test_uuids_are_version_4_and_distinct_across_batches():
@@ -28,3 +29,22 @@ def test_a_forked_worker_does_not_reuse_the_parents_batch():
     os.close(read_end)
     os.waitpid(pid, 0)
     assert child != new_uuid()
+
+
+def test_serialising_cards_draws_no_uuids():
+    card = Card(
+        summary="s",
+        indicator="info",
+        source=Source(label="guidance"),
+        suggestions=(Suggestion(label="a"), Suggestion(label="b")),
+        selectionBehavior="any",
+    )
+    new_uuid()  # a batch is in the pool
+    left = len(cards._uuid_bytes)
+    body = json.loads(response_json([card]))
+    assert len(cards._uuid_bytes) == left
+    assert body["cards"][0]["uuid"] == card.uuid
+    assert [s["uuid"] for s in body["cards"][0]["suggestions"]] == [
+        s.uuid for s in card.suggestions
+    ]
+    assert len({card.uuid, *(s.uuid for s in card.suggestions)}) == 3
