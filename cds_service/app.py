@@ -32,7 +32,7 @@ from cds_service.security import (
 )
 from cds_service.security.replay import DatabaseReplayCache
 from cds_service.settings import Settings, SettingsError
-from cds_service.storage.database import Database, DatabaseConfigError
+from cds_service.storage.database import Database, DatabaseConfigError, cannot_open
 from cds_service.storage.feedback import FeedbackStore
 
 logger = logging.getLogger("cds_service.auth")
@@ -96,8 +96,7 @@ def open_database(settings: Settings) -> Database:
     except DatabaseConfigError as error:
         raise SettingsError(str(error)) from None
     except SQLAlchemyError as error:  # unreachable server, bad credentials, read-only file...
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        raise SettingsError(f"cannot open the database {database!r}: {reason}") from None
+        raise SettingsError(cannot_open(database, error)) from None
     return database
 
 

@@ -21,14 +21,13 @@ def _migrate_in_own_process() -> int:
 
     Every worker is forked from the master and carries what it imported: migrating here would
     cost each worker about 10 MB for a library it never uses again. The app then only checks the
-    revision (without alembic). Returns the command's exit status (its errors went to stderr).
+    revision (without alembic). The child reads the same environment (the database settings come
+    only from there). Returns the command's exit status; all it prints goes to stderr.
     """
     import subprocess
 
-    done = subprocess.run(
-        [sys.executable, "-m", "cds_service.cli", "db", "upgrade"], stdout=subprocess.DEVNULL
-    )
-    return done.returncode
+    command = [sys.executable, "-m", "cds_service.cli", "db", "upgrade"]
+    return subprocess.run(command, stdout=sys.stderr).returncode
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -185,8 +184,10 @@ def _feedback_report(args: argparse.Namespace) -> int:
 def _db(args: argparse.Namespace) -> int:
     """`db upgrade` is what startup runs (CDS_DATABASE_AUTO_MIGRATE); run it by hand when
     the service's database role may not change the schema."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from cds_service.settings import Settings, SettingsError
-    from cds_service.storage.database import Database, DatabaseConfigError
+    from cds_service.storage.database import Database, DatabaseConfigError, cannot_open
 
     try:
         database = Database(Settings.from_env().database_url)
@@ -195,6 +196,9 @@ def _db(args: argparse.Namespace) -> int:
         current, head = database.current_revision(), database.head_revision()
     except (SettingsError, DatabaseConfigError) as error:
         print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as error:  # unreachable server, bad credentials, read-only file...
+        print(f"configuration error: {cannot_open(database, error)}", file=sys.stderr)
         return 2
     state = "up to date" if current == head else f"needs upgrade to {head}"
     print(f"{database!r}: revision {current or 'none'} ({state})")

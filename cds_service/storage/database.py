@@ -69,6 +69,12 @@ class DatabaseConfigError(ValueError):
     """``CDS_DATABASE_URL`` names a backend or form this service does not support."""
 
 
+def cannot_open(database: Database, error: Exception) -> str:
+    """One line for an operator: which database (password masked) and the driver's reason."""
+    reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+    return f"cannot open the database {database!r}: {reason}"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries: ``attempts`` tries in all, sleeping base * 2**n (capped, jittered)."""

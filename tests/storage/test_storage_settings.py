@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from cds_service import create_app
@@ -72,3 +76,19 @@ def test_app_reports_an_unreachable_database_as_a_configuration_error():
     with pytest.raises(SettingsError, match="cannot open the database") as raised:
         create_app(settings)
     assert "pw@" not in str(raised.value)
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["db", "upgrade"]])
+def test_the_commands_report_an_unreachable_database_in_one_line(command):
+    """`serve` migrates in a child process (`db upgrade`): its failure must read as the app's
+    own does, not as a traceback."""
+    env = {**os.environ, "CDS_DATABASE_URL": "postgresql://cds:pw@127.0.0.1:1/cds"}
+    env.pop("CDS_PROFILE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", *command],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("configuration error: cannot open the database")
+    assert "pw@" not in done.stderr and "Traceback" not in done.stderr
