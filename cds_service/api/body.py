@@ -76,8 +76,10 @@ def read_json_object(
         body = json.loads(raw, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as dup:
         raise ApiError(400, f"The JSON body repeats the key {str(dup)[:64]!r}.") from None
-    except RecursionError:
-        raise ApiError(400, f"The JSON body is nested deeper than {max_depth} levels.") from None
+    except RecursionError:  # Python's own limit, far beyond ours, reached anywhere in the body
+        raise ApiError(
+            400, f"The JSON body is nested too deeply to read (the limit is {max_depth} levels)."
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"The request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):

@@ -188,3 +188,14 @@ def test_threshold_defaults_and_their_sources() -> None:
         assert source in knowledge.source_keys() or source.startswith("clinical/"), name
     with pytest.raises(TypeError):
         values["beighton_fixed"] = 5  # type: ignore[index]
+
+
+def test_terms_begin_and_end_with_a_letter_or_digit_and_hold_no_bar():
+    """The relevance filter searches a resource's texts joined by "|" in one go: that is the same
+    as searching each alone only while no term holds a "|" or starts or ends with punctuation
+    (terms match between word boundaries)."""
+    knowledge = load_knowledge()
+    for concept in knowledge.concept_ids():
+        for term in knowledge.concept(concept).terms:
+            assert "|" not in term, (concept, term)
+            assert term[0].isalnum() and term[-1].isalnum(), (concept, term)
