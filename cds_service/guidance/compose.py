@@ -22,8 +22,6 @@ from cds_service.guidance.cards import (
 from cds_service.guidance.rule import Rule, RuleContext
 from cds_service.knowledge import Coding as KnowledgeCoding
 
-LOCAL_CODE_SYSTEM = "urn:hypermobility-cds:codes"
-
 
 def cohort_evidence(facts: ClinicalFacts) -> list[str]:
     """Markdown bullet lines saying why the patient is in the guidance's cohort."""
