@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from cds_service.guidance.cards import Indicator
 from cds_service.knowledge import load_knowledge
 
 ThresholdMode = Literal["fixed", "age-bands"]
-Indicator = Literal["info", "warning", "critical"]
 
 ALL_RULES: tuple[str, ...] = (
     "rehab-referral",
@@ -62,10 +62,10 @@ class GuidanceSettings:
         unknown = set(self.enabled_rules) - set(ALL_RULES)
         if unknown:
             raise ValueError(f"unknown rule ids in enabled_rules: {sorted(unknown)}")
-        if self.beighton_threshold_mode not in ("fixed", "age-bands"):
+        if self.beighton_threshold_mode not in get_args(ThresholdMode):
             raise ValueError("beighton_threshold_mode must be 'fixed' or 'age-bands'")
         for rule_id, indicator in self.indicators.items():
-            if rule_id not in ALL_RULES or indicator not in ("info", "warning", "critical"):
+            if rule_id not in ALL_RULES or indicator not in get_args(Indicator):
                 raise ValueError(f"bad indicator override {rule_id}={indicator}")
 
     def to_mapping(self) -> dict[str, Any]:
