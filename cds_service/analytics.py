@@ -89,13 +89,16 @@ def build_report(
     until: datetime | None = None,
 ) -> FeedbackReport:
     cards = {row["card_uuid"]: row for row in served}
-    latest: dict[str, Mapping[str, Any]] = {}
+    # Compared as instants, not as text: "10:00:00.5Z" is later than "10:00:00Z", and
+    # "11:00:00+02:00" earlier than "10:00:00Z", though their strings sort the other way.
+    latest: dict[str, tuple[datetime | None, Mapping[str, Any]]] = {}
     for entry in feedback:
-        if not _within(_time(entry["outcome_timestamp"]), since, until):
+        when = _time(entry["outcome_timestamp"])
+        if not _within(when, since, until):
             continue
         current = latest.get(entry["card_uuid"])
-        if current is None or entry["outcome_timestamp"] >= current["outcome_timestamp"]:
-            latest[entry["card_uuid"]] = entry
+        if current is None or (when is not None and (current[0] is None or when >= current[0])):
+            latest[entry["card_uuid"]] = (when, entry)
 
     by_rule: dict[str, Tally] = defaultdict(Tally)
     by_service: dict[str, Tally] = defaultdict(Tally)
@@ -106,7 +109,7 @@ def build_report(
             tally.shown += 1
             if card_uuid not in latest:
                 tally.no_feedback += 1
-    for card_uuid, entry in latest.items():
+    for card_uuid, (_, entry) in latest.items():
         row = cards.get(card_uuid)
         rule = row["rule_id"] if row else "unknown"
         service = row["service_id"] if row else entry["service_id"]

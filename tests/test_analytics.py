@@ -61,3 +61,15 @@ def test_table_and_json():
 def test_no_data():
     report = build_report([], [])
     assert report.by_rule == {} and report.to_json()["by_service"] == {}
+
+
+def test_latest_outcome_is_the_latest_instant_not_the_last_string():
+    # As text, "10:02:00+02:00" sorts after "09:00:00Z" and "10:01:00Z" after "10:01:00.5Z";
+    # as instants, both orders are the other way round.
+    offsets = [fb("a", "accepted", "2026-11-10T09:00:00Z"),
+               fb("a", "overridden", "2026-11-10T10:02:00+02:00", "Palliative intent")]
+    fractions = [fb("b", "accepted", "2026-11-11T10:01:00.5Z"),
+                 fb("b", "overridden", "2026-11-11T10:01:00Z", "Palliative intent")]
+    for entries in (offsets, offsets[::-1], fractions, fractions[::-1]):
+        rehab = build_report(SERVED, entries).by_rule["rehab-referral"]
+        assert (rehab.accepted, rehab.overridden) == (1, 0), entries
