@@ -19,14 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.charts import Chart, build_chart
-from cds_service.api.services import SERVICES, ServiceDefinition
+from cds_service.api.services import ServiceDefinition
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BIG_BODY_BYTES = 64 * 1024 * 1024  # a 10,000-resource prefetch is ~5 MB (default limit: 1 MiB)
-
-
-def service_for(hook: str) -> ServiceDefinition:
-    return next(s for s in SERVICES.values() if s.hook == hook)
 
 
 @dataclass(frozen=True)
@@ -45,10 +41,9 @@ class HookCall:
 def hook_call(scenario: str, size: int, *, prefetch: bool = True, fhir_server: str | None = None,
               ) -> HookCall:
     chart = build_chart(scenario, size)
-    service = service_for(chart.scenario.hook)
-    request = chart.scenario.hook_request(
-        dict(service.prefetch) if prefetch else None, fhir_server=fhir_server
-    )
+    service = chart.scenario.service
+    request = chart.scenario.hook_request(service.prefetch if prefetch else None,
+                                          fhir_server=fhir_server)
     return HookCall(chart, service, json.dumps(request).encode("utf-8"))
 
 

@@ -48,7 +48,6 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from cds_service.api.services import SERVICES
 from cds_service.devtools.scenarios import load_scenario
 from cds_service.security import sign_development_token
 from cds_service.security.replay import DatabaseReplayCache
@@ -441,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the HTTP phases need wrk: apt-get install -y wrk (or --skip-http)")
 
     scenario = load_scenario(SCENARIO)
-    service = next(s for s in SERVICES.values() if s.hook == scenario.hook)
-    hook_body = json.dumps(scenario.hook_request(dict(service.prefetch))).encode()
+    service = scenario.service
+    hook_body = json.dumps(scenario.hook_request(service.prefetch)).encode()
     hook_path = f"/cds-services/{service.id}"
     fb_path = f"{hook_path}/feedback"
 

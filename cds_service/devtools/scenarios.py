@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cds_service.api.services import SERVICES, ServiceDefinition
 from cds_service.devtools import memory_fhir
 from cds_service.facts import model as facts_model
 from cds_service.guidance.settings import ALL_RULES
@@ -250,6 +251,11 @@ class Scenario:
     @property
     def patient(self) -> dict:
         return next(r for r in self.resources if r.get("resourceType") == "Patient")
+
+    @property
+    def service(self) -> ServiceDefinition:
+        """The service (of :data:`SERVICES`) that answers this scenario's hook."""
+        return next(s for s in SERVICES.values() if s.hook == self.hook)
 
     def context(self) -> dict:
         """The hook's ``context``: ids, plus ``draftOrders`` (and ``selections``) for orders."""

@@ -22,7 +22,6 @@ import pytest
 import requests
 
 from cds_service import create_app
-from cds_service.api.services import SERVICES
 from cds_service.cli import main
 from cds_service.devtools.load_fixtures import load_fixtures
 from cds_service.devtools.scenarios import (
@@ -201,10 +200,9 @@ def test_searches_page_with_next_links(session, loaded):
 @pytest.mark.parametrize("name", list_scenarios())
 def test_scenario_with_the_service_querying_the_server(client, name):
     scenario = load_scenario(name)
-    service = next(s for s in SERVICES.values() if s.hook == scenario.hook)
     body = scenario.hook_request(None, fhir_server=FHIR_URL)
     assert "prefetch" not in body
-    response = client.post(f"/cds-services/{service.id}", json=body)
+    response = client.post(f"/cds-services/{scenario.service.id}", json=body)
     assert response.status_code == 200, response.get_data(as_text=True)
     fired = {card["source"]["topic"]["code"] for card in response.get_json()["cards"]}
     assert fired == set(scenario.expected_cards), (

@@ -15,15 +15,10 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 
 from cds_service.api.openapi import openapi_document
-from cds_service.api.services import SERVICES
 from cds_service.devtools.scenarios import load_scenario
 
 # Scenarios with several cards, one per hook: "the service still answers correctly".
 KNOWN_SCENARIOS = ("pv-many-findings", "select-opioid-steroid-brace", "sign-opioid-steroid-brace")
-
-
-def service_for(hook: str):
-    return next(s for s in SERVICES.values() if s.hook == hook)
 
 
 @dataclass(frozen=True)
@@ -38,10 +33,8 @@ class KnownCall:
 def known_call(name: str, *, prefetch: bool = True, fhir_server: str | None = None) -> KnownCall:
     """A scenario's hook call: with full prefetch, or none (the service must fetch)."""
     scenario = load_scenario(name)
-    service = service_for(scenario.hook)
-    body = scenario.hook_request(
-        dict(service.prefetch) if prefetch else None, fhir_server=fhir_server
-    )
+    service = scenario.service
+    body = scenario.hook_request(service.prefetch if prefetch else None, fhir_server=fhir_server)
     return KnownCall(
         name=name,
         path=f"/cds-services/{service.id}",
