@@ -104,10 +104,10 @@ class ServedCardBuffer:
             if overflow > 0:
                 del self._rows[:overflow]
                 self._dropped += overflow
-            dropped = self._dropped
+            pending, dropped = len(self._rows), self._dropped
         logger.error(
             "served-card records not written, will retry",
-            extra={"error": type(error).__name__, "pending": len(self._rows), "dropped": dropped},
+            extra={"error": type(error).__name__, "pending": pending, "dropped": dropped},
         )
 
     def close(self) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import uuid
+from pathlib import Path
 
 import responses
 
+import cds_service
+from cds_service.logs import ALLOWED_FIELDS
 from tests.builders import bundle, cohort_conditions, draft_orders, medication_request
 
 FHIR = "https://fhir.example.org/r4"
@@ -56,3 +60,17 @@ def test_full_run_logs_no_phi(client, log_lines):
     assert "duration_ms" in answered[0]
     for secret in (PATIENT_ID, NAME, TOKEN, "oxycodone", "Q79.62", "1980-02-03", "dr-1"):
         assert secret not in text, secret
+
+
+def test_every_logged_field_is_whitelisted():
+    """A field passed with ``extra=`` but missing from the whitelist is silently dropped from
+    the log line (the retry and served-card lines once lost their counts that way)."""
+    used = set()
+    for path in Path(cds_service.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                for keyword in node.keywords:
+                    if keyword.arg == "extra" and isinstance(keyword.value, ast.Dict):
+                        used |= {k.value for k in keyword.value.keys if isinstance(k, ast.Constant)}
+    assert used, "no logger call with extra= found: the scan is broken"
+    assert used <= ALLOWED_FIELDS, sorted(used - ALLOWED_FIELDS)
