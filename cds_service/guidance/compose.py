@@ -6,7 +6,7 @@ fired for this patient), then the advice, then where the advice comes from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cds_service.facts.model import ClinicalFacts
@@ -166,10 +166,15 @@ def fit(text: str, limit: int = 139) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def remove_drafts(orders: Iterable[Any]) -> tuple[Action, ...]:
-    """Delete actions for draft orders (those with an id; the EHR needs ``Type/id``)."""
+def remove_drafts(
+    orders: Iterable[Any], name: Callable[[Any], str] = lambda order: order.name
+) -> tuple[Action, ...]:
+    """Delete actions for draft orders (those with an id; the EHR needs ``Type/id``).
+
+    ``name`` says how each order is named in its action's description (by default, its name).
+    """
     return tuple(
-        delete(o.reference, f"Remove the draft order for {o.name}") for o in orders if o.reference
+        delete(o.reference, f"Remove the draft order for {name(o)}") for o in orders if o.reference
     )
 
 

@@ -89,6 +89,10 @@ def test_brace_by_hcpcs_code_is_replaced_by_rehabilitation(run, hook):
         [("delete", "DeviceRequest/br"), ("create", "52052004")],
     ]
     assert [s.isRecommended for s in card.suggestions] == [True, None]
+    assert card.suggestions[0].actions[0].description == (
+        "Remove the draft order for Lumbar orthosis, flexible, prefabricated off-the-shelf "
+        "(lumbar support or brace)"
+    )
     assert [r["code"] for r in body["overrideReasons"]] == ["adjunct-to-active-rehab"]
 
 

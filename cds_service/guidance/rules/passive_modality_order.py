@@ -22,12 +22,12 @@ from cds_service.guidance.cards import Card, Suggestion
 from cds_service.guidance.compose import (
     cohort_evidence,
     create,
-    delete,
     fit,
     make_card,
     override_reasons,
     physical_therapy_request,
     programme_request,
+    remove_drafts,
 )
 from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
 
@@ -99,11 +99,7 @@ def _suggestions(
     orders: list[ServiceOrder],
     existing: ServiceOrder | None,
 ) -> list[Suggestion]:
-    removals = tuple(
-        delete(o.reference, f"Remove the draft order for {o.name} ({kinds(o)})")
-        for o in orders
-        if o.reference
-    )
+    removals = remove_drafts(orders, name=lambda o: f"{o.name} ({kinds(o)})")
     if not removals:
         return []
     if existing is not None:
