@@ -16,12 +16,10 @@ from cds_service.facts.model import ServiceOrder
 from cds_service.facts.naming import name_of
 from cds_service.knowledge import Knowledge
 
-TEXT_CONCEPTS = (
-    "multidisciplinary-programme",
-    "lumbar-orthosis",
-    "low-level-laser",
-    "interferential-therapy",
-)
+# Passive modalities; each is also recognised by words, as is a multidisciplinary programme.
+# The relevance filter (cds_service.fhir.record) keeps orders by these same words.
+PASSIVE_MODALITIES = ("lumbar-orthosis", "low-level-laser", "interferential-therapy")
+TEXT_CONCEPTS = ("multidisciplinary-programme", *PASSIVE_MODALITIES)
 FINAL_REPORT = frozenset({"final", "amended", "corrected"})
 HOURS_PER_UNIT = {"h": 1.0, "hour": 1.0, "hours": 1.0, "min": 1 / 60, "minutes": 1 / 60}
 
@@ -40,7 +38,7 @@ def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> froz
         knowledge.text_matches("hip-site", text) for text in words
     ):
         found.add("mri-hip")
-    if found & {"lumbar-orthosis", "low-level-laser", "interferential-therapy"}:
+    if not found.isdisjoint(PASSIVE_MODALITIES):
         found.add("passive-modality")
     return frozenset(found)
 

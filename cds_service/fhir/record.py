@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cds_service.facts.services import PASSIVE_MODALITIES
+from cds_service.facts.services import TEXT_CONCEPTS as ORDER_TEXT_CONCEPTS
 from cds_service.fhir.models import (
     MODELS,
     Condition,
@@ -46,18 +48,14 @@ CODE_FIELDS: dict[str, tuple[str, ...]] = {
     "Medication": ("code",),
 }
 
-# Concepts recognised by words in free text (an order typed without codes).
+# Concepts recognised by words in free text (an order typed without codes). The order concepts
+# are the ones cds_service.facts.services looks for in text, so the two cannot drift apart.
 TEXT_CONCEPTS: dict[str, tuple[str, ...]] = {
     "Observation": ("beighton-score",),
     "MedicationRequest": ("opioid-ingredient", "systemic-corticosteroid-ingredient"),
     "Medication": ("opioid-ingredient", "systemic-corticosteroid-ingredient"),
-    "ServiceRequest": (
-        "multidisciplinary-programme",
-        "lumbar-orthosis",
-        "low-level-laser",
-        "interferential-therapy",
-    ),
-    "DeviceRequest": ("lumbar-orthosis", "low-level-laser", "interferential-therapy"),
+    "ServiceRequest": ORDER_TEXT_CONCEPTS,
+    "DeviceRequest": PASSIVE_MODALITIES,
 }
 
 
