@@ -11,8 +11,8 @@ radiographs (patient-view); replace the MRI with radiographs (order hooks).
 
 from __future__ import annotations
 
-from cds_service.facts.model import ClinicalFacts, ServiceOrder
-from cds_service.guidance.cards import Card, Suggestion
+from cds_service.facts.model import ClinicalFacts, PainFact, ServiceOrder
+from cds_service.guidance.cards import Action, Card, Suggestion
 from cds_service.guidance.compose import (
     cohort_evidence,
     create,
@@ -33,14 +33,26 @@ def hip_mri_drafts(facts: ClinicalFacts) -> list[ServiceOrder]:
     return [s for s in facts.services_with("mri-hip") if s.draft and s.selected]
 
 
-def radiograph_requests(facts: ClinicalFacts, ctx: RuleContext) -> list[dict]:
-    kb = ctx.knowledge
-    return [
-        draft_service_request(facts, [kb.coding("radiograph-pelvis-hip", "28561-9")],
-                              "X-ray of the pelvis"),
-        draft_service_request(facts, [kb.coding("radiograph-pelvis-hip", "24762-7")],
-                              "X-ray of the hip"),
-    ]
+def chronic_hip_pain(facts: ClinicalFacts) -> list[PainFact]:
+    """Inclusion (patient-view): the hip pain condition itself meets the chronic definition."""
+    return [p for p in facts.chronic_pain if p.site == "hip"]
+
+
+# The radiographs the card drafts: (LOINC code, order text).
+RADIOGRAPHS = (("28561-9", "X-ray of the pelvis"), ("24762-7", "X-ray of the hip"))
+
+
+def draft_radiographs(facts: ClinicalFacts, ctx: RuleContext) -> tuple[Action, ...]:
+    """Create actions for draft pelvis and hip radiograph orders."""
+    return tuple(
+        create(
+            draft_service_request(
+                facts, [ctx.knowledge.coding("radiograph-pelvis-hip", code)], text
+            ),
+            f"Draft an order: {text}",
+        )
+        for code, text in RADIOGRAPHS
+    )
 
 
 def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
@@ -52,11 +64,9 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
 
 
 def _patient_view(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
-    hip = [p for p in facts.chronic_pain if p.site == "hip"]
-    if not hip:
+    if not chronic_hip_pain(facts):
         return None
-    creates = tuple(create(r, f"Draft an order: {r['code']['text']}")
-                    for r in radiograph_requests(facts, ctx))
+    creates = draft_radiographs(facts, ctx)
     return make_card(
         RULE,
         ctx,
@@ -76,8 +86,7 @@ def _mri_order(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     if not mris:
         return None
     removals = remove_drafts(mris)
-    creates = tuple(create(r, f"Draft an order: {r['code']['text']}")
-                    for r in radiograph_requests(facts, ctx))
+    creates = draft_radiographs(facts, ctx)
     suggestions = []
     if removals:
         suggestions.append(Suggestion(label="Replace the MRI with pelvis and hip radiographs",
