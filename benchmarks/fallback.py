@@ -16,8 +16,8 @@ from typing import Any
 import requests
 
 from benchmarks.charts import PATIENT_VIEW_SCENARIO
-from benchmarks.common import hook_call, median, wsgi_post
-from benchmarks.inprocess import check_call, close_app, make_app
+from benchmarks.common import hook_call, median
+from benchmarks.inprocess import check_call, close_app, make_app, timed
 from cds_service.devtools import memory_fhir
 from cds_service.devtools.scenarios import render_template
 
@@ -41,13 +41,7 @@ def run(
         with tempfile.TemporaryDirectory(prefix="cds-fallback-") as directory:
             app = make_app(directory, allow_loopback_http=True, fhir_server_allowlist=(base,))
             check_call(app, call)  # also warms the client's connection pool
-            totals = []
-            for _ in range(calls):
-                started = time.perf_counter()
-                status, data = wsgi_post(app, call.path, call.body)
-                totals.append(time.perf_counter() - started)
-                if status != 200:
-                    raise RuntimeError(f"fallback call answered {status}: {data[:200]!r}")
+            totals = timed(app, call, calls)
             close_app(app)
         singles: dict[str, list[float]] = {key: [] for key in queries}
         with requests.Session() as session:

@@ -144,10 +144,10 @@ def timed(app: Flask, call: HookCall, n: int) -> list[float]:
     samples = []
     for _ in range(n):
         started = time.perf_counter()
-        status, _ = wsgi_post(app, call.path, call.body)
+        status, data = wsgi_post(app, call.path, call.body)
         samples.append(time.perf_counter() - started)
         if status != 200:
-            raise RuntimeError(f"{call.path} answered {status}")
+            raise RuntimeError(f"{call.path} answered {status}: {data[:200]!r}")
     return samples
 
 
