@@ -24,7 +24,7 @@ from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
 
 def active_opioids(facts: ClinicalFacts) -> list[MedicationOrder]:
     """Inclusion: active opioid prescriptions on record (MOUD is never one; the facts decide)."""
-    return [m for m in facts.active_medications if m.opioid and not m.moud]
+    return [m for m in facts.active_medications if m.opioid]
 
 
 def exempt(facts: ClinicalFacts) -> bool:
@@ -58,15 +58,13 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     return make_card(
         RULE,
         ctx,
-        summary=_summary(", ".join(o.name for o in opioids)),
+        summary=fit(
+            "Opioids do not treat hypermobility pain: plan a gradual taper of "
+            + ", ".join(o.name for o in opioids)
+        ),
         evidence=cohort_evidence(facts) + [prescription_evidence(o) for o in opioids],
         advice=advice,
     )
-
-
-def _summary(names: str) -> str:
-    summary = f"Opioids do not treat hypermobility pain: plan a gradual taper of {names}"
-    return fit(summary)
 
 
 RULE = Rule(

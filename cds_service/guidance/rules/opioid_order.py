@@ -26,12 +26,17 @@ from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
 
 
 def opioid_orders(facts: ClinicalFacts) -> list[MedicationOrder]:
-    """Inclusion: draft opioid orders in focus (MOUD is excluded when the facts are built)."""
-    return [m for m in facts.draft_medications if m.selected and m.opioid and not m.moud]
+    """Inclusion: draft opioid orders in focus (MOUD is never one; the facts decide)."""
+    return [m for m in facts.draft_medications if m.selected and m.opioid]
+
+
+def exempt(facts: ClinicalFacts) -> bool:
+    """Exclusion: cancer, sickle cell disease, likely terminal illness, hospice or end of life."""
+    return facts.opioid_exempt
 
 
 def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
-    if not facts.in_cohort or facts.opioid_exempt:
+    if not facts.in_cohort or exempt(facts):
         return None
     orders = opioid_orders(facts)
     if not orders:
@@ -71,18 +76,13 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     return make_card(
         RULE,
         ctx,
-        summary=_summary(names),
+        summary=fit(f"Avoid opioids for musculoskeletal pain in hypermobility: {names}"),
         evidence=evidence,
         advice=advice,
         suggestions=suggestions,
         selection="at-most-one",
         override_reasons=override_reasons(ctx, "override-opioid-order"),
     )
-
-
-def _summary(names: str) -> str:
-    summary = f"Avoid opioids for musculoskeletal pain in hypermobility: {names}"
-    return fit(summary)
 
 
 RULE = Rule(
