@@ -75,11 +75,20 @@ def _code_or_name(
     for system, code in drug.codings:
         if any(c in knowledge.concepts_of(system, code) for c in concepts):
             return f"RxNorm {code}"
-    for text in drug.names:
-        word = knowledge.text_matches(name_concept, text)
-        if word:
-            return f'name "{word}"'
-    return None
+    word = _first_term(knowledge, name_concept, drug.names)
+    return f'name "{word}"' if word else None
+
+
+def _first_term(knowledge: Knowledge, concept: str, texts: tuple[str, ...]) -> str | None:
+    """The concept's term found in the first text that has one, else None."""
+    return next((w for t in texts if (w := knowledge.text_matches(concept, t))), None)
+
+
+def _is(knowledge: Knowledge, drug: DrugDescription, concept: str) -> bool:
+    """The drug belongs to the concept by one of its codes or by a name."""
+    return knowledge.matches(concept, drug.codings) or bool(
+        _first_term(knowledge, concept, drug.names)
+    )
 
 
 def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> str | None:
@@ -109,9 +118,7 @@ def corticosteroid_classification(
     knowledge: Knowledge, drug: DrugDescription, adrenal_insufficiency: bool
 ) -> tuple[str | None, str | None]:
     """(why systemic, why not flagged) for a corticosteroid order; (None, None) for other drugs."""
-    if knowledge.matches("fludrocortisone", drug.codings) or any(
-        knowledge.text_matches("fludrocortisone", t) for t in drug.names
-    ):
+    if _is(knowledge, drug, "fludrocortisone"):
         return None, None  # a mineralocorticoid: not a systemic glucocorticoid for this service
     found = _code_or_name(
         knowledge,
@@ -122,19 +129,12 @@ def corticosteroid_classification(
     if not found:
         return None, None
     words = drug.names + drug.form_words
-    local = next(
-        (w for t in words if (w := knowledge.text_matches("dose-form-not-systemic", t))), None
-    )
+    local = _first_term(knowledge, "dose-form-not-systemic", words)
     if local:
         return None, f'not systemic ("{local}")'
-    is_hydrocortisone = knowledge.matches("hydrocortisone", drug.codings) or any(
-        knowledge.text_matches("hydrocortisone", t) for t in drug.names
-    )
-    if is_hydrocortisone and adrenal_insufficiency:
+    if adrenal_insufficiency and _is(knowledge, drug, "hydrocortisone"):
         return None, "hydrocortisone replacement for adrenal insufficiency"
-    systemic = next(
-        (w for t in words if (w := knowledge.text_matches("dose-form-systemic", t))), None
-    )
+    systemic = _first_term(knowledge, "dose-form-systemic", words)
     if systemic:
         return f'{found}, systemic form ("{systemic}")', None
     return f"{found}; no topical, inhaled or local form stated, so taken as systemic", None
