@@ -156,25 +156,21 @@ def _authenticate() -> None:
     state: ServiceState = current_app.extensions["cds"]
     if state.verifier is None:
         return
-    header = request.headers.get("Authorization")
-    reason = "no-audience"
-    for base in state.settings.public_base_urls:
-        try:
-            claims = state.verifier.verify(header, base + request.path)
-        except AuthError as error:
-            reason = error.reason
-            if reason == "wrong-audience":
-                continue
-            break
-        logger.debug("authenticated", extra={"iss": claims.get("iss")})
-        return
-    logger.warning("authentication failed", extra={"reason": reason, "path": request.path})
-    raise ApiError(
-        401,
-        "Authentication required.",
-        code="login",
-        headers={"WWW-Authenticate": 'Bearer realm="cds-services"'},
-    )
+    # The audience is this endpoint's URL under any public base URL; the token is checked once.
+    audiences = [base + request.path for base in state.settings.public_base_urls]
+    try:
+        claims = state.verifier.verify(request.headers.get("Authorization"), audiences)
+    except AuthError as error:
+        logger.warning(
+            "authentication failed", extra={"reason": error.reason, "path": request.path}
+        )
+        raise ApiError(
+            401,
+            "Authentication required.",
+            code="login",
+            headers={"WWW-Authenticate": 'Bearer realm="cds-services"'},
+        ) from None
+    logger.debug("authenticated", extra={"iss": claims.get("iss")})
 
 
 def _cors(response: Response) -> Response:

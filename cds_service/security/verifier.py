@@ -10,8 +10,8 @@ Order of checks, cheapest and least trusting first:
    any fetch.
 5. Key by ``kid`` from the issuer's own key sets, then from the allowlisted ``jku``; the JWK must
    fit the token's ``alg``; signature checked by PyJWT with exactly that algorithm.
-6. Claims (now authenticated): ``iss aud exp iat jti`` required; ``aud`` contains ``audience``
-   exactly; ``exp``/``iat``/``nbf`` with leeway; lifetime ``exp - iat`` capped.
+6. Claims (now authenticated): ``iss aud exp iat jti`` required; ``aud`` contains one of the
+   accepted audiences exactly; ``exp``/``iat``/``nbf`` with leeway; lifetime ``exp - iat`` capped.
 7. ``jti`` replay check last, so a forged token can never burn a legitimate ``jti``.
 
 Every failure raises ``AuthError(reason)``. Reasons (stable, for logs and tests):
@@ -172,14 +172,19 @@ class JwtVerifier:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def verify(self, authorization_header: str | None, audience: str) -> dict[str, Any]:
+    def verify(
+        self, authorization_header: str | None, audience: str | Sequence[str]
+    ) -> dict[str, Any]:
         """Return the token's claims, or raise ``AuthError``.
 
         ``audience`` must be the exact public URL of the endpoint being invoked (discovery, service
-        or feedback URL); the caller derives it from configuration, not from the request's Host.
+        or feedback URL), or several, one per public base URL the service is reachable at (the
+        token must name one of them); the caller derives them from configuration, not from the
+        request's Host. The token is checked once, whatever their number.
         """
-        if not isinstance(audience, str) or not audience:
-            raise ValueError("audience must be a non-empty string")
+        accepted = (audience,) if isinstance(audience, str) else tuple(audience)
+        if not accepted or not all(isinstance(a, str) and a for a in accepted):
+            raise ValueError("audience must be a non-empty string or a sequence of them")
         token = self._bearer_token(authorization_header)
         header, payload = self._parse(token)
         alg, kid = self._check_header(header)
@@ -187,7 +192,7 @@ class JwtVerifier:
         jwk = self._select_key(issuer_keys, header, kid)
         key = verification_key(jwk, alg)
         self._check_signature(token, key, alg)
-        exp = self._check_claims(payload, audience)
+        exp = self._check_claims(payload, accepted)
         self._check_replay(issuer_keys.issuer.iss, payload["jti"], exp)
         return payload
 
@@ -301,7 +306,7 @@ class JwtVerifier:
         except jwt.PyJWTError:
             raise AuthError("malformed") from None
 
-    def _check_claims(self, payload: dict[str, Any], audience: str) -> float:
+    def _check_claims(self, payload: dict[str, Any], accepted: tuple[str, ...]) -> float:
         for claim in REQUIRED_CLAIMS:
             if claim not in payload:
                 raise AuthError(f"missing-claim:{claim}")
@@ -319,7 +324,7 @@ class JwtVerifier:
             or not all(isinstance(a, str) for a in audiences)
         ):
             raise AuthError("malformed-claim:aud")
-        if audience not in audiences:
+        if not any(a in audiences for a in accepted):
             raise AuthError("wrong-audience")
 
         now = self._clock()

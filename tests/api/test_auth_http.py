@@ -155,3 +155,16 @@ def test_allowlist_entry_that_can_never_match_refuses_to_start(settings):
 
     with pytest.raises(SettingsError, match="ALLOWLIST"):
         create_app(settings.with_overrides(fhir_server_allowlist=("fhir.example.org",)))
+
+
+def test_token_for_any_public_base_url_is_accepted_once(settings, key, make_request):
+    other = "https://cds.example.org"
+    issuers = json.dumps({"issuers": [{"iss": ISS, "jwks": key[1]}]})
+    app = create_app(settings.with_overrides(
+        auth="required", trusted_issuers_json=issuers, public_base_urls=(BASE, other)))
+    client = app.test_client()
+    tok = sign_development_token(key[0], kid="k1", iss=ISS, aud=other + PV)
+    assert client.post(PV, json=make_request(), headers=auth(tok)).status_code == 200
+    assert client.post(PV, json=make_request(), headers=auth(tok)).status_code == 401  # replay
+    elsewhere = sign_development_token(key[0], kid="k1", iss=ISS, aud="https://x.example" + PV)
+    assert client.post(PV, json=make_request(), headers=auth(elsewhere)).status_code == 401

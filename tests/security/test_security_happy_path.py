@@ -12,6 +12,7 @@ import responses
 from cds_service.security import (
     SANDBOX_ISS,
     SANDBOX_JKU,
+    AuthError,
     TrustedIssuer,
     load_trusted_issuers,
     sandbox_issuer,
@@ -125,3 +126,13 @@ def test_devtoken_defaults_and_claim_removal(es384):
 def test_devtoken_refuses_symmetric_and_none(es384, alg):
     with pytest.raises(ValueError):
         sign_development_token(es384.private_pem, kid="k", iss=ISS, aud=AUD, alg=alg)
+
+
+def test_any_of_several_accepted_audiences(es384, make_verifier, sign, assert_rejected):
+    verifier = make_verifier([TrustedIssuer(iss=ISS, jwks=es384.jwks())])
+    accepted = ["https://other.example/cds-services/x", AUD]
+    assert verifier.verify(f"Bearer {sign(es384)}", accepted)["aud"] == AUD
+    with pytest.raises(ValueError):
+        verifier.verify(f"Bearer {sign(es384)}", [])
+    with pytest.raises(AuthError, match="wrong-audience"):
+        verifier.verify(f"Bearer {sign(es384)}", ["https://other.example/cds-services/x"])
