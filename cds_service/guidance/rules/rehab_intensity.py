@@ -64,8 +64,11 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
 
 
 def _hours(value: float | None) -> str:
-    """Planned hours as people write them (40, 7.5), never rounded up to the threshold."""
-    return "unknown" if value is None else f"{value:g}"
+    """Planned hours as people write them (40, 7.5), never rounded up to the threshold.
+
+    Only flagged orders are shown, and under_threshold() flags none without hours.
+    """
+    return f"{value:g}"
 
 
 RULE = Rule(
