@@ -59,6 +59,3 @@ class SystemTable:
     def normalise(self, canonical: str, code: str) -> str:
         """The code as indexed: ICD-10 without dots, upper case; HCPCS/CPT upper case."""
         return _normalise(self._style.get(canonical, "strip"), code)
-
-    def __contains__(self, system: object) -> bool:
-        return isinstance(system, str) and system in self._style
