@@ -25,7 +25,11 @@ def knowledge():
 
 @pytest.fixture
 def make_facts(knowledge) -> Callable[..., ClinicalFacts]:
-    """facts(resources, drafts=(), selected=None, settings=None, now=NOW, patient_id="p1")."""
+    """facts(resources, drafts=(), selected=None, settings=None, now=NOW, patient_id="p1",
+    strict=False).
+
+    ``strict`` guards against vacuous negatives: every resource must be valid FHIR and be read.
+    """
 
     def build(
         resources: Iterable[dict[str, Any]],
@@ -35,8 +39,11 @@ def make_facts(knowledge) -> Callable[..., ClinicalFacts]:
         settings: GuidanceSettings | None = None,
         now: datetime = NOW,
         patient_id: str = "p1",
+        strict: bool = False,
     ) -> ClinicalFacts:
         record = build_record(list(resources), patient_id, knowledge)
+        if strict:
+            assert record.skipped_invalid == record.skipped_irrelevant == 0
         draft_models = [m for m in (validate(d) for d in drafts) if m is not None]
         return build_facts(
             patient_id=patient_id,

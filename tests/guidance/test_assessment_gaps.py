@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from cds_service.facts.model import ASSESSMENT_IDS
-from cds_service.fhir.record import build_record
 from cds_service.guidance.rules.assessment_gaps import RULE, evaluate, gaps
 from cds_service.guidance.settings import GuidanceSettings
 from tests.api.test_core_rules import assert_conformant
@@ -58,11 +57,10 @@ def chart(*extra: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def run(make_facts, make_ctx, knowledge):
+def run(make_facts, make_ctx):
     def go(resources, settings: GuidanceSettings | None = None):
-        record = build_record(resources, "p1", knowledge)
-        assert record.skipped_invalid == record.skipped_irrelevant == 0
-        return evaluate(make_facts(resources, settings=settings), make_ctx(settings=settings))
+        facts = make_facts(resources, settings=settings, strict=True)
+        return evaluate(facts, make_ctx(settings=settings))
 
     return go
 

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from cds_service.fhir.record import build_record
 from cds_service.guidance.rules.imaging_mri_hip import RULE, evaluate
 from tests.api.test_core_rules import assert_conformant
 from tests.builders import (
@@ -64,12 +63,9 @@ def chart(*extra: dict[str, Any], soft_tissue: bool = True) -> list[dict[str, An
 
 
 @pytest.fixture
-def run(make_facts, make_ctx, knowledge):
+def run(make_facts, make_ctx):
     def go(resources):
-        # Guard against vacuous negatives: every test resource must be valid FHIR and be read.
-        record = build_record(resources, "p1", knowledge)
-        assert record.skipped_invalid == record.skipped_irrelevant == 0
-        return evaluate(make_facts(resources), make_ctx())
+        return evaluate(make_facts(resources, strict=True), make_ctx())
 
     return go
 

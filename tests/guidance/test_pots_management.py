@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from cds_service.fhir.record import build_record
 from cds_service.guidance.rules.pots_management import RULE, evaluate
 from tests.api.test_core_rules import assert_conformant
 from tests.builders import ICD10CM, SNOMED, cohort_conditions, condition, patient
 
 
 @pytest.fixture
-def run(make_facts, make_ctx, knowledge):
+def run(make_facts, make_ctx):
     def go(resources):
-        record = build_record(resources, "p1", knowledge)
-        assert record.skipped_invalid == record.skipped_irrelevant == 0
-        return evaluate(make_facts(resources), make_ctx())
+        return evaluate(make_facts(resources, strict=True), make_ctx())
 
     return go
 
