@@ -139,7 +139,26 @@ def test_hand_written_codes_are_named_in_terminology_md() -> None:
             continue  # the project's own codes (Beighton score, override reasons)
         for code in (entry["code"], entry.get("to")):
             if code:
-                assert code in text, f"{name} {concept_id}: {code} not in terminology.md"
+                assert _names_code(text, code, prefix=entry.get("match") == "prefix"), (
+                    f"{name} {concept_id}: {code} not in terminology.md"
+                )
+
+
+def _names_code(text: str, code: str, *, prefix: bool) -> bool:
+    """The code stands in the text as a code of its own, not inside a longer one ("161" is not
+    found in "1615" or "M16.1"); a prefix entry may be followed by more ("F11.1" in "F11.1x")."""
+    after = "" if prefix else r"(?![0-9A-Za-z])"
+    return re.search(rf"(?<![0-9A-Za-z.]){re.escape(code)}{after}", text) is not None
+
+
+def test_a_code_is_named_only_where_it_stands_on_its_own() -> None:
+    text = "| x | RxNorm | 1615 | M16.1 | F11.1x / F32.0 | L0621–L0651 |"
+    assert not _names_code(text, "161", prefix=False)
+    assert not _names_code(text, "6.1", prefix=False)
+    assert not _names_code(text, "F11.1", prefix=False)
+    assert _names_code(text, "F11.1", prefix=True)
+    assert _names_code(text, "F32.0", prefix=False)
+    assert _names_code(text, "L0621", prefix=False) and _names_code(text, "L0651", prefix=False)
 
 
 @pytest.mark.skipif(not TERMINOLOGY.exists(), reason="../shared/clinical/terminology.md missing")
