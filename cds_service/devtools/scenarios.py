@@ -33,6 +33,15 @@ HOOKS = ("patient-view", "order-select", "order-sign")
 ORDER_HOOKS = ("order-select", "order-sign")
 DRAFT_ORDER_TYPES = ("MedicationRequest", "ServiceRequest", "DeviceRequest")
 DEFAULT_USER_ID = "Practitioner/example"
+# Resource types the services' prefetch templates read or search ("Patient/..", "Condition?.."):
+# all a fixture patient needs to hold, and all a FHIR server must answer for the service.
+QUERIED_TYPES = tuple(
+    dict.fromkeys(
+        re.split(r"[/?]", template, maxsplit=1)[0]
+        for service in SERVICES.values()
+        for template in service.prefetch.values()
+    )
+)
 
 RULE_IDS = frozenset(ALL_RULES)
 ASSESSMENT_IDS = frozenset(facts_model.ASSESSMENT_IDS)

@@ -81,18 +81,9 @@ def test_patient_bundle_is_valid_r4_and_consistent(path: Path) -> None:
     patients = [r for r in resources if r["resourceType"] == "Patient"]
     assert len(patients) == 1 and patients[0]["id"] == pid
     assert resources[0]["resourceType"] == "Patient"
-    allowed = {
-        "Patient",
-        "Condition",
-        "Observation",
-        "MedicationRequest",
-        "ServiceRequest",
-        "DiagnosticReport",
-        "Procedure",
-    }
     for resource in resources:
         _validate(resource)
-        assert resource["resourceType"] in allowed
+        assert resource["resourceType"] in sc.QUERIED_TYPES
         if resource["resourceType"] != "Patient":
             assert resource["id"].startswith(f"{pid}-"), resource["id"]
             assert resource["subject"] == {"reference": f"Patient/{pid}"}

@@ -25,6 +25,7 @@ from cds_service import create_app
 from cds_service.cli import main
 from cds_service.devtools.load_fixtures import load_fixtures
 from cds_service.devtools.scenarios import (
+    QUERIED_TYPES,
     list_patients,
     list_scenarios,
     load_patient,
@@ -45,15 +46,8 @@ pytestmark = [
 ]
 
 FHIR_JSON = "application/fhir+json"
-# The resource types the service searches by patient (see cds_service/api/services.py).
-SEARCHED_TYPES = (
-    "Condition",
-    "Observation",
-    "MedicationRequest",
-    "ServiceRequest",
-    "DiagnosticReport",
-    "Procedure",
-)
+# The resource types the service searches by patient (the Patient itself it reads by id).
+SEARCHED_TYPES = tuple(t for t in QUERIED_TYPES if t != "Patient")
 MAX_PAGES = 50
 
 
