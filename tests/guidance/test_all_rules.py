@@ -77,8 +77,8 @@ def test_no_card_copies_the_source_text(knowledge):
         )
         for card in evaluate(facts, RuleContext(scenario.hook, settings, knowledge)).cards:
             seen.add(card.rule_id)
-            ours = card.summary + " " + (card.detail or "").split("**Source:**")[0]
-            ours += " ".join(s.label for s in card.suggestions)
+            advice = (card.detail or "").split("**Source:**")[0]
+            ours = " ".join([card.summary, advice, *(s.label for s in card.suggestions)])
             copied = _runs(_words(ours), 8) & source
             assert not copied, (card.rule_id, sorted(copied)[:3])
     assert seen == set(ALL_RULES)
