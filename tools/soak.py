@@ -235,14 +235,12 @@ class Traffic:
     """Builds and checks the requests; holds the cards received, for feedback."""
 
     def __init__(self, base_url: str, fhir_url: str, seed: int) -> None:
-        from cds_service.api.services import SERVICES
         from cds_service.devtools.scenarios import list_scenarios, load_scenario
 
         self.base_url = base_url
         self.fhir_url = fhir_url
         self.random = random.Random(seed)
         self.scenarios = [load_scenario(name) for name in list_scenarios()]
-        self.services = {s.hook: s for s in SERVICES.values()}
         self.cards: list[tuple[str, dict]] = []  # (service id, card) with suggestions or not
         self.cards_lock = threading.Lock()
         self.stats = Stats()
@@ -283,9 +281,9 @@ class Traffic:
 
     def _hook(self, prefetch: bool) -> str | None:
         scenario = self.random.choice(self.scenarios)
-        service = self.services[scenario.hook]
+        service = scenario.service
         body = scenario.hook_request(
-            dict(service.prefetch) if prefetch else None,
+            service.prefetch if prefetch else None,
             fhir_server=None if prefetch else self.fhir_url,
         )
         response = self.session().post(
