@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from cds_service.facts.model import ASSESSMENT_IDS
-from cds_service.guidance.rules.assessment_gaps import RULE, evaluate, gaps
+from cds_service.guidance.rules.assessment_gaps import GAPS, RULE, evaluate
 from cds_service.guidance.settings import GuidanceSettings
 from tests.api.test_core_rules import assert_conformant
 from tests.builders import ICD10CM, LOINC, SNOMED, cohort_conditions, condition, patient
 
 CPT = "http://www.ama-assn.org/go/cpt"
-TITLES = {key: f"**{gap.title}**" for key, gap in gaps(GuidanceSettings()).items()}
+TITLES = {key: f"**{gap.title}**" for key, gap in GAPS.items()}
 
 
 def observation(rid: str, *, system: str | None = LOINC, code: str | None = None,

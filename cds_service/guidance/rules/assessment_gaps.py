@@ -21,7 +21,6 @@ from cds_service.facts.model import ASSESSMENT_IDS, AssessmentId, ClinicalFacts
 from cds_service.guidance.cards import Card
 from cds_service.guidance.compose import cohort_evidence, make_card
 from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
-from cds_service.guidance.settings import GuidanceSettings
 
 
 @dataclass(frozen=True)
@@ -29,54 +28,53 @@ class Gap:
     title: str  # bold heading in the card; unique per assessment
     short: str  # name used in the summary
     why: str
-    how: str  # what record would satisfy the assessment
+    how: str  # what record would satisfy the assessment; {months}: the psych look-back
 
 
-def gaps(settings: GuidanceSettings) -> dict[AssessmentId, Gap]:
-    """What each assessment is for and what closes it (the psych window comes from settings)."""
-    months = round(settings.psych_screen_lookback_days / 30.4)
-    return {
-        "hypermobility": Gap(
-            title="Generalised joint hypermobility (Beighton score)",
-            short="Beighton score",
-            why="the score documents how widespread the joint laxity is; it anchors the "
-            "diagnosis and the threshold this service applies.",
-            how="examine and record a Beighton score (0 to 9).",
-        ),
-        "psychological-distress": Gap(
-            title="Psychological distress",
-            short="distress screen",
-            why="anxiety and distress are more frequent with hypermobility, partly through "
-            "autonomic symptoms, and they change what rehabilitation must include.",
-            how=f"a PHQ-9, PHQ-2 or GAD-7 result within the last {months} months (or record an "
-            "active depression or anxiety diagnosis if there is one).",
-        ),
-        "autonomic": Gap(
-            title="Autonomic dysfunction (POTS)",
-            short="autonomic check",
-            why="postural tachycardia often accompanies hypermobility and has its own "
-            "treatment.",
-            how="heart rates lying (or sitting) and then standing, or a tilt table test; a POTS "
-            "diagnosis also counts.",
-        ),
-        "pelvic-floor": Gap(
-            title="Pelvic floor dysfunction",
-            short="pelvic floor",
-            why="pelvic floor problems, including reduced rectal sensation, are common in "
-            "hypermobile patients and can add to low back symptoms.",
-            how="ask about pelvic floor symptoms (bowel emptying, straining, continence); "
-            "consider anorectal manometry, a balloon expulsion test or defecography.",
-        ),
-        "mast-cell": Gap(
-            title="Mast cell activation",
-            short="mast cell",
-            why="mast cell activation turns up alongside hypermobility more often than "
-            "expected and is managed in its own right.",
-            how="ask about flushing, urticaria (hives) and gastrointestinal symptoms; record a "
-            "mast cell activation diagnosis if one is made (there is no standard screening "
-            "code).",
-        ),
-    }
+# What each assessment is for and what closes it. Built once: only the psych look-back (a
+# setting) varies, and it is filled in when the card is written.
+GAPS: dict[AssessmentId, Gap] = {
+    "hypermobility": Gap(
+        title="Generalised joint hypermobility (Beighton score)",
+        short="Beighton score",
+        why="the score documents how widespread the joint laxity is; it anchors the "
+        "diagnosis and the threshold this service applies.",
+        how="examine and record a Beighton score (0 to 9).",
+    ),
+    "psychological-distress": Gap(
+        title="Psychological distress",
+        short="distress screen",
+        why="anxiety and distress are more frequent with hypermobility, partly through "
+        "autonomic symptoms, and they change what rehabilitation must include.",
+        how="a PHQ-9, PHQ-2 or GAD-7 result within the last {months} months (or record an "
+        "active depression or anxiety diagnosis if there is one).",
+    ),
+    "autonomic": Gap(
+        title="Autonomic dysfunction (POTS)",
+        short="autonomic check",
+        why="postural tachycardia often accompanies hypermobility and has its own "
+        "treatment.",
+        how="heart rates lying (or sitting) and then standing, or a tilt table test; a POTS "
+        "diagnosis also counts.",
+    ),
+    "pelvic-floor": Gap(
+        title="Pelvic floor dysfunction",
+        short="pelvic floor",
+        why="pelvic floor problems, including reduced rectal sensation, are common in "
+        "hypermobile patients and can add to low back symptoms.",
+        how="ask about pelvic floor symptoms (bowel emptying, straining, continence); "
+        "consider anorectal manometry, a balloon expulsion test or defecography.",
+    ),
+    "mast-cell": Gap(
+        title="Mast cell activation",
+        short="mast cell",
+        why="mast cell activation turns up alongside hypermobility more often than "
+        "expected and is managed in its own right.",
+        how="ask about flushing, urticaria (hives) and gastrointestinal symptoms; record a "
+        "mast cell activation diagnosis if one is made (there is no standard screening "
+        "code).",
+    ),
+}
 
 
 def missing_assessments(facts: ClinicalFacts) -> tuple[AssessmentId, ...]:
@@ -98,10 +96,11 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     missing_ids = missing_assessments(facts)
     if not missing_ids:
         return None
-    table = gaps(ctx.settings)
-    missing = [table[a] for a in missing_ids]
+    months = round(ctx.settings.psych_screen_lookback_days / 30.4)
+    missing = [GAPS[a] for a in missing_ids]
     advice = "\n".join(
-        f"- **{g.title}**: {g.why} *To close the gap:* {g.how}" for g in missing
+        f"- **{g.title}**: {g.why} *To close the gap:* {g.how.format(months=months)}"
+        for g in missing
     )
     return make_card(
         RULE,
