@@ -70,9 +70,7 @@ def chronic_pain(
             continue
         reason = _chronic_because(fact, today, chronic_days, marker)
         if reason:
-            found.append(PainFact(condition=fact, site=sites[0], chronic_because=reason))
-            if len(sites) > 1:
-                found.append(PainFact(condition=fact, site=sites[1], chronic_because=reason))
+            found.extend(PainFact(condition=fact, site=s, chronic_because=reason) for s in sites)
     return tuple(found)
 
 
@@ -84,14 +82,10 @@ def _chronic_because(
         return "coded as chronic"
     if marker is not None:
         return f"recorded beside {marker.evidence()}"
-    if fact.onset is not None:
-        age_days = (today - fact.onset).days
-        if age_days >= chronic_days:
-            return f"onset {fact.onset.isoformat()}, at least {weeks} weeks ago"
-        return None
-    if fact.recorded is not None:
-        age_days = (today - fact.recorded).days
-        if age_days >= chronic_days:
-            return f"recorded {fact.recorded.isoformat()}, at least {weeks} weeks ago"
-        return None
+    # The onset decides when there is one; the recorded date only in its absence.
+    for what, when in (("onset", fact.onset), ("recorded", fact.recorded)):
+        if when is not None:
+            if (today - when).days >= chronic_days:
+                return f"{what} {when.isoformat()}, at least {weeks} weeks ago"
+            return None
     return "no onset or recorded date, so counted as chronic"
