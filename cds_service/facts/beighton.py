@@ -12,7 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from cds_service.facts.fhirpath import codings, first_date, texts
+from cds_service.facts.fhirpath import codings, first_date, period_start, texts
 from cds_service.facts.model import BeightonFact
 from cds_service.guidance.settings import GuidanceSettings
 from cds_service.knowledge import Knowledge
@@ -44,11 +44,10 @@ def score_value(observation: Any) -> int | None:
 
 
 def effective_date(observation: Any) -> date | None:
-    period = observation.effectivePeriod
     return first_date(
         observation.effectiveDateTime,
         observation.effectiveInstant,
-        period.start if period else None,
+        period_start(observation.effectivePeriod),
         observation.issued,
     )
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
-from cds_service.facts.fhirpath import code_list, codings, first_date, status_code
+from cds_service.facts.fhirpath import code_list, codings, first_date, period_start, status_code
 from cds_service.facts.model import ConditionFact, PainFact
 from cds_service.facts.naming import name_of
 from cds_service.knowledge import Knowledge
@@ -34,10 +34,7 @@ def condition_fact(condition: Any, knowledge: Knowledge) -> ConditionFact:
     concepts: set[str] = set()
     for system, code in codings(condition.code):
         concepts |= knowledge.concepts_of(system, code)
-    onset = first_date(
-        condition.onsetDateTime,
-        condition.onsetPeriod.start if condition.onsetPeriod else None,
-    )
+    onset = first_date(condition.onsetDateTime, period_start(condition.onsetPeriod))
     return ConditionFact(
         id=condition.id,
         name=name_of(knowledge, condition.code, "unnamed condition"),

@@ -83,7 +83,13 @@ def to_date(value: Any) -> date | None:
     return None
 
 
+def period_start(period: Any) -> Any:
+    """A Period's start, or None when there is no Period (for :func:`first_date`)."""
+    return period.start if period is not None else None
+
+
 def first_date(*values: Any) -> date | None:
+    """The first of the values that reads as a date (see :func:`to_date`), else None."""
     for value in values:
         found = to_date(value)
         if found is not None:

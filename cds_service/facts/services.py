@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from cds_service.facts.fhirpath import codings, first_date, texts
+from cds_service.facts.fhirpath import codings, first_date, period_start, texts
 from cds_service.facts.model import ServiceOrder
 from cds_service.facts.naming import name_of
 from cds_service.knowledge import Knowledge
@@ -63,14 +63,13 @@ def service_request(
     request: Any, knowledge: Knowledge, *, draft: bool = False, selected: bool = False
 ) -> ServiceOrder:
     body_sites = texts(request.bodySite or [])
-    period = request.occurrencePeriod
     return ServiceOrder(
         resource_type="ServiceRequest",
         id=request.id,
         name=name_of(knowledge, request.code, "unnamed service request"),
         status=request.status,
         on=first_date(
-            request.authoredOn, request.occurrenceDateTime, period.start if period else None
+            request.authoredOn, request.occurrenceDateTime, period_start(request.occurrencePeriod)
         ),
         concepts=_concepts(knowledge, request.code, body_sites),
         draft=draft,
@@ -95,13 +94,12 @@ def device_request(
 
 
 def procedure(proc: Any, knowledge: Knowledge) -> ServiceOrder:
-    period = proc.performedPeriod
     return ServiceOrder(
         resource_type="Procedure",
         id=proc.id,
         name=name_of(knowledge, proc.code, "unnamed procedure"),
         status=proc.status,
-        on=first_date(proc.performedDateTime, period.start if period else None),
+        on=first_date(proc.performedDateTime, period_start(proc.performedPeriod)),
         concepts=_concepts(knowledge, proc.code, texts(proc.bodySite or [])),
     )
 
@@ -110,13 +108,14 @@ def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
     conclusion_texts = ([report.conclusion] if report.conclusion else []) + texts(
         report.conclusionCode or []
     )
-    period = report.effectivePeriod
     return ServiceOrder(
         resource_type="DiagnosticReport",
         id=report.id,
         name=name_of(knowledge, report.code, "unnamed report"),
         status=report.status,
-        on=first_date(report.effectiveDateTime, period.start if period else None, report.issued),
+        on=first_date(
+            report.effectiveDateTime, period_start(report.effectivePeriod), report.issued
+        ),
         concepts=_concepts(knowledge, report.code, []),
         normal_result=report.status in FINAL_REPORT and _reads_normal(knowledge, conclusion_texts),
         conclusion=report.conclusion,
