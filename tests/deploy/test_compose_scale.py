@@ -152,3 +152,20 @@ def test_volumes_are_declared(compose, services):
             source = volume.split(":", 1)[0]
             if not source.startswith((".", "/")):
                 assert source in declared, (name, source)
+
+
+def test_readme_ports_and_loader(services):
+    """README: the default stack serves the service on 8000, HAPI on 8080, a one-shot loader runs
+    load-fixtures into it, the sandbox is on 8081; the scale profile's nginx is on 8090."""
+    published = {
+        name: [port.split(":", 1)[0] for port in service.get("ports", [])]
+        for name, service in services.items()
+    }
+    assert published["cds"] == ["8000"] and published["sandbox"] == ["8081"]
+    assert published["hapi"] == ["8080"] and "hapi" in services["hapi"]["image"]
+    assert published["lb"] == ["8090"] and "scale" in services["lb"]["profiles"]
+    loader = services["fixtures"]
+    assert "profiles" not in loader and "ports" not in loader
+    assert "hypermobility-cds load-fixtures --fhir-server http://hapi:8080/fhir" in " ".join(
+        loader["command"] if isinstance(loader["command"], list) else [loader["command"]]
+    )
