@@ -7,11 +7,15 @@ document (not a copy), so the document and the real responses cannot drift apart
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import requests
 from jsonschema import Draft202012Validator, FormatChecker
 
 from cds_service.api.openapi import openapi_document
@@ -46,6 +50,45 @@ def known_call(name: str, *, prefetch: bool = True, fhir_server: str | None = No
 
 def rule_ids(body: Mapping[str, Any]) -> set[str]:
     return {card["source"]["topic"]["code"] for card in body["cards"]}
+
+
+def post_timed(url: str, call: KnownCall) -> tuple[int, dict[str, Any], float]:
+    """POST ``call`` to the server at ``url``: (status, JSON body or {}, seconds taken)."""
+    started = time.monotonic()
+    response = requests.post(url + call.path, json=call.body, timeout=30)
+    elapsed = time.monotonic() - started
+    return response.status_code, response.json() if response.content else {}, elapsed
+
+
+@contextmanager
+def healthy_traffic(
+    url: str, call: KnownCall, limit: int, *, healthz: bool = False
+) -> Iterator[list[tuple[int, float, set[str]]]]:
+    """Post ``call`` over and over in a background thread (at most ``limit`` answers) while the
+    block runs; yields the list of (status, seconds, rule ids fired) it fills, for the test to
+    check afterwards (an assertion inside the thread could not fail the test). With ``healthz``,
+    a ``/healthz`` call follows each one, recorded as (status, 0.0, the expected ids)."""
+    results: list[tuple[int, float, set[str]]] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        session = requests.Session()
+        while not stop.is_set() and len(results) < limit:
+            started = time.monotonic()
+            response = session.post(url + call.path, json=call.body, timeout=10)
+            ids = rule_ids(response.json()) if response.status_code == 200 else set()
+            results.append((response.status_code, time.monotonic() - started, ids))
+            if healthz:
+                health = session.get(url + "/healthz", timeout=10)
+                results.append((health.status_code, 0.0, set(call.expected)))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        thread.join(timeout=20)
 
 
 @cache

@@ -21,14 +21,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-import requests
 from werkzeug.serving import make_server
 
 from cds_service import create_app
 from cds_service.devtools.scenarios import load_scenario
 from cds_service.settings import Settings
 from tests.reliability.bad_fhir import MODES, BadFhirServer, refused_base
-from tests.reliability.support import assert_operation_outcome, known_call, rule_ids
+from tests.reliability.support import (
+    assert_operation_outcome,
+    healthy_traffic,
+    known_call,
+    post_timed,
+    rule_ids,
+)
 
 DEADLINE_S = 2.0  # the default, on purpose: the number
 # What the answer may take beyond the FHIR deadline: facts, rules and HTTP on a loaded
@@ -68,13 +73,8 @@ def ehr():
         yield server
 
 
-def _call(url: str, base: str, scenario: str = SCENARIO) -> tuple[int, dict, float]:
-    call = known_call(scenario, prefetch=False, fhir_server=base)
-    started = time.monotonic()
-    response = requests.post(url + call.path, json=call.body, timeout=30)
-    elapsed = time.monotonic() - started
-    body = response.json() if response.content else {}
-    return response.status_code, body, elapsed
+def _call(url: str, base: str) -> tuple[int, dict, float]:
+    return post_timed(url, known_call(SCENARIO, prefetch=False, fhir_server=base))
 
 
 def _check_412(status: int, body: dict, elapsed: float, keys: set[str], label: str) -> None:
@@ -98,29 +98,13 @@ def test_every_failure_mode_is_a_timely_412_while_others_are_served(served, ehr)
     keys = set(known_call(SCENARIO).prefetch_keys)
     bases = {mode: ehr.base(mode) for mode in MODES} | {"refused": refused_base()}
     healthy = known_call(SCENARIO)
-    healthy_results: list[tuple[int, float, set[str]]] = []
-    stop = threading.Event()
-
-    def healthy_traffic() -> None:
-        session = requests.Session()
-        while not stop.is_set() and len(healthy_results) < 200:
-            started = time.monotonic()
-            response = session.post(served.url + healthy.path, json=healthy.body, timeout=10)
-            ids = rule_ids(response.json()) if response.status_code == 200 else set()
-            healthy_results.append((response.status_code, time.monotonic() - started, ids))
-            health = session.get(served.url + "/healthz", timeout=10)
-            healthy_results.append((health.status_code, 0.0, set(healthy.expected)))
-
-    background = threading.Thread(target=healthy_traffic, daemon=True)
-    background.start()
-    started = time.monotonic()
-    # Two concurrent calls per failure mode: 26 stuck hook calls at once.
-    jobs = [(mode, base) for mode, base in bases.items() for _ in range(2)]
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        results = list(pool.map(lambda job: (job[0], *_call(served.url, job[1])), jobs))
-    wall = time.monotonic() - started
-    stop.set()
-    background.join(timeout=15)
+    with healthy_traffic(served.url, healthy, 200, healthz=True) as healthy_results:
+        started = time.monotonic()
+        # Two concurrent calls per failure mode: 26 stuck hook calls at once.
+        jobs = [(mode, base) for mode, base in bases.items() for _ in range(2)]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            results = list(pool.map(lambda job: (job[0], *_call(served.url, job[1])), jobs))
+        wall = time.monotonic() - started
 
     for mode, status, body, elapsed in results:
         _check_412(status, body, elapsed, keys, mode)

@@ -27,7 +27,13 @@ from cds_service.devtools import memory_fhir
 from cds_service.devtools.scenarios import load_scenario
 from cds_service.settings import Settings
 from tests.reliability.bad_fhir import MODES, BadFhirServer, refused_base, wait_until
-from tests.reliability.support import assert_operation_outcome, known_call, rule_ids
+from tests.reliability.support import (
+    assert_operation_outcome,
+    healthy_traffic,
+    known_call,
+    post_timed,
+    rule_ids,
+)
 from tools.soak import ServedProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -169,10 +175,8 @@ def test_sigterm_drains_an_in_flight_request(tmp_path):
         result: dict = {}
 
         def in_flight() -> None:
-            started = time.monotonic()
-            response = requests.post(server.url + call.path, json=call.body, timeout=30)
-            result.update(status=response.status_code, body=response.json(),
-                          seconds=time.monotonic() - started)
+            result.update(zip(("status", "body", "seconds"), post_timed(server.url, call),
+                              strict=True))
 
         thread = threading.Thread(target=in_flight)
         thread.start()
@@ -231,32 +235,19 @@ def test_failing_ehr_under_gunicorn(tmp_path):
         tmp_path, workers=2, threads=4
     ) as server:
         bases = [ehr.base(mode) for mode in MODES] + [refused_base()]
-        latencies: list[float] = []
-        stop = threading.Event()
-
-        def healthy_traffic() -> None:
-            session = requests.Session()
-            while not stop.is_set() and len(latencies) < 300:
-                started = time.monotonic()
-                response = session.post(server.url + healthy.path, json=healthy.body, timeout=10)
-                assert response.status_code == 200
-                assert rule_ids(response.json()) == set(healthy.expected)
-                latencies.append(time.monotonic() - started)
-
-        background = threading.Thread(target=healthy_traffic)
-        background.start()
 
         def bad(base: str) -> tuple[int, dict, float]:
-            call = known_call("pv-many-findings", prefetch=False, fhir_server=base)
-            started = time.monotonic()
-            response = requests.post(server.url + call.path, json=call.body, timeout=30)
-            return response.status_code, response.json(), time.monotonic() - started
+            return post_timed(server.url, known_call("pv-many-findings", prefetch=False,
+                                                     fhir_server=base))
 
         # Four bad calls at a time (half the 8 threads), each mode twice.
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with healthy_traffic(server.url, healthy, 300) as healthy_results, \
+                ThreadPoolExecutor(max_workers=4) as pool:
             results = list(pool.map(bad, bases * 2))
-        stop.set()
-        background.join(timeout=20)
+        for status, _seconds, ids in healthy_results:
+            assert status == 200
+            assert ids == set(healthy.expected)
+        latencies = [seconds for _status, seconds, _ids in healthy_results]
         for status, body, seconds in results:
             assert status == 412, body
             assert_operation_outcome(412, json.dumps(body))
