@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from cds_service.api.models import CONTEXTS, Context, HookRequest
+from cds_service.api.models import CONTEXTS, Context, HookRequest, problems
 from cds_service.api.services import ServiceDefinition
 from cds_service.facts.build import build_facts
 from cds_service.fhir.client import FhirClient
@@ -89,12 +89,7 @@ class HookPipeline:
         try:
             return CONTEXTS[request.hook].model_validate(request.context)
         except ValidationError as exc:
-            raise ContextInvalid(
-                [
-                    ("context." + ".".join(str(p) for p in err["loc"]), err["msg"])
-                    for err in exc.errors(include_url=False)
-                ]
-            ) from None
+            raise ContextInvalid(problems(exc, "context")) from None
 
     def run(self, service: ServiceDefinition, request: HookRequest) -> HookResult:
         context = self.parse_context(request)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds_service.api.body import read_json_object
 from cds_service.api.errors import ApiError
 from cds_service.api.metrics import record_evaluation, record_feedback
-from cds_service.api.models import FeedbackRequest, HookRequest
+from cds_service.api.models import FeedbackRequest, HookRequest, problems
 from cds_service.api.services import SERVICES, ServiceDefinition
 from cds_service.fhir.prefetch import DataUnavailable, PrefetchInvalid
 from cds_service.guidance.cards import response_json
@@ -29,13 +29,13 @@ logger = logging.getLogger("cds_service.api")
 bp = Blueprint("cds_hooks", __name__)
 
 
-def _validation_error(exc: ValidationError) -> ApiError:
-    messages, expressions = [], []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"])
-        messages.append(f"{where}: {err['msg']}" if where else err["msg"])
-        expressions.append(where or None)
-    return ApiError(400, messages, code="invalid", expressions=expressions)
+def _invalid(errors: list[tuple[str, str]]) -> ApiError:
+    """A 400 with one issue per (where, message); ``where`` ("" for the body) is the expression."""
+    return ApiError(
+        400,
+        [f"{where}: {message}" if where else message for where, message in errors],
+        expressions=[where or None for where, _ in errors],
+    )
 
 
 def _service(service_id: str) -> ServiceDefinition:
@@ -99,7 +99,7 @@ def call_service(service_id: str) -> Response:
     try:
         hook_request = HookRequest.model_validate(body)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise _invalid(problems(exc)) from None
     hook_instance_var.set(hook_request.hookInstance)
     if hook_request.hook != service.hook:
         raise ApiError(
@@ -114,9 +114,7 @@ def call_service(service_id: str) -> Response:
     try:
         result = cds.pipeline.run(service, hook_request)
     except ContextInvalid as exc:
-        raise ApiError(
-            400, [f"{w}: {m}" for w, m in exc.errors], expressions=[w for w, _ in exc.errors]
-        ) from None
+        raise _invalid(exc.errors) from None
     except PrefetchInvalid as exc:
         raise ApiError(400, str(exc), expressions=[f"prefetch.{exc.key}"]) from None
     except DataUnavailable as exc:
@@ -160,7 +158,7 @@ def feedback(service_id: str) -> Response:
     try:
         parsed = FeedbackRequest.model_validate(body)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise _invalid(problems(exc)) from None
     entries = [e.model_dump(mode="json", exclude_none=True) for e in parsed.feedback]
     try:
         added = current_app.extensions["cds"].store.add_feedback(service.id, entries)

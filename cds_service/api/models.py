@@ -12,10 +12,27 @@ import re
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 FHIR_ID = r"^[A-Za-z0-9\-\.]{1,64}$"
 REFERENCE = r"^[A-Za-z]+/[A-Za-z0-9\-\.]{1,64}$"
+
+
+def problems(exc: ValidationError, under: str = "") -> list[tuple[str, str]]:
+    """(where, message) for each problem pydantic found: ``where`` is the member's dotted path
+    under ``under`` ("" when the problem is the validated object itself)."""
+    prefix = [under] if under else []
+    return [
+        (".".join([*prefix, *map(str, err["loc"])]), err["msg"])
+        for err in exc.errors(include_url=False)
+    ]
 
 
 class _Open(BaseModel):
