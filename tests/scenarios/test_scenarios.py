@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 import pytest
 import responses
 
-from cds_service.api.services import SERVICES
 from cds_service.devtools import memory_fhir
 from cds_service.devtools.scenarios import list_scenarios, load_scenario
 from cds_service.facts.build import build_facts
@@ -35,10 +34,6 @@ def client(settings):
     from cds_service import create_app
 
     return create_app(settings.with_overrides(fhir_timeout_s=10, fhir_deadline_s=20)).test_client()
-
-
-def service_for(hook: str):
-    return next(s for s in SERVICES.values() if s.hook == hook)
 
 
 def rule_ids(response) -> set[str]:
@@ -80,7 +75,7 @@ def test_rules_on_facts(name):
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_http_with_prefetch(client, name):
     scenario = load_scenario(name)
-    service = service_for(scenario.hook)
+    service = scenario.service
     body = scenario.hook_request(dict(service.prefetch))
     response = client.post(f"/cds-services/{service.id}", json=body)
     assert rule_ids(response) == set(scenario.expected_cards), scenario.notes
@@ -89,7 +84,7 @@ def test_http_with_prefetch(client, name):
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_http_with_fhir_server_fetching(client, name):
     scenario = load_scenario(name)
-    service = service_for(scenario.hook)
+    service = scenario.service
 
     def answer(request):
         parts = urlsplit(request.url)
