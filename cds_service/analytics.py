@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -69,10 +69,13 @@ class FeedbackReport:
         return "\n".join(lines).rstrip() + "\n"
 
 
-def _time(value: str | None) -> datetime | None:
-    if not value:
+def parse_instant(value: str | None) -> datetime | None:
+    """An ISO-8601 date or time (``Z`` allowed) as an aware datetime, UTC when it names no
+    offset; None for None. ValueError if it is not ISO-8601."""
+    if value is None:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _within(when: datetime | None, since: datetime | None, until: datetime | None) -> bool:
@@ -93,7 +96,7 @@ def build_report(
     # "11:00:00+02:00" earlier than "10:00:00Z", though their strings sort the other way.
     latest: dict[str, tuple[datetime | None, Mapping[str, Any]]] = {}
     for entry in feedback:
-        when = _time(entry["outcome_timestamp"])
+        when = parse_instant(entry["outcome_timestamp"])
         if not _within(when, since, until):
             continue
         current = latest.get(entry["card_uuid"])
@@ -103,7 +106,7 @@ def build_report(
     by_rule: dict[str, Tally] = defaultdict(Tally)
     by_service: dict[str, Tally] = defaultdict(Tally)
     for card_uuid, row in cards.items():
-        if not _within(_time(row["served_at"]), since, until):
+        if not _within(parse_instant(row["served_at"]), since, until):
             continue
         for tally in (by_rule[row["rule_id"]], by_service[row["service_id"]]):
             tally.shown += 1

@@ -151,21 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _instant(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _feedback_report(args: argparse.Namespace) -> int:
-    from cds_service.analytics import build_report
+    from cds_service.analytics import build_report, parse_instant
     from cds_service.settings import Settings, SettingsError
     from cds_service.storage.database import Database, DatabaseConfigError
     from cds_service.storage.feedback import FeedbackStore
 
     try:
-        since, until = _instant(args.since), _instant(args.until)
+        since, until = parse_instant(args.since), parse_instant(args.until)
     except ValueError:
         print("--since/--until must be ISO dates or times", file=sys.stderr)
         return 2
