@@ -13,19 +13,7 @@ from typing import Any
 from flask import Request
 
 from cds_service.api.errors import ApiError
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
+from cds_service.strict_json import DuplicateKey, no_duplicates
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -73,8 +61,8 @@ def read_json_object(
     if len(raw) > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
     try:
-        body = json.loads(raw, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as dup:
+        body = json.loads(raw, object_pairs_hook=no_duplicates)
+    except DuplicateKey as dup:
         raise ApiError(400, f"The JSON body repeats the key {str(dup)[:64]!r}.") from None
     except RecursionError:  # Python's own limit, far beyond ours, reached anywhere in the body
         raise ApiError(

@@ -43,6 +43,8 @@ from typing import Any
 import jwt
 import requests
 
+from cds_service.strict_json import no_duplicates
+
 from .errors import AuthError
 from .issuers import TrustedIssuer
 from .jwks import ALG_KEY_TYPES, JwksFetcher, KeyIndex, index_jwks, merge_indexes, verification_key
@@ -68,21 +70,12 @@ def _b64url_json(segment: str) -> dict[str, Any]:
         raise AuthError("malformed")
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+        value = json.loads(raw, object_pairs_hook=no_duplicates)
     except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise AuthError("malformed") from None
     if not isinstance(value, dict):
         raise AuthError("malformed")
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError("duplicate member")
-        result[key] = value
-    return result
 
 
 def _numeric(payload: dict[str, Any], claim: str) -> float:
