@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from cds_service.api.services import SERVICES
 from cds_service.devtools.scenarios import load_scenario
 
 PV = "/cds-services/hypermobility-pain-patient-view"
@@ -214,7 +213,7 @@ def _nest(levels: int) -> dict:
 
 def _scenario_body(name: str) -> tuple[dict, frozenset[str]]:
     scenario = load_scenario(name)
-    service = next(s for s in SERVICES.values() if s.hook == scenario.hook)
+    service = scenario.service
     return scenario.hook_request(dict(service.prefetch)), scenario.expected_cards
 
 

@@ -222,11 +222,9 @@ def test_concurrent_writers_through_both_instances_lose_nothing(instances, issue
 
 
 def test_hook_calls_on_both_instances_record_served_cards(instances, issuer, database_url):
-    from cds_service.api.services import SERVICES
-
     signer, _ = issuer
     scenario = load_scenario("pv-assessment-gaps-all-missing")
-    service = next(s for s in SERVICES.values() if s.hook == scenario.hook)
+    service = scenario.service
     path = f"/cds-services/{service.id}"
     cards = 0
     for instance in instances:
@@ -245,11 +243,9 @@ def test_hook_calls_on_both_instances_record_served_cards(instances, issuer, dat
 
 def test_graceful_shutdown_writes_buffered_served_cards(database_url, issuer, tmp_path):
     """SIGTERM (a rolling deploy): each worker flushes its served-card buffer before exiting."""
-    from cds_service.api.services import SERVICES
-
     signer, issuers_file = issuer
     scenario = load_scenario("pv-assessment-gaps-all-missing")
-    service = next(s for s in SERVICES.values() if s.hook == scenario.hook)
+    service = scenario.service
     path = f"/cds-services/{service.id}"
     before = _count(database_url, served_cards)
     os.environ["CDS_SERVED_CARDS_FLUSH_S"] = "600"  # nothing is written until shutdown
