@@ -14,12 +14,9 @@ from typing import Any
 from cds_service.facts.fhirpath import codings, first_date, period_start, texts
 from cds_service.facts.model import ServiceOrder
 from cds_service.facts.naming import name_of
+from cds_service.fhir.record import ORDER_TEXT_CONCEPTS, PASSIVE_MODALITIES
 from cds_service.knowledge import Knowledge
 
-# Passive modalities; each is also recognised by words, as is a multidisciplinary programme.
-# The relevance filter (cds_service.fhir.record) keeps orders by these same words.
-PASSIVE_MODALITIES = ("lumbar-orthosis", "low-level-laser", "interferential-therapy")
-TEXT_CONCEPTS = ("multidisciplinary-programme", *PASSIVE_MODALITIES)
 FINAL_REPORT = frozenset({"final", "amended", "corrected"})
 HOURS_PER_UNIT = {"h": 1.0, "hour": 1.0, "hours": 1.0, "min": 1 / 60, "minutes": 1 / 60}
 
@@ -29,7 +26,7 @@ def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> froz
     for system, code in codings(concept):
         found |= knowledge.concepts_of(system, code)
     words = texts(concept) + extra_text
-    for name in TEXT_CONCEPTS:
+    for name in ORDER_TEXT_CONCEPTS:
         if any(knowledge.text_matches(name, text) for text in words):
             found.add(name)
     if "multidisciplinary-programme" in found:

@@ -19,8 +19,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cds_service.facts.services import PASSIVE_MODALITIES
-from cds_service.facts.services import TEXT_CONCEPTS as ORDER_TEXT_CONCEPTS
 from cds_service.fhir.models import (
     MODELS,
     Condition,
@@ -48,8 +46,12 @@ CODE_FIELDS: dict[str, tuple[str, ...]] = {
     "Medication": ("code",),
 }
 
-# Concepts recognised by words in free text (an order typed without codes). The order concepts
-# are the ones cds_service.facts.services looks for in text, so the two cannot drift apart.
+# Passive modalities; each is also recognised by words, as is a multidisciplinary programme.
+# The facts (cds_service.facts.services) classify orders by these same words.
+PASSIVE_MODALITIES = ("lumbar-orthosis", "low-level-laser", "interferential-therapy")
+ORDER_TEXT_CONCEPTS = ("multidisciplinary-programme", *PASSIVE_MODALITIES)
+
+# Concepts recognised by words in free text (an order typed without codes).
 TEXT_CONCEPTS: dict[str, tuple[str, ...]] = {
     "Observation": ("beighton-score",),
     "MedicationRequest": ("opioid-ingredient", "systemic-corticosteroid-ingredient"),
