@@ -89,12 +89,11 @@ def table(results: dict[str, Any]) -> str:
     if inproc:
         lines.append("")
         lines.append("In process (WSGI, served-card write in place; medians of "
-                     f"{results['options']['repeats']} runs; body includes the lone-surrogate "
-                     "walk, also shown alone as (surr); bg cpu: other threads' CPU per call; "
+                     f"{results['options']['repeats']} runs; bg cpu: other threads' CPU per call; "
                      "floor: floor_app.py called the same way with the same bodies)")
         lines.append(
             f"{'hook':13}{'resources':>10}{'relevant':>9}{'p50 ms':>9}{'p95 ms':>9}"
-            f"{'p99 ms':>9}{'body ms':>9}{'(surr)':>8}{'pipe ms':>9}{'store ms':>9}"
+            f"{'p99 ms':>9}{'body ms':>9}{'pipe ms':>9}{'store ms':>9}"
             f"{'bg cpu':>8}{'gc ms':>8}"
         )
         for hook, per_size in inproc.items():
@@ -105,7 +104,7 @@ def table(results: dict[str, Any]) -> str:
                 lines.append(
                     f"{hook:13}{entry['resources']:>10}{entry['relevant_resources']:>9}"
                     f"{lat['p50']:>9.2f}{lat['p95']:>9.2f}{lat['p99']:>9.2f}"
-                    f"{br['body_ms']:>9.2f}{br.get('body_surrogate_walk_ms', 0.0):>8.2f}"
+                    f"{br['body_ms']:>9.2f}"
                     f"{br['pipeline_ms']:>9.2f}{br['storage_ms']:>9.3f}"
                     f"{br['background_cpu_ms']:>8.2f}{br['gc_ms']:>8.2f}"
                 )

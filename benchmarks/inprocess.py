@@ -4,8 +4,8 @@ Each call goes through the whole WSGI app as gunicorn would drive it, with the s
 database write in place. Besides the latency percentiles, every call is split into where its time
 went, so the owners of each part can act on it:
 
-* ``body``: reading and checking the request JSON (``cds_service.api.body`` and the view's
-  lone-surrogate walk, also shown alone as ``body_surrogate_walk``);
+* ``body``: reading and checking the request JSON (``cds_service.api.body``: size, strict
+  parse, repeated names, nesting);
 * ``pipeline``: prefetch, relevance filter and validation, facts, rules (``HookPipeline.run``);
 * ``storage``: the served-card write (``store.record_served``);
 * ``other``: Flask, request model, logging and response serialisation;
@@ -74,11 +74,7 @@ class Probe:
         state = app.extensions["cds"]
         self._wrap(state.pipeline, "run", "pipeline")
         self._wrap(state.store, "record_served", "storage")
-        # The view's body reader (JSON parse, duplicate keys, depth, lone surrogates) if it has
-        # one, else the JSON reader alone; the surrogate walk is also shown on its own.
-        body_reader = "_body" if hasattr(hooks_module, "_body") else "read_json_object"
-        self._wrap(hooks_module, body_reader, "body")
-        self._wrap(hooks_module, "_has_lone_surrogate", "body_surrogate_walk")
+        self._wrap(hooks_module, "_body", "body")
 
     def _wrap(self, owner: Any, name: str, part: str) -> None:
         original = getattr(owner, name, None)
@@ -169,7 +165,7 @@ def time_calls(app: Flask, call: HookCall, n: int, probe: Probe) -> dict[str, An
     total = sum(samples)
     parts = {
         k: probe.parts.get(k, 0.0)
-        for k in ("body", "body_surrogate_walk", "pipeline", "storage", "gc")
+        for k in ("body", "pipeline", "storage", "gc")
     }
     other = total - parts["body"] - parts["pipeline"] - parts["storage"]
     breakdown = {f"{k}_ms": round(v / n * 1000, 3) for k, v in parts.items()}

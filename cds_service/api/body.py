@@ -7,13 +7,12 @@ so anything ambiguous is refused with a clear 400 before any code looks at it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Request
 
 from cds_service.api.errors import ApiError
-from cds_service.strict_json import DuplicateKey, no_duplicates
+from cds_service.strict_json import DuplicateKey, TooDeep, loads
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -61,14 +60,14 @@ def read_json_object(
     if len(raw) > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
     try:
-        body = json.loads(raw, object_pairs_hook=no_duplicates)
+        body = loads(raw)
     except DuplicateKey as dup:
         raise ApiError(400, f"The JSON body repeats the key {str(dup)[:64]!r}.") from None
-    except RecursionError:  # Python's own limit, far beyond ours, reached anywhere in the body
+    except TooDeep:  # the reader's own limit, far beyond ours, reached anywhere in the body
         raise ApiError(
             400, f"The JSON body is nested too deeply to read (the limit is {max_depth} levels)."
         ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise ApiError(400, f"The request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         if not _depth(body, max_depth):

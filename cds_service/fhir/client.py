@@ -20,7 +20,6 @@ Safety properties (the base URL itself must already have passed
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -39,6 +38,7 @@ from urllib3.exceptions import DecodeError, HTTPError, MaxRetryError, ReadTimeou
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+from cds_service import strict_json
 from cds_service.fhir.server_policy import is_under_base
 
 __all__ = ["FetchError", "FetchLimits", "FetchResult", "FhirClient"]
@@ -462,8 +462,8 @@ def _logged(error: FetchError, started: float) -> FetchError:
 
 def _parse_json(key: str, body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        data = strict_json.loads(body)
+    except ValueError:  # not JSON text, a repeated member name, or nesting too deep
         raise FetchError(key, "not-json") from None
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         raise FetchError(key, "not-fhir")

@@ -193,6 +193,18 @@ def test_html_body_is_not_json(client, mocked) -> None:
     assert isinstance(out["c"], FetchError) and out["c"].reason == "not-json"
 
 
+def test_reply_repeating_a_member_name_is_not_read(client, mocked) -> None:
+    """Ambiguous JSON from the FHIR server is refused like any body that is not JSON: which of
+    two "entry" members a reader keeps is up to the reader."""
+    mocked.get(
+        f"{BASE}/Condition?patient=p1",
+        body='{"resourceType": "Bundle", "type": "searchset", "entry": [], "entry": []}',
+        content_type="application/fhir+json",
+    )
+    out = client.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
+    assert isinstance(out["c"], FetchError) and out["c"].reason == "not-json"
+
+
 @pytest.mark.parametrize("query", ["Condition?patient=p1", "Patient/p1"])
 def test_operation_outcome_with_200_is_not_fhir(client, mocked, query: str) -> None:
     mocked.get(f"{BASE}/{query}", json=OUTCOME)

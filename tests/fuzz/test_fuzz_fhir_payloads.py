@@ -356,32 +356,31 @@ def test_lone_surrogates_are_refused_not_a_500():
     assert b"surrogate" in response.get_data()
 
 
-def test_lone_surrogates_in_hook_calls_are_harmless():
-    """Hook calls are not walked for them (their strings are never stored or logged): they must
-    still never cause a 5xx, wherever they sit. In context ids the cards are unaffected; inside
-    a FHIR resource they make it invalid FHIR, and it is skipped like any invalid resource."""
+def test_lone_surrogates_in_hook_calls_are_refused():
+    """A JSON-escaped half surrogate pair is not Unicode text. Hook calls once let it through
+    (their strings are never stored); the reader now refuses it wherever it sits, with a 400
+    that says so, and the same body without it still gets its cards."""
     call = CALLS["sign-opioid-steroid-brace"]
-    body = copy.deepcopy(call.body)
-    body["context"]["userId"] = "Practitioner/\udfff"
-    body["context"]["encounterId"] = "\ud800"
-    response = _post(call.path, json.dumps(body).encode())
-    check_answer(response.status_code, response.get_data(), "CdsServiceResponse")
+    placements = {
+        "userId": lambda b: b["context"].__setitem__("userId", "Practitioner/\udfff"),
+        "encounterId": lambda b: b["context"].__setitem__("encounterId", "\ud800"),
+        "hookInstance": lambda b: b.__setitem__("hookInstance", "a\udfffb"),
+        "selections": lambda b: b["context"].__setitem__("selections", ["Patient/\ud800"]),
+        "draft order note": lambda b: b["context"]["draftOrders"]["entry"][0]["resource"]
+        .setdefault("note", [])
+        .append({"text": "\ud800 note \udfff"}),
+        "prefetch resource id": lambda b: b["prefetch"]["conditions"]["entry"][0]["resource"]
+        .__setitem__("id", "\udfff"),
+    }
+    for where, place in placements.items():
+        body = copy.deepcopy(call.body)
+        place(body)
+        response = _post(call.path, json.dumps(body).encode())
+        check_answer(response.status_code, response.get_data())
+        assert response.status_code == 400, where
+        assert b"surrogate" in response.get_data(), where
+    response = _post(call.path, json.dumps(call.body).encode())
     assert response.status_code == 200
     assert {c["source"]["topic"]["code"] for c in response.get_json()["cards"]} == set(
         call.expected
     )
-    for entry in body["context"]["draftOrders"]["entry"]:
-        entry["resource"].setdefault("note", []).append({"text": "\ud800 note \udfff"})
-    for entry in body["prefetch"]["conditions"].get("entry", []):
-        entry["resource"]["id"] = "\udfff"
-    response = _post(call.path, json.dumps(body).encode())
-    check_answer(response.status_code, response.get_data(), "CdsServiceResponse")
-    for junk in ("\ud800", "Patient/\ud800", "a\udfffb"):
-        for where in ("patientId", "selections", "hookInstance"):
-            bad = copy.deepcopy(body)
-            if where == "hookInstance":
-                bad["hookInstance"] = junk
-            else:
-                bad["context"][where] = [junk] if where == "selections" else junk
-            answer = _post(call.path, json.dumps(bad).encode())
-            check_answer(answer.status_code, answer.get_data(), "CdsServiceResponse")

@@ -301,6 +301,8 @@ def test_malformed_claim(verifier, es384, sign, assert_rejected, claim, value):
 
 @pytest.mark.parametrize("raw", [b"1" + b"0" * 400, b"NaN", b"Infinity", b"-Infinity"])
 def test_non_finite_or_huge_exp(verifier, es384, assert_rejected, raw):
+    """RFC 8259 has no NaN or Infinity, and a number beyond a double is no time: the claims are
+    not read as JSON at all."""
     c = _claims()
     body = (
         f'{{"iss":"{ISS}","aud":"{AUD}","iat":{c["iat"]},"jti":"{c["jti"]}","exp":'.encode()
@@ -308,7 +310,7 @@ def test_non_finite_or_huge_exp(verifier, es384, assert_rejected, raw):
         + b"}"
     )
     token = _raw_sign(es384, {"kid": es384.kid}, body)
-    assert_rejected(verifier, f"Bearer {token}", "malformed-claim:exp")
+    assert_rejected(verifier, f"Bearer {token}", "malformed")
 
 
 def test_non_string_iss(verifier, es384, assert_rejected):
