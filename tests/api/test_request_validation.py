@@ -241,3 +241,12 @@ def test_deep_nesting_in_the_context_is_refused(client):
     body, _ = _scenario_body("pv-many-findings")
     body["context"]["extension"] = _nest(200)
     assert "nested deeper" in outcome(client.post(PV, json=body), 400)
+
+
+def test_nesting_beyond_the_json_reader_is_refused_anywhere(client):
+    """The reader writes the parsed value back out to count repeated names, and orjson stops at
+    254 levels: deeper prefetch content is refused with a 400 that says so, never a 500."""
+    body, _ = _scenario_body("pv-many-findings")
+    entry = next(v for v in body["prefetch"].values() if isinstance(v, dict) and v.get("entry"))
+    entry["entry"][0]["resource"]["extension"] = [{"url": "urn:example:deep", "x": _nest(300)}]
+    assert "nested too deeply to read" in outcome(client.post(PV, json=body), 400)
