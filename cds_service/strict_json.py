@@ -10,7 +10,8 @@ Infinity, a byte order mark) and then refuses what RFC 8259 leaves open:
   drops at least one name per repeat and never adds a string, so the count of the parsed value,
   written back out by orjson, equals the text's exactly when no object repeats a name. Only when
   the counts differ is the text parsed again with the standard library, slowly, to name the key.
-* **Nesting orjson cannot write back** (deeper than 254 levels): refused as too deep.
+* **Nesting orjson cannot write back** (deeper than 254 levels): refused as too deep, as is
+  nesting beyond its parser's own limit.
 
 Used for request bodies, token headers and claims, and FHIR server replies. Integers beyond 64
 bits arrive as floats (orjson's rule); no element we read allows them.
@@ -61,7 +62,12 @@ def loads(raw: bytes) -> Any:
     Raises :class:`DuplicateKey`, :class:`TooDeep`, or ``ValueError`` (orjson's
     ``JSONDecodeError``) with what is wrong and where.
     """
-    value = orjson.loads(raw)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        if "depth limit" in error.msg:  # orjson's own limit (1,024 levels): valid but too deep
+            raise TooDeep("nested too deeply") from None
+        raise
     if type(value) is not dict and type(value) is not list:
         return value
     try:

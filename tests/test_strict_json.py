@@ -76,8 +76,9 @@ def test_refuses_what_is_not_json_text():
 
 def test_nesting_it_cannot_write_back_is_too_deep():
     assert loads(b"[" * 250 + b"]" * 250)
-    with pytest.raises(TooDeep):
-        loads(b"[" * 300 + b"]" * 300)
+    for levels in (300, 1_024, 1_025, 100_000):
+        with pytest.raises(TooDeep):
+            loads(b"[" * levels + b"]" * levels)
 
 
 def test_scalars_are_read():

@@ -126,6 +126,8 @@ def test_pathologically_deep_nesting_is_not_a_500(client):
     response = client.post(PV, data=raw, content_type="application/json")
     assert response.status_code in (400, 413)
     assert response.get_json()["resourceType"] == "OperationOutcome"
+    if response.status_code == 400:
+        assert "nested too deeply to read" in response.get_data(as_text=True)
 
 
 def test_body_too_large(client, app, make_request):
