@@ -13,8 +13,8 @@ Infinity, a byte order mark) and then refuses what RFC 8259 leaves open:
 * **Nesting orjson cannot write back** (deeper than 254 levels): refused as too deep, as is
   nesting beyond its parser's own limit.
 
-Used for request bodies, token headers and claims, and FHIR server replies. Integers beyond 64
-bits arrive as floats (orjson's rule); no element we read allows them.
+Used for request bodies, token headers and claims, fetched key sets and FHIR server replies.
+Integers beyond 64 bits arrive as floats (orjson's rule); no element we read allows them.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ Kept apart from the verifier because each piece is a separate trust decision:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,6 +18,8 @@ from typing import Any
 
 import jwt
 import requests
+
+from cds_service import strict_json
 
 from .errors import AuthError
 
@@ -210,6 +211,6 @@ class JwksFetcher:
         finally:
             resp.close()
         try:
-            return index_jwks(json.loads(bytes(body)))
-        except (ValueError, UnicodeDecodeError) as exc:
+            return index_jwks(strict_json.loads(bytes(body)))
+        except ValueError as exc:  # not JSON, a repeated member name, or not a key set
             raise _FetchError(f"not a JWKS: {type(exc).__name__}") from None

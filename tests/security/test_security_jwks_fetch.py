@@ -175,6 +175,16 @@ def test_fetch_failure_is_jwks_unavailable(
     assert_rejected(verifier, _bearer(sign(es384, jku=JKU)), "jwks-unavailable")
 
 
+def test_jwks_repeating_a_member_is_not_used(rsps, es384, make_verifier, sign, assert_rejected):
+    """A key set whose key names "kty" twice is ambiguous (a reader keeping the last one would
+    use the right key, one keeping the first would not): it is not read at all."""
+    text = json.dumps(es384.jwks())
+    assert text.count('"kty": "EC"') == 1
+    rsps.get(JKU, body=text.replace('"kty": "EC"', '"kty": "RSA", "kty": "EC"'))
+    verifier = make_verifier([TrustedIssuer(iss=ISS, jku_allowlist=(JKU,))])
+    assert_rejected(verifier, _bearer(sign(es384, jku=JKU)), "jwks-unavailable")
+
+
 def test_failed_fetch_is_retried_only_after_the_interval(
     rsps, es384, make_verifier, sign, clock, assert_rejected
 ):
