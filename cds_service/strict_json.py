@@ -1,8 +1,9 @@
 """JSON from outside the service, read fast and strictly, by one reader.
 
 :func:`loads` parses with orjson (the hot path of every hook call: about twice as fast as the
-standard library, and it already refuses what is not UTF-8 JSON text: lone surrogates, NaN and
-Infinity, a byte order mark) and then refuses what RFC 8259 leaves open:
+standard library). orjson already refuses what is not UTF-8 JSON text (lone surrogates, NaN and
+Infinity, numbers too large for a double, UTF-16 and UTF-32); a leading UTF-8 byte order mark is
+skipped, as RFC 8259 allows. Then this module refuses what RFC 8259 leaves open:
 
 * **Repeated member names.** Most parsers keep the last one, so two readers of the same text can
   disagree. orjson keeps the last one silently, so the check counts instead: a text's string
@@ -13,8 +14,10 @@ Infinity, a byte order mark) and then refuses what RFC 8259 leaves open:
 * **Nesting orjson cannot write back** (deeper than 254 levels): refused as too deep, as is
   nesting beyond its parser's own limit.
 
-Used for request bodies, token headers and claims, fetched key sets and FHIR server replies.
-Integers beyond 64 bits arrive as floats (orjson's rule); no element we read allows them.
+Used for everything JSON that comes from outside: request bodies, token headers and claims, key
+sets (fetched or configured) and FHIR server replies. Integers beyond 64 bits arrive as floats
+(orjson's rule): FHIR integers (32 bits) refuse them either way, and a decimal that large keeps
+about 17 significant digits, as every decimal with a fraction already did.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import json
 from typing import Any
 
 import orjson
+
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class DuplicateKey(ValueError):
@@ -62,11 +67,17 @@ def loads(raw: bytes) -> Any:
     Raises :class:`DuplicateKey`, :class:`TooDeep`, or ``ValueError`` (orjson's
     ``JSONDecodeError``) with what is wrong and where.
     """
+    if raw[:3] == _UTF8_BOM:  # RFC 8259 section 8.1: a parser may ignore a byte order mark
+        raw = raw[3:]
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         if "depth limit" in error.msg:  # orjson's own limit (1,024 levels): valid but too deep
             raise TooDeep("nested too deeply") from None
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:4]:
+            raise ValueError(
+                "JSON text must be UTF-8 (RFC 8259 section 8.1); this looks like UTF-16 or UTF-32"
+            ) from None
         raise
     if type(value) is not dict and type(value) is not list:
         return value

@@ -69,9 +69,16 @@ def test_escapes_without_repeats_are_read_as_the_standard_library_does(text):
 
 
 def test_refuses_what_is_not_json_text():
-    for text in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": "\\ud800"}', b'\xef\xbb\xbf{}', b"{"):
+    for text in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": "\\ud800"}', b"{", b"[1e400]"):
         with pytest.raises(ValueError):
             loads(text)
+
+
+def test_a_utf8_byte_order_mark_is_skipped_and_other_encodings_are_named():
+    assert loads(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+    for encoding in ("utf-16", "utf-16-be", "utf-32-le"):
+        with pytest.raises(ValueError, match="must be UTF-8"):
+            loads('{"a": 1}'.encode(encoding))
 
 
 def test_nesting_it_cannot_write_back_is_too_deep():

@@ -43,7 +43,7 @@ def read_json_object(
 
     The nesting limit is checked on the whole body except the top-level members named in
     ``unwalked``: parts the caller reads only at fixed paths, never recursively, so their
-    nesting cannot hurt (Python's JSON parser still refuses nesting near its recursion limit).
+    nesting cannot hurt (the JSON reader itself refuses more than 254 levels anywhere).
     """
     mimetype = request.mimetype or ""
     if mimetype not in ("application/json", "application/fhir+json") and not mimetype.endswith(
@@ -65,7 +65,7 @@ def read_json_object(
         raise ApiError(400, f"The JSON body repeats the key {str(dup)[:64]!r}.") from None
     except TooDeep:  # the reader's own limit, far beyond ours, reached anywhere in the body
         raise ApiError(
-            400, f"The JSON body is nested too deeply to read (the limit is {max_depth} levels)."
+            400, "The JSON body is nested too deeply to read (more than 254 levels)."
         ) from None
     except ValueError as exc:
         raise ApiError(400, f"The request body is not valid JSON: {str(exc)[:200]}") from None

@@ -9,12 +9,13 @@ into a stream of 401s.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from cds_service import strict_json
 
 SANDBOX_ISS = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
@@ -109,6 +110,17 @@ def _issuers_from_obj(data: Any, base_dir: Path | None) -> list[TrustedIssuer]:
     return issuers
 
 
+def _read_config(raw: bytes) -> Any:
+    """The config's JSON value; a ValueError that says what is wrong (key material is never
+    read from ambiguous JSON: a repeated member name stops startup)."""
+    try:
+        return strict_json.loads(raw)
+    except strict_json.DuplicateKey as dup:
+        raise ValueError(f"trusted issuer config repeats the member {str(dup)!r}") from None
+    except ValueError as exc:
+        raise ValueError(f"trusted issuer config is not valid JSON: {exc}") from None
+
+
 def load_trusted_issuers(path: str | Path) -> list[TrustedIssuer]:
     """Read ``{"issuers": [{...}, ...]}`` from a JSON file.
 
@@ -116,9 +128,7 @@ def load_trusted_issuers(path: str | Path) -> list[TrustedIssuer]:
     key files can be moved together.
     """
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        data = json.load(fh)
-    return _issuers_from_obj(data, path.resolve().parent)
+    return _issuers_from_obj(_read_config(path.read_bytes()), path.resolve().parent)
 
 
 def issuers_from_env(value: str) -> list[TrustedIssuer]:
@@ -126,11 +136,7 @@ def issuers_from_env(value: str) -> list[TrustedIssuer]:
 
     A relative ``jwks_file`` here is relative to the process working directory.
     """
-    try:
-        data = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"trusted issuer config is not valid JSON: {exc.msg}") from None
-    return _issuers_from_obj(data, None)
+    return _issuers_from_obj(_read_config(value.encode("utf-8", "surrogatepass")), None)
 
 
 def sandbox_issuer() -> TrustedIssuer:
@@ -140,9 +146,7 @@ def sandbox_issuer() -> TrustedIssuer:
     it in production. The bundled key set lets the sandbox work offline; a rotated sandbox key is
     still found through the allowlisted ``jku``.
     """
-    text = (
-        resources.files("cds_service.security")
-        .joinpath("keys/sandbox-jwks.json")
-        .read_text(encoding="utf-8")
+    raw = resources.files("cds_service.security").joinpath("keys/sandbox-jwks.json").read_bytes()
+    return TrustedIssuer(
+        iss=SANDBOX_ISS, jwks=strict_json.loads(raw), jku_allowlist=(SANDBOX_JKU,)
     )
-    return TrustedIssuer(iss=SANDBOX_ISS, jwks=json.loads(text), jku_allowlist=(SANDBOX_JKU,))

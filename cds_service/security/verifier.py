@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -85,8 +84,7 @@ def _numeric(payload: dict[str, Any], claim: str) -> float:
 
 
 def _load_jwks_file(path: str) -> KeyIndex:
-    with Path(path).open(encoding="utf-8") as fh:
-        return index_jwks(json.load(fh))
+    return index_jwks(strict_json.loads(Path(path).read_bytes()))
 
 
 class JwtVerifier:

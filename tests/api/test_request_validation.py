@@ -252,3 +252,16 @@ def test_nesting_beyond_the_json_reader_is_refused_anywhere(client):
     entry = next(v for v in body["prefetch"].values() if isinstance(v, dict) and v.get("entry"))
     entry["entry"][0]["resource"]["extension"] = [{"url": "urn:example:deep", "x": _nest(300)}]
     assert "nested too deeply to read" in outcome(client.post(PV, json=body), 400)
+
+
+def test_a_byte_order_mark_is_skipped_and_utf16_is_named(client):
+    """RFC 8259 section 8.1: JSON between systems is UTF-8, and a reader may ignore a BOM."""
+    body, expected = _scenario_body("pv-many-findings")
+    text = json.dumps(body).encode("utf-8")
+    response = client.post(PV, data=b"\xef\xbb\xbf" + text, content_type="application/json")
+    assert _rule_ids(response) == expected
+    answer = outcome(
+        client.post(PV, data=json.dumps(body).encode("utf-16"), content_type="application/json"),
+        400,
+    )
+    assert "must be UTF-8" in answer

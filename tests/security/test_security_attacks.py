@@ -311,6 +311,10 @@ def test_non_finite_or_huge_exp(verifier, es384, assert_rejected, raw):
     )
     token = _raw_sign(es384, {"kid": es384.kid}, body)
     assert_rejected(verifier, f"Bearer {token}", "malformed")
+    # The same hand-built claims with a real expiry are accepted: only the number was refused.
+    good = body.replace(b'"exp":' + raw, b'"exp":' + str(c["exp"]).encode())
+    assert good != body
+    assert verifier.verify(f"Bearer {_raw_sign(es384, {'kid': es384.kid}, good)}", AUD)
 
 
 def test_non_string_iss(verifier, es384, assert_rejected):

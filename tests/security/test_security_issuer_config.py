@@ -125,6 +125,18 @@ def test_missing_jwks_file_fails_at_construction(tmp_path):
         _verifier([TrustedIssuer(iss=ISS, jwks_file=str(tmp_path / "missing.json"))])
 
 
+def test_issuer_config_repeating_a_member_is_refused(es384, tmp_path):
+    """Key material is never ambiguous: a repeated name in the issuer config stops startup."""
+    jwks = json.dumps(es384.jwks())
+    config = f'{{"issuers": [{{"iss": "{ISS}", "iss": "https://other.example", "jwks": {jwks}}}]}}'
+    with pytest.raises(ValueError, match="repeats the member 'iss'"):
+        issuers_from_env(config)
+    path = Path(tmp_path) / "issuers.json"
+    path.write_text(config, encoding="utf-8")
+    with pytest.raises(ValueError, match="repeats the member 'iss'"):
+        load_trusted_issuers(path)
+
+
 def test_invalid_inline_jwks_fails_at_construction():
     with pytest.raises(ValueError):
         _verifier([TrustedIssuer(iss=ISS, jwks={"not": "a jwks"})])
