@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds_service.api.errors import ApiError, register_error_handlers
 from cds_service.api.health import bp as health_bp
 from cds_service.api.hooks import bp as hooks_bp
+from cds_service.api.large_bodies import install_large_body_gate
 from cds_service.api.metrics import MeteredFhirClient, Metrics
 from cds_service.api.metrics import install as install_metrics
 from cds_service.api.openapi import bp as openapi_bp
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi_bp)
     app.before_request(_reset_log_context)
     app.before_request(_authenticate)
+    install_large_body_gate(app)  # after authentication: a refused call never waits
     app.after_request(_cors)
     return app
 
