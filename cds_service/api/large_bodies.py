@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
 LARGE_BODY_BYTES = 1024 * 1024
 
@@ -25,7 +25,9 @@ _one_at_a_time = threading.Lock()
 
 def _enter() -> None:
     length = request.content_length
-    if length is not None and length > LARGE_BODY_BYTES:
+    cap = current_app.config["MAX_CONTENT_LENGTH"]
+    # A body over the cap is refused without being read, so it never waits.
+    if length is not None and LARGE_BODY_BYTES < length <= cap:
         _one_at_a_time.acquire()
         g.large_body_gate = True
 

@@ -89,3 +89,28 @@ def test_the_gate_is_released_after_a_refused_large_body(app):
         ).status_code == 400
     most, statuses, _ = _overlap(app, LARGE_BODY_BYTES + 1)
     assert statuses == [200, 200] and most == 1
+
+
+def test_a_body_over_the_cap_never_waits(app):
+    """It is refused (413) without being read, so it must not queue behind a large call."""
+    from cds_service.api import large_bodies
+
+    cap = app.config["MAX_CONTENT_LENGTH"]
+    answers: list = []
+    assert large_bodies._one_at_a_time.acquire(timeout=5)  # a large call is in flight
+    try:
+        thread = threading.Thread(
+            target=lambda: answers.append(
+                app.test_client().post(
+                    "/cds-services/hypermobility-pain-patient-view",
+                    data=b" " * (cap + 1),
+                    content_type="application/json",
+                )
+            )
+        )
+        thread.start()
+        thread.join(timeout=10)
+        assert [a.status_code for a in answers] == [413]
+    finally:
+        large_bodies._one_at_a_time.release()
+        thread.join(timeout=10)
