@@ -25,9 +25,9 @@ _one_at_a_time = threading.Lock()
 
 def _enter() -> None:
     length = request.content_length
-    cap = current_app.config["MAX_CONTENT_LENGTH"]
+    cap = current_app.config.get("MAX_CONTENT_LENGTH")
     # A body over the cap is refused without being read, so it never waits.
-    if length is not None and LARGE_BODY_BYTES < length <= cap:
+    if length is not None and length > LARGE_BODY_BYTES and (cap is None or length <= cap):
         _one_at_a_time.acquire()
         g.large_body_gate = True
 
