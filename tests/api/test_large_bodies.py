@@ -114,3 +114,10 @@ def test_a_body_over_the_cap_never_waits(app):
     finally:
         large_bodies._one_at_a_time.release()
         thread.join(timeout=10)
+
+
+def test_the_gate_works_without_a_body_cap(app):
+    """An app with no MAX_CONTENT_LENGTH still gates large bodies (and never fails on it)."""
+    app.config["MAX_CONTENT_LENGTH"] = None
+    most, statuses, _ = _overlap(app, LARGE_BODY_BYTES + 1)
+    assert statuses == [200, 200] and most == 1
