@@ -183,24 +183,21 @@ def test_http_errors(client, mocked, status: int, reason: str) -> None:
     assert TOKEN not in str(err) and TOKEN not in repr(err)
 
 
-def test_html_body_is_not_json(client, mocked) -> None:
-    mocked.get(
-        f"{BASE}/Condition?patient=p1",
-        body="<html><body>Login</body></html>",
-        content_type="text/html",
-    )
-    out = client.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
-    assert isinstance(out["c"], FetchError) and out["c"].reason == "not-json"
-
-
-def test_reply_repeating_a_member_name_is_not_read(client, mocked) -> None:
-    """Ambiguous JSON from the FHIR server is refused like any body that is not JSON: which of
-    two "entry" members a reader keeps is up to the reader."""
-    mocked.get(
-        f"{BASE}/Condition?patient=p1",
-        body='{"resourceType": "Bundle", "type": "searchset", "entry": [], "entry": []}',
-        content_type="application/fhir+json",
-    )
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("<html><body>Login</body></html>", "text/html"),
+        # Ambiguous JSON is refused like any body that is not JSON: which of two "entry"
+        # members a reader keeps is up to the reader.
+        (
+            '{"resourceType": "Bundle", "type": "searchset", "entry": [], "entry": []}',
+            "application/fhir+json",
+        ),
+    ],
+    ids=["html", "repeated-member"],
+)
+def test_reply_that_is_not_json_is_not_read(client, mocked, body, content_type) -> None:
+    mocked.get(f"{BASE}/Condition?patient=p1", body=body, content_type=content_type)
     out = client.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
     assert isinstance(out["c"], FetchError) and out["c"].reason == "not-json"
 
