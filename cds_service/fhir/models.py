@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -152,31 +152,43 @@ class Dosage(Element):
     route: CodeableConcept | None = None
 
 
-def _at_most_one(model: BaseModel, *names: str) -> None:
-    present = [name for name in names if getattr(model, name) is not None]
-    if len(present) > 1:
-        raise ValueError(f"only one of {', '.join(present)} may be given")
+class Choice(NamedTuple):
+    """A choice element (``onset[x]``) by the variants the model declares: at most one may be
+    given, and exactly one when the element is required."""
+
+    name: str
+    variants: tuple[str, ...]
+    required: bool = False
 
 
 class Resource(Element):
-    """A FHIR resource; ``get_resource_type()`` answers as fhir.resources models do."""
+    """A FHIR resource; its type is its class name, and ``get_resource_type()`` answers as
+    fhir.resources models do. ``choices`` lists its choice elements, checked here for all."""
 
-    resource_type: ClassVar[str]
+    choices: ClassVar[tuple[Choice, ...]] = ()
     id: Id | None = None
 
     @classmethod
     def get_resource_type(cls) -> str:
-        return cls.resource_type
+        return cls.__name__
+
+    @model_validator(mode="after")
+    def _one_per_choice(self) -> Resource:
+        for choice in self.choices:
+            present = [name for name in choice.variants if getattr(self, name) is not None]
+            if choice.required and not present:
+                raise ValueError(f"{choice.name} is required")
+            if len(present) > 1:
+                raise ValueError(f"only one of {', '.join(present)} may be given")
+        return self
 
 
 class Patient(Resource):
-    resource_type = "Patient"
     resourceType: Literal["Patient"]
     birthDate: Date | None = None
 
 
 class Condition(Resource):
-    resource_type = "Condition"
     resourceType: Literal["Condition"]
     clinicalStatus: CodeableConcept | None = None
     verificationStatus: CodeableConcept | None = None
@@ -186,14 +198,10 @@ class Condition(Resource):
     onsetPeriod: Period | None = None
     recordedDate: DateTime | None = None
 
-    @model_validator(mode="after")
-    def _one_onset(self) -> Condition:
-        _at_most_one(self, "onsetDateTime", "onsetPeriod")
-        return self
+    choices = (Choice("onset[x]", ("onsetDateTime", "onsetPeriod")),)
 
 
 class Observation(Resource):
-    resource_type = "Observation"
     resourceType: Literal["Observation"]
     status: Code
     code: CodeableConcept
@@ -205,11 +213,10 @@ class Observation(Resource):
     valueInteger: Integer | None = None
     valueQuantity: Quantity | None = None
 
-    @model_validator(mode="after")
-    def _one_of_each(self) -> Observation:
-        _at_most_one(self, "effectiveDateTime", "effectivePeriod", "effectiveInstant")
-        _at_most_one(self, "valueInteger", "valueQuantity")
-        return self
+    choices = (
+        Choice("effective[x]", ("effectiveDateTime", "effectivePeriod", "effectiveInstant")),
+        Choice("value[x]", ("valueInteger", "valueQuantity")),
+    )
 
 
 class MedicationIngredient(Element):
@@ -217,7 +224,6 @@ class MedicationIngredient(Element):
 
 
 class Medication(Resource):
-    resource_type = "Medication"
     resourceType: Literal["Medication"]
     code: CodeableConcept | None = None
     form: CodeableConcept | None = None
@@ -245,7 +251,6 @@ def _contained(value: Any) -> Any:
 
 
 class MedicationRequest(Resource):
-    resource_type = "MedicationRequest"
     resourceType: Literal["MedicationRequest"]
     contained: Annotated[list[Medication] | None, BeforeValidator(_contained)] = None
     status: Code
@@ -256,16 +261,14 @@ class MedicationRequest(Resource):
     authoredOn: DateTime | None = None
     dosageInstruction: list[Dosage] | None = None
 
-    @model_validator(mode="after")
-    def _one_medication(self) -> MedicationRequest:
-        if self.medicationCodeableConcept is None and self.medicationReference is None:
-            raise ValueError("medication[x] is required")
-        _at_most_one(self, "medicationCodeableConcept", "medicationReference")
-        return self
+    choices = (
+        Choice(
+            "medication[x]", ("medicationCodeableConcept", "medicationReference"), required=True
+        ),
+    )
 
 
 class ServiceRequest(Resource):
-    resource_type = "ServiceRequest"
     resourceType: Literal["ServiceRequest"]
     status: Code
     intent: Code
@@ -278,14 +281,12 @@ class ServiceRequest(Resource):
     authoredOn: DateTime | None = None
     bodySite: list[CodeableConcept] | None = None
 
-    @model_validator(mode="after")
-    def _one_occurrence(self) -> ServiceRequest:
-        _at_most_one(self, "occurrenceDateTime", "occurrencePeriod", "occurrenceTiming")
-        return self
+    choices = (
+        Choice("occurrence[x]", ("occurrenceDateTime", "occurrencePeriod", "occurrenceTiming")),
+    )
 
 
 class DeviceRequest(Resource):
-    resource_type = "DeviceRequest"
     resourceType: Literal["DeviceRequest"]
     status: Code | None = None
     intent: Code
@@ -295,16 +296,12 @@ class DeviceRequest(Resource):
     occurrenceDateTime: DateTime | None = None
     authoredOn: DateTime | None = None
 
-    @model_validator(mode="after")
-    def _one_code(self) -> DeviceRequest:
-        if self.codeCodeableConcept is None and self.codeReference is None:
-            raise ValueError("code[x] is required")
-        _at_most_one(self, "codeCodeableConcept", "codeReference")
-        return self
+    choices = (
+        Choice("code[x]", ("codeCodeableConcept", "codeReference"), required=True),
+    )
 
 
 class DiagnosticReport(Resource):
-    resource_type = "DiagnosticReport"
     resourceType: Literal["DiagnosticReport"]
     status: Code
     code: CodeableConcept
@@ -315,14 +312,10 @@ class DiagnosticReport(Resource):
     conclusion: String | None = None
     conclusionCode: list[CodeableConcept] | None = None
 
-    @model_validator(mode="after")
-    def _one_effective(self) -> DiagnosticReport:
-        _at_most_one(self, "effectiveDateTime", "effectivePeriod")
-        return self
+    choices = (Choice("effective[x]", ("effectiveDateTime", "effectivePeriod")),)
 
 
 class Procedure(Resource):
-    resource_type = "Procedure"
     resourceType: Literal["Procedure"]
     status: Code
     code: CodeableConcept | None = None
@@ -331,14 +324,11 @@ class Procedure(Resource):
     performedPeriod: Period | None = None
     bodySite: list[CodeableConcept] | None = None
 
-    @model_validator(mode="after")
-    def _one_performed(self) -> Procedure:
-        _at_most_one(self, "performedDateTime", "performedPeriod")
-        return self
+    choices = (Choice("performed[x]", ("performedDateTime", "performedPeriod")),)
 
 
 MODELS: dict[str, type[Resource]] = {
-    model.resource_type: model
+    model.get_resource_type(): model
     for model in (
         Patient,
         Condition,
