@@ -21,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-FHIR_ID = r"^[A-Za-z0-9\-\.]{1,64}$"
-REFERENCE = r"^[A-Za-z]+/[A-Za-z0-9\-\.]{1,64}$"
+from cds_service.fhir.models import FHIR_ID, ID_CHARACTERS
+
+REFERENCE = rf"^[A-Za-z]+/{ID_CHARACTERS}$"
 
 
 def problems(exc: ValidationError, under: str = "") -> list[tuple[str, str]]:

@@ -52,7 +52,9 @@ _DAY = r"(0[1-9]|[1-2][0-9]|3[0-1])"
 _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
 _ZONE = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 
-Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+ID_CHARACTERS = r"[A-Za-z0-9\-.]{1,64}"
+FHIR_ID = rf"^{ID_CHARACTERS}$"
+Id = Annotated[str, Field(pattern=FHIR_ID)]
 Code = Annotated[str, Field(pattern=r"^[^\s]+(\s[^\s]+)*$")]
 Uri = str  # R4's pattern is \S*; fhir.resources checks none, and no rule needs one
 String = Annotated[str, Field(min_length=1)]
@@ -127,13 +129,11 @@ class Reference(Element):
 
 class Period(Element):
     start: DateTime | None = None
-    end: DateTime | None = None
 
 
 class Quantity(Element):
     value: FhirDecimal | None = None
     unit: String | None = None
-    system: Uri | None = None
     code: Code | None = None
 
 
@@ -161,19 +161,13 @@ class Choice(NamedTuple):
     required: bool = False
 
 
-class Resource(Element):
-    """A FHIR resource; its type is its class name, and ``get_resource_type()`` answers as
-    fhir.resources models do. ``choices`` lists its choice elements, checked here for all."""
+class _WithChoices(Element):
+    """An element or resource with choice elements: ``choices`` lists them, checked here."""
 
     choices: ClassVar[tuple[Choice, ...]] = ()
-    id: Id | None = None
-
-    @classmethod
-    def get_resource_type(cls) -> str:
-        return cls.__name__
 
     @model_validator(mode="after")
-    def _one_per_choice(self) -> Resource:
+    def _one_per_choice(self) -> _WithChoices:
         for choice in self.choices:
             present = [name for name in choice.variants if getattr(self, name) is not None]
             if choice.required and not present:
@@ -181,6 +175,17 @@ class Resource(Element):
             if len(present) > 1:
                 raise ValueError(f"only one of {', '.join(present)} may be given")
         return self
+
+
+class Resource(_WithChoices):
+    """A FHIR resource; its type is its class name, and ``get_resource_type()`` answers as
+    fhir.resources models do."""
+
+    id: Id | None = None
+
+    @classmethod
+    def get_resource_type(cls) -> str:
+        return cls.__name__
 
 
 class Patient(Resource):
@@ -219,8 +224,11 @@ class Observation(Resource):
     )
 
 
-class MedicationIngredient(Element):
+class MedicationIngredient(_WithChoices):
     itemCodeableConcept: CodeableConcept | None = None
+    itemReference: Reference | None = None
+
+    choices = (Choice("item[x]", ("itemCodeableConcept", "itemReference"), required=True),)
 
 
 class Medication(Resource):

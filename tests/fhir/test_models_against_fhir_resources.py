@@ -43,7 +43,43 @@ def _fixture_resources() -> Iterator[dict[str, Any]]:
         yield from json.loads(path.read_text(encoding="utf-8")).get("draftOrders", [])
 
 
-RESOURCES = [r for r in _fixture_resources() if r["resourceType"] in MODELS]
+# Elements the rules read that no fixture carries, written here (text only: no codes needed).
+SEEDS: list[dict[str, Any]] = [
+    {
+        "resourceType": "Medication",
+        "id": "seed-medication",
+        "code": {"text": "tramadol 50 mg oral tablet"},
+        "form": {"text": "oral tablet"},
+        "ingredient": [{"itemCodeableConcept": {"text": "tramadol"}}],
+    },
+    {
+        "resourceType": "Observation",
+        "id": "seed-observation",
+        "status": "final",
+        "code": {"text": "Beighton score"},
+        "subject": {"reference": "Patient/seed"},
+        "effectiveInstant": "2024-03-01T09:30:00Z",
+        "issued": "2024-03-01T10:00:00Z",
+        "valueInteger": 6,
+    },
+    {
+        "resourceType": "Condition",
+        "id": "seed-condition",
+        "code": {"text": "chronic low back pain"},
+        "subject": {"reference": "Patient/seed"},
+        "onsetPeriod": {"start": "2023-01-15"},
+    },
+    {
+        "resourceType": "DeviceRequest",
+        "id": "seed-device-request",
+        "status": "draft",
+        "intent": "order",
+        "codeReference": {"reference": "Device/brace"},
+        "subject": {"reference": "Patient/seed"},
+    },
+]
+
+RESOURCES = [r for r in _fixture_resources() if r["resourceType"] in MODELS] + SEEDS
 
 # Each mutation breaks (or keeps valid) an element the slim models check; None: not applicable.
 Mutation = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -116,6 +152,13 @@ MUTATIONS: dict[str, Mutation] = {
     "second medication": _add(
         "MedicationRequest", "medicationReference", {"reference": "Medication/m"}
     ),
+    "ingredient without item": lambda r: {**r, "ingredient": [{}]} if "ingredient" in r else None,
+    "ingredient with two items": lambda r: (
+        {**r, "ingredient": [{**r["ingredient"][0], "itemReference": {"reference": "Substance/s"}}]}
+        if "ingredient" in r
+        else None
+    ),
+    "no device code": _drop("codeReference"),
 }
 
 # FHIR JSON writes integers and decimals as JSON numbers; fhir.resources converts "5" and true
@@ -173,8 +216,10 @@ def test_types_the_rules_do_not_read_are_not_validated(resource_type: Any) -> No
 
 
 def test_models_answer_their_resource_type() -> None:
+    """The type a model answers (its class name) is the one its resourceType accepts."""
     for name, model in MODELS.items():
         assert model.get_resource_type() == name
+        assert typing.get_args(model.model_fields["resourceType"].annotation) == (name,)
 
 
 # ---------------------------------------------------------------- generated values, same check
