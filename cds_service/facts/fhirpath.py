@@ -8,7 +8,7 @@ the facts need, so the clinical code never has to guard against ``None`` chains 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 
@@ -63,24 +63,15 @@ def code_list(concept: Any) -> str:
     return ", ".join(code for _, code in codings(concept) if code)
 
 
-def to_date(value: Any) -> date | None:
-    """A date from a FHIR date/dateTime/instant, taking the start of a partial date."""
+def to_date(value: str | None) -> date | None:
+    """The date of a FHIR date/dateTime/instant, taking the start of a partial date.
+
+    Values come from the models, which have already checked the pattern and the calendar day.
+    """
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        parts = value[:10].split("-")
-        try:
-            year = int(parts[0])
-            month = int(parts[1]) if len(parts) > 1 else 1
-            day = int(parts[2]) if len(parts) > 2 else 1
-            return date(year, month, day)
-        except (ValueError, IndexError):
-            return None
-    return None
+    year, month, day = (value[:10].split("-") + ["1", "1"])[:3]
+    return date(int(year), int(month), int(day))
 
 
 def period_start(period: Any) -> Any:
@@ -88,7 +79,7 @@ def period_start(period: Any) -> Any:
     return period.start if period is not None else None
 
 
-def first_date(*values: Any) -> date | None:
+def first_date(*values: str | None) -> date | None:
     """The first of the values that reads as a date (see :func:`to_date`), else None."""
     for value in values:
         found = to_date(value)

@@ -63,7 +63,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     return make_card(RULE, ctx, summary=summary, evidence=evidence, advice=advice)
 
 
-def _hours(value: float | None) -> str:
+def _hours(value: float) -> str:
     """Planned hours as people write them (40, 7.5), never rounded up to the threshold.
 
     Only flagged orders are shown, and under_threshold() flags none without hours.
