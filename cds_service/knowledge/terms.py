@@ -30,6 +30,11 @@ def compile_terms(terms: Iterable[str]) -> tuple[re.Pattern[str] | None, dict[st
         key = term_key(term)
         if not key:
             raise ValueError("empty text term")
+        # The relevance filter searches a resource's texts joined by "|" at once: the same as
+        # searching each alone only while no term holds a "|" or begins or ends with anything
+        # but a letter or digit (terms match between word boundaries).
+        if "|" in key or not (key[0].isalnum() and key[-1].isalnum()):
+            raise ValueError(f"text term {term!r} must hold no '|' and begin and end alphanumeric")
         by_key.setdefault(key, term)
     if not by_key:
         return None, by_key

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.knowledge import DEFAULT_DATA_DIR, load_knowledge
+from cds_service.knowledge.terms import compile_terms
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINOLOGY = REPO.parent / "shared" / "clinical" / "terminology.md"
@@ -218,3 +219,9 @@ def test_terms_begin_and_end_with_a_letter_or_digit_and_hold_no_bar():
         for term in knowledge.concept(concept).terms:
             assert "|" not in term, (concept, term)
             assert term[0].isalnum() and term[-1].isalnum(), (concept, term)
+
+
+@pytest.mark.parametrize("term", ["low|back", "-hypermobility", "Beighton:", "| x"])
+def test_terms_that_would_break_the_joined_search_are_refused_at_load(term):
+    with pytest.raises(ValueError, match="must hold no"):
+        compile_terms([term])
