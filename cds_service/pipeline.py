@@ -92,6 +92,9 @@ class HookPipeline:
             raise ContextInvalid(problems(exc, "context")) from None
 
     def run(self, service: ServiceDefinition, request: HookRequest) -> HookResult:
+        limit = self.settings.max_prefetch_keys
+        if request.prefetch and len(request.prefetch) > limit:
+            raise ContextInvalid([("prefetch", f"more than {limit} keys")])
         context = self.parse_context(request)
         patient_id = context.patientId
         draft_resources = (

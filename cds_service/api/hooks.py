@@ -85,9 +85,6 @@ def call_service(service_id: str) -> Response:
             expressions=["hook"],
         )
     cds = current_app.extensions["cds"]
-    limit = cds.settings.max_prefetch_keys
-    if hook_request.prefetch and len(hook_request.prefetch) > limit:
-        raise ApiError(400, f"prefetch has more than {limit} keys.", expressions=["prefetch"])
     try:
         result = cds.pipeline.run(service, hook_request)
     except ContextInvalid as exc:

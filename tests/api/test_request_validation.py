@@ -180,6 +180,12 @@ def test_too_many_prefetch_keys(client, app, make_request):
     body = make_request()
     body["prefetch"].update({f"extra{i}": None for i in range(limit)})
     assert "prefetch" in outcome(client.post(PV, json=body), 400)
+    # The limit itself is allowed (checked in the pipeline, next to the draft-order limit).
+    own = make_request()["prefetch"]
+    body["prefetch"] = {**own, **{f"extra{i}": None for i in range(limit - len(own))}}
+    assert client.post(PV, json=body).status_code == 200
+    body["prefetch"]["one-too-many"] = None
+    assert f"more than {limit} keys" in outcome(client.post(PV, json=body), 400)
 
 
 def test_draft_order_with_a_non_string_resource_type_is_skipped(client, make_request):
