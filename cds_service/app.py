@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     knowledge = load_knowledge()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # Members in the order the models declare them (summary first), not re-sorted per answer.
+    # JSON answers (discovery, OperationOutcomes) keep their members in the order written.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = Metrics()
     client = MeteredFhirClient(
@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi_bp)
     app.before_request(_reset_log_context)
     app.before_request(_authenticate)
-    install_large_body_gate(app)  # after authentication: a refused call never waits
+    install_large_body_gate(app)
     app.after_request(_cors)
     return app
 

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Request
 
 from cds_service.api.errors import ApiError
+from cds_service.api.large_bodies import wait_if_large
 from cds_service.strict_json import DuplicateKey, TooDeep, loads
 
 
@@ -59,6 +60,7 @@ def read_json_object(
     raw = request.get_data(cache=False)
     if len(raw) > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
+    wait_if_large(len(raw))
     try:
         body = loads(raw)
     except DuplicateKey as dup:
