@@ -82,6 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
             migrated = _migrate_in_own_process()
             if migrated != 0:
                 return migrated
+            # Done: the app (and every worker forked from it) only checks the revision now.
+            settings = settings.with_overrides(database_auto_migrate=False)
         app = create_app(settings)
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
