@@ -17,7 +17,9 @@ def test_uuids_are_version_4_and_distinct_across_batches():
 
 
 def test_a_forked_worker_does_not_reuse_the_parents_batch():
-    new_uuid()  # the parent now holds a partly used batch
+    cards._uuid_bytes.clear()
+    new_uuid()  # the parent now holds a fresh, partly used batch
+    assert cards._uuid_bytes
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next uuid and leave at once
