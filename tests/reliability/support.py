@@ -66,21 +66,26 @@ def healthy_traffic(
 ) -> Iterator[list[tuple[int, float, set[str]]]]:
     """Post ``call`` over and over in a background thread (at most ``limit`` answers) while the
     block runs; yields the list of (status, seconds, rule ids fired) it fills, for the test to
-    check afterwards (an assertion inside the thread could not fail the test). With ``healthz``,
+    check afterwards (an assertion inside the thread could not fail the test; an exception there
+    fails it when the block ends). With ``healthz``,
     a ``/healthz`` call follows each one, recorded as (status, 0.0, the expected ids)."""
     results: list[tuple[int, float, set[str]]] = []
+    errors: list[Exception] = []
     stop = threading.Event()
 
     def run() -> None:
         session = requests.Session()
-        while not stop.is_set() and len(results) < limit:
-            started = time.monotonic()
-            response = session.post(url + call.path, json=call.body, timeout=10)
-            ids = rule_ids(response.json()) if response.status_code == 200 else set()
-            results.append((response.status_code, time.monotonic() - started, ids))
-            if healthz:
-                health = session.get(url + "/healthz", timeout=10)
-                results.append((health.status_code, 0.0, set(call.expected)))
+        try:
+            while not stop.is_set() and len(results) < limit:
+                started = time.monotonic()
+                response = session.post(url + call.path, json=call.body, timeout=10)
+                ids = rule_ids(response.json()) if response.status_code == 200 else set()
+                results.append((response.status_code, time.monotonic() - started, ids))
+                if healthz:
+                    health = session.get(url + "/healthz", timeout=10)
+                    results.append((health.status_code, 0.0, set(call.expected)))
+        except Exception as error:  # a hung or failed call: the test fails below, not here
+            errors.append(error)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -89,6 +94,8 @@ def healthy_traffic(
     finally:
         stop.set()
         thread.join(timeout=20)
+    assert not thread.is_alive(), "the background traffic was still running 20 s after the block"
+    assert not errors, f"a background call failed: {errors[0]!r}"
 
 
 @cache
