@@ -77,9 +77,7 @@ class Probe:
         self._wrap(hooks_module, "_body", "body")
 
     def _wrap(self, owner: Any, name: str, part: str) -> None:
-        original = getattr(owner, name, None)
-        if original is None:
-            return  # that part has moved; it is then counted in "other"
+        original = getattr(owner, name)  # a part that moved must be followed here, not lost
         parts = self.parts
 
         def timed(*args: Any, **kwargs: Any) -> Any:

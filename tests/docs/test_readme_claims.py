@@ -217,3 +217,15 @@ def test_soak_and_fuzz_defaults():
     assert "SOAK_SECONDS ?= 300" in MAKEFILE and "SOAK_RATE ?= 20" in MAKEFILE
     for name in ("FUZZ_EXAMPLES", "FUZZ_MIN_REQUESTS", "SOAK_SECONDS", "SOAK_RATE"):
         assert f"`{name}`" in reliability and f"{name} ?=" in MAKEFILE
+
+
+def test_performance_targets_are_the_benchmarks_targets():
+    """The limits the README's target table states are the ones `make bench` checks."""
+    from benchmarks.__main__ import TARGETS
+
+    stated = sorted(
+        (row[1].startswith("≥"), float(re.search(r"[\d.]+", row[1]).group()))
+        for row in table(section("Performance"))
+        if len(row) > 1 and row[1][:1] in ("≤", "≥")
+    )
+    assert stated == sorted((higher, limit) for _, _, limit, higher in TARGETS)
