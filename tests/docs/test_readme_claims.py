@@ -181,6 +181,8 @@ def test_layout_table_paths_exist_and_scenarios_are_counted():
     rows = table(section("How the code is laid out"))
     for row in rows:
         assert (REPO / ticked(row[0])[0]).exists(), row[0]
+        for path in ticked(row[0]):
+            assert (REPO / path).exists(), (row[0], path)
     fixtures = next(row[1] for row in rows if row[0] == "`fhir_fixtures/`")
     assert f"{len(list_scenarios())} hook scenarios" in fixtures
 
