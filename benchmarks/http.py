@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.charts import PATIENT_VIEW_SCENARIO
-from benchmarks.common import BIG_BODY_BYTES, children_of, hook_call, median, rss_of
+from benchmarks.common import (
+    BIG_BODY_BYTES,
+    children_of,
+    free_port,
+    hook_call,
+    median,
+    rss_of,
+)
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "wrk_post.lua"
@@ -48,12 +54,6 @@ def require_wrk() -> str:
             "Install it with `apt-get install -y wrk` (Debian/Ubuntu), or run with --no-http."
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def post(port: int, path: str, body: bytes, timeout: float = 60) -> tuple[int, bytes]:

@@ -28,7 +28,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from benchmarks.common import free_port
 from cds_service.devtools.scenarios import load_scenario
 from cds_service.security import sign_development_token
 from cds_service.security.replay import DatabaseReplayCache
@@ -189,12 +189,6 @@ def fresh_schema(postgres_url: str) -> Iterator[str]:
 
 
 # -- service instances ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
