@@ -24,7 +24,7 @@ from typing import Any
 
 from .model import MATCH_TYPES, CodeEntry, Coding, ConceptInfo, GuidelineSource
 from .systems import SystemTable
-from .terms import compile_terms, term_key
+from .terms import TermScreen, compile_terms, term_key
 
 PROJECT_SYSTEM = "urn:hypermobility-cds:codes"
 _EMPTY: frozenset[str] = frozenset()
@@ -120,7 +120,7 @@ class Knowledge:
         }
         self._ranges = {system: tuple(items) for system, items in ranges.items()}
         self._code_memo: dict[tuple[str | None, str], frozenset[str]] = {}
-        self._any_text: dict[tuple[str, ...], re.Pattern[str] | None] = {}
+        self._any_text: dict[tuple[str, ...], tuple[TermScreen, re.Pattern[str]] | None] = {}
 
     # ----------------------------------------------------------------- loading helpers
     def _concept(
@@ -246,15 +246,19 @@ class Knowledge:
         if not text or type(text) is not str:
             return False
         try:
-            pattern = self._any_text[concepts]
+            union = self._any_text[concepts]
         except KeyError:
-            pattern = self._any_text[concepts] = self._union(concepts)
-        return pattern is not None and pattern.search(text) is not None
+            union = self._any_text[concepts] = self._union(concepts)
+        return (
+            union is not None and union[0].may_match(text) and union[1].search(text) is not None
+        )
 
-    def _union(self, concepts: tuple[str, ...]) -> re.Pattern[str] | None:
-        """One pattern whose search succeeds exactly when some concept's pattern would."""
+    def _union(self, concepts: tuple[str, ...]) -> tuple[TermScreen, re.Pattern[str]] | None:
+        """One pattern whose search succeeds exactly when some concept's pattern would, and
+        the screen that spares it the texts it cannot match."""
         terms = [term for concept in concepts for term in self._get(concept).info.terms]
-        return compile_terms(terms)[0] if terms else None
+        pattern = compile_terms(terms)[0] if terms else None
+        return None if pattern is None else (TermScreen(terms), pattern)
 
     def coding(self, concept: str, code: str) -> Coding:
         """The concept's entry for `code` as a Coding (for building suggestions)."""

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 _SEPARATOR = re.compile(r"[\s\-]+")
+_FIRST_ASCII_WORD = re.compile(r"[a-z0-9]+")
 # Not preceded / followed by a letter or digit (underscore counts as a separator).
 _BEFORE = r"(?<![^\W_])"
 _AFTER = r"(?![^\W_])"
@@ -43,3 +44,36 @@ def compile_terms(terms: Iterable[str]) -> tuple[re.Pattern[str] | None, dict[st
         alternatives.append(r"[\s\-]+".join(re.escape(part) for part in key.split(" ")))
     pattern = re.compile(_BEFORE + "(?:" + "|".join(alternatives) + ")" + _AFTER, re.IGNORECASE)
     return pattern, by_key
+
+
+class TermScreen:
+    """A cheap test that every text a term pattern could match passes: run before the regex.
+
+    The relevance filter searches the codes' texts of every resource of a chart, most of them
+    vital signs whose texts hold no term at all. The term pattern (case-insensitive, between
+    word boundaries checked by a look-behind at every position) costs about 2 µs on a typical
+    display, while a substring test costs about 0.1 µs. So, for ASCII text: a match must
+    contain the first run of letters and digits of some term, and with ASCII on both sides
+    ignoring case is exactly lower-casing, so a lower-cased text without any of those runs
+    cannot match. Other texts (where Unicode case folding makes "ſ" match "s") and terms that
+    are not ASCII always go to the regex, as does every text that passes.
+    """
+
+    __slots__ = ("_words",)
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        keys = [term_key(term) for term in terms]
+        firsts = [_FIRST_ASCII_WORD.match(key) if key.isascii() else None for key in keys]
+        self._words: tuple[str, ...] | None = (
+            tuple(sorted({first.group(0) for first in firsts}))
+            if keys and all(firsts)
+            else None
+        )
+
+    def may_match(self, text: str) -> bool:
+        """False only when no term can match ``text``; True says "ask the regex"."""
+        words = self._words
+        if words is None or not text.isascii():
+            return True
+        lowered = text.lower()
+        return any(word in lowered for word in words)

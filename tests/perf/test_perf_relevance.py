@@ -11,6 +11,8 @@ import itertools
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from benchmarks.charts import ORDER_SIGN_SCENARIO, PATIENT_VIEW_SCENARIO, build_chart
 from cds_service.devtools.scenarios import (
@@ -23,6 +25,7 @@ from cds_service.fhir.record import CODE_FIELDS, TEXT_CONCEPTS, build_record, is
 from cds_service.knowledge import DEFAULT_DATA_DIR, load_knowledge
 from cds_service.knowledge import store as store_module
 from cds_service.knowledge.store import Knowledge
+from cds_service.knowledge.terms import TermScreen
 
 
 def reference_is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
@@ -177,3 +180,39 @@ def test_a_term_is_found_within_one_text_never_across_two(knowledge, text, displ
     }
     assert is_relevant(request, knowledge) is relevant
     assert reference_is_relevant(request, knowledge) is relevant
+
+
+# Texts built from pieces of the real terms, their case and separator variants, and characters
+# whose Unicode case folding meets ASCII letters (Kelvin sign, long s, dotted capital I).
+_TERM_PIECES = sorted({
+    piece
+    for concepts in TEXT_CONCEPTS.values() for concept in concepts
+    for term in load_knowledge().concept(concept).terms
+    for piece in (term, term.upper(), term.title(), term[:4], term[2:], term.replace(" ", "-"),
+                  term.replace("s", "\u017f").replace("k", "\u212a"))
+})
+_TEXTS = st.lists(
+    st.one_of(
+        st.sampled_from(_TERM_PIECES),
+        st.sampled_from([" ", "-", "_", "/", "|", "x", "5", "\u212a", "\u017f", "\u0130", "é"]),
+        st.text(max_size=4),
+    ),
+    max_size=6,
+).map("".join)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_TEXTS)
+def test_the_screen_before_the_term_regex_never_changes_an_answer(knowledge, text):
+    for concepts in {tuple(c) for c in TEXT_CONCEPTS.values()}:
+        expected = any(knowledge.text_matches(c, text) for c in concepts)
+        assert knowledge.text_matches_any(concepts, text) == expected, (concepts, text)
+
+
+def test_the_screen_passes_every_text_it_cannot_rule_out():
+    screen = TermScreen(["Beighton", "low level laser"])
+    assert not screen.may_match("Heart rate")  # ASCII without either first word: no regex
+    assert screen.may_match("BEIGHTON score")
+    assert screen.may_match("LOW-level")  # the first word is enough to ask the regex
+    assert screen.may_match("\u212a")  # not ASCII: always the regex
+    assert TermScreen(["caf\u00e9"]).may_match("Heart rate")  # a term not ASCII: always
