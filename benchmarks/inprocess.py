@@ -74,7 +74,7 @@ class Probe:
         state = app.extensions["cds"]
         self._wrap(state.pipeline, "run", "pipeline")
         self._wrap(state.store, "record_served", "storage")
-        self._wrap(hooks_module, "_body", "body")
+        self._wrap(hooks_module, "_hook_body", "body")
 
     def _wrap(self, owner: Any, name: str, part: str) -> None:
         original = getattr(owner, name)  # a part that moved must be followed here, not lost

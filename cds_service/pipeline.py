@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,7 +20,7 @@ from cds_service.api.services import ServiceDefinition
 from cds_service.facts.build import build_facts
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import gather
-from cds_service.fhir.record import build_record, validate
+from cds_service.fhir.record import build_record, is_relevant, validate
 from cds_service.guidance.engine import Evaluation, evaluate
 from cds_service.guidance.rule import RuleContext
 from cds_service.guidance.rules import ALL
@@ -90,6 +91,15 @@ class HookPipeline:
             return CONTEXTS[request.hook].model_validate(request.context)
         except ValidationError as exc:
             raise ContextInvalid(problems(exc, "context")) from None
+
+    def keeps_entry(self, entry: Any) -> bool:
+        """False for a prefetch Bundle entry whose resource no rule reads (the relevance filter
+        of :func:`~cds_service.fhir.record.build_record`), so a long body's reader can drop it
+        while parsing; every other entry, odd ones included, is left for the pipeline."""
+        if type(entry) is not dict:
+            return True
+        resource = entry.get("resource")
+        return type(resource) is not dict or is_relevant(resource, self.knowledge)
 
     def run(self, service: ServiceDefinition, request: HookRequest) -> HookResult:
         limit = self.settings.max_prefetch_keys

@@ -38,7 +38,7 @@ class TooDeep(ValueError):
     """The JSON text nests deeper than this reader handles."""
 
 
-def _string_tokens_x2(text: bytes) -> int:
+def string_tokens_x2(text: bytes) -> int:
     """Twice the number of string tokens in valid JSON ``text``: its unescaped quotes.
 
     Escaped backslashes go first (pairs, left to right: a run of three before a quote leaves
@@ -67,8 +67,16 @@ def loads(raw: bytes) -> Any:
     Raises :class:`DuplicateKey`, :class:`TooDeep`, or ``ValueError`` (orjson's
     ``JSONDecodeError``) with what is wrong and where.
     """
-    if raw[:3] == _UTF8_BOM:  # RFC 8259 section 8.1: a parser may ignore a byte order mark
-        raw = raw[3:]
+    return loads_counted(without_bom(raw))[0]
+
+
+def without_bom(raw: bytes) -> bytes:
+    """RFC 8259 section 8.1: a parser may ignore a leading UTF-8 byte order mark."""
+    return raw[3:] if raw[:3] == _UTF8_BOM else raw
+
+
+def loads_counted(raw: bytes) -> tuple[Any, int]:
+    """:func:`loads` (without the byte order mark) and :func:`string_tokens_x2` of ``raw``."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -80,12 +88,13 @@ def loads(raw: bytes) -> Any:
             ) from None
         raise
     if type(value) is not dict and type(value) is not list:
-        return value
+        return value, string_tokens_x2(raw)
     try:
         written = orjson.dumps(value)
     except orjson.JSONEncodeError:
         raise TooDeep("nested too deeply") from None
-    if _string_tokens_x2(raw) != _string_tokens_x2(written):
+    tokens = string_tokens_x2(raw)
+    if tokens != string_tokens_x2(written):
         json.loads(raw, object_pairs_hook=_named_duplicate)  # raises, naming the key
         raise DuplicateKey("")  # the counts prove a repeat even if it were not found by name
-    return value
+    return value, tokens

@@ -7,12 +7,14 @@ so anything ambiguous is refused with a clear 400 before any code looks at it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Request
 
 from cds_service.api.errors import ApiError
 from cds_service.api.large_bodies import wait_if_large
+from cds_service.api.pruning_reader import PRUNE_ABOVE_BYTES, loads_pruned
 from cds_service.strict_json import DuplicateKey, TooDeep, loads
 
 
@@ -46,6 +48,33 @@ def read_json_object(
     ``unwalked``: parts the caller reads only at fixed paths, never recursively, so their
     nesting cannot hurt (the JSON reader itself refuses more than 254 levels anywhere).
     """
+    return _read(request, max_bytes, max_depth, unwalked, lambda raw: (loads(raw), 0))[0]
+
+
+def read_hook_body(
+    request: Request, *, max_bytes: int, max_depth: int, keep_entry: Callable[[Any], bool]
+) -> tuple[dict[str, Any], int]:
+    """A hook call's body as :func:`read_json_object` reads it, and the prefetch Bundle entries
+    dropped because ``keep_entry`` refused them (only in bodies above
+    :data:`~cds_service.api.pruning_reader.PRUNE_ABOVE_BYTES`; see that module for why).
+    ``prefetch`` is read at fixed paths only, so its nesting is not walked.
+    """
+
+    def parse(raw: bytes) -> tuple[Any, int]:
+        if len(raw) > PRUNE_ABOVE_BYTES:
+            return loads_pruned(raw, keep_entry)
+        return loads(raw), 0
+
+    return _read(request, max_bytes, max_depth, frozenset({"prefetch"}), parse)
+
+
+def _read(
+    request: Request,
+    max_bytes: int,
+    max_depth: int,
+    unwalked: frozenset[str],
+    parse: Callable[[bytes], tuple[Any, int]],
+) -> tuple[dict[str, Any], int]:
     mimetype = request.mimetype or ""
     if mimetype not in ("application/json", "application/fhir+json") and not mimetype.endswith(
         "+json"
@@ -62,7 +91,7 @@ def read_json_object(
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
     wait_if_large(len(raw))
     try:
-        body = loads(raw)
+        body, dropped = parse(raw)
     except DuplicateKey as dup:
         raise ApiError(400, f"The JSON body repeats the key {str(dup)[:64]!r}.") from None
     except TooDeep:  # the reader's own limit, far beyond ours, reached anywhere in the body
@@ -78,4 +107,4 @@ def read_json_object(
     walked = {k: v for k, v in body.items() if k not in unwalked} if unwalked else body
     if not _depth(walked, max_depth):
         raise ApiError(400, f"The JSON body is nested deeper than {max_depth} levels.")
-    return body
+    return body, dropped

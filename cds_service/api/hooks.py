@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds_service.api.body import read_json_object
+from cds_service.api.body import read_hook_body, read_json_object
 from cds_service.api.errors import ApiError
 from cds_service.api.metrics import record_evaluation, record_feedback
 from cds_service.api.models import FeedbackRequest, HookRequest, problems
@@ -45,20 +45,27 @@ def _service(service_id: str) -> ServiceDefinition:
     return service
 
 
-# A hook call's prefetch is most of its bytes (a long chart), and nothing walks it recursively:
-# the relevance filter and the patient check read fixed paths, and the models the rules read
-# have a fixed depth and ignore every element they do not name. Walking it only to bound its
-# nesting cost about a third of a 10,000-resource call, so the limit applies to the rest.
-PREFETCH_UNWALKED = frozenset({"prefetch"})
-
-
-def _body(unwalked: frozenset[str] = frozenset()) -> dict[str, Any]:
+def _body() -> dict[str, Any]:
     settings = current_app.extensions["cds"].settings
     return read_json_object(
+        request, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+    )
+
+
+def _hook_body() -> tuple[dict[str, Any], int]:
+    """The hook call's body, less the prefetch entries no rule reads (counted) when it is long.
+
+    A hook call's prefetch is most of its bytes (a long chart), and nothing walks it recursively:
+    the relevance filter and the patient check read fixed paths, and the models the rules read
+    have a fixed depth and ignore every element they do not name. Walking it only to bound its
+    nesting cost about a third of a 10,000-resource call, so the limit applies to the rest.
+    """
+    cds = current_app.extensions["cds"]
+    return read_hook_body(
         request,
-        max_bytes=settings.max_body_bytes,
-        max_depth=settings.max_json_depth,
-        unwalked=unwalked,
+        max_bytes=cds.settings.max_body_bytes,
+        max_depth=cds.settings.max_json_depth,
+        keep_entry=cds.pipeline.keeps_entry,
     )
 
 
@@ -72,7 +79,7 @@ def call_service(service_id: str) -> Response:
     started = time.perf_counter()
     service = _service(service_id)
     service_id_var.set(service.id)
-    body = _body(PREFETCH_UNWALKED)
+    body, dropped = _hook_body()
     try:
         hook_request = HookRequest.model_validate(body)
     except ValidationError as exc:
@@ -111,7 +118,7 @@ def call_service(service_id: str) -> Response:
             "cards": len(cards),
             "rules": [c.rule_id for c in cards],
             "failed_rules": list(result.evaluation.failed_rules),
-            "resources": result.resources,
+            "resources": result.resources + dropped,  # entries dropped while reading, too
             "skipped_invalid": result.skipped_invalid,
             "skipped_other_patient": result.skipped_other_patient,
             "prefetch_keys": list(result.prefetch_keys),
