@@ -17,11 +17,11 @@ Nothing about strictness changes. Every byte of the body is parsed by
 depth limit holds where it did), and repeated member names are caught at every level: the
 members the span finder reads are counted, and their string tokens plus those of every parsed
 part must add up to the tokens of the whole text; a name repeated where spans were found drops
-a member and breaks the sum. Whenever anything is not as expected (not an object, a repeat, a
-syntax error, a span finder limit), the whole body is read again the plain way with
-:func:`cds_service.strict_json.loads`, which names the problem exactly as it always has. Bodies
-the plain way refuses are refused the same way; bodies it accepts give the same value, less the
-dropped entries.
+a member and breaks the sum. Whenever anything is not as expected (not an object, a prefetch
+value neither an object nor null, a repeat, a syntax error, a span finder limit), the whole body
+is read again the plain way with :func:`cds_service.strict_json.loads`, which names the problem
+exactly as it always has (and drops nothing). Bodies the plain way refuses are refused the same
+way; bodies it accepts give the same value, less the dropped entries.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ CHUNK = 64  # entries parsed at once: a few hundred kB of objects, reused chunk 
 
 _MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
+_PREFETCH = msgspec.json.Decoder(dict[str, dict[str, msgspec.Raw] | None])
 _SPAN_FINDER_REFUSED = (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError)
 _OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
 
@@ -99,12 +100,16 @@ class _Reader:
     def _prefetch(self, span: msgspec.Raw) -> Any:
         if not _is(span, _OPEN_OBJECT):
             return self._leaf(span, depth=1)
-        return {key: self._bundle(value) for key, value in self._members(span).items()}
+        # One pass finds the members of every prefetch value that is an object (a value of
+        # another JSON type makes the whole body go the plain way).
+        values = _PREFETCH.decode(span)
+        self.tokens += 2 * len(values)
+        return {key: self._bundle(members) for key, members in values.items()}
 
-    def _bundle(self, span: msgspec.Raw) -> Any:
-        if not _is(span, _OPEN_OBJECT):
-            return self._leaf(span, depth=2)
-        members = self._members(span)
+    def _bundle(self, members: dict[str, msgspec.Raw] | None) -> Any:
+        if members is None:
+            return None
+        self.tokens += 2 * len(members)
         entries = members.pop("entry", None)
         value = {name: self._leaf(member, depth=3) for name, member in members.items()}
         if entries is not None:
@@ -116,15 +121,15 @@ class _Reader:
 
     def _entries(self, span: msgspec.Raw) -> list[Any]:
         items = _ITEMS.decode(span)
+        keep = self.keep
         kept: list[Any] = []
         for start in range(0, len(items), CHUNK):
             # Inside "[[[" the chunk's items sit as deep as in the body (entry array: level 4).
             chunk = b"[[[[" + b",".join(items[start : start + CHUNK]) + b"]]]]"
             value, tokens = loads_counted(chunk)
             self.tokens += tokens
-            for item in value[0][0][0]:
-                if self.keep(item):
-                    kept.append(item)
-                else:
-                    self.dropped += 1
+            items_here = value[0][0][0]
+            kept_here = [item for item in items_here if keep(item)]
+            self.dropped += len(items_here) - len(kept_here)
+            kept += kept_here
         return kept

@@ -33,11 +33,17 @@ def keep(item: Any) -> bool:
 
 
 def pruned(value: Any) -> tuple[Any, int]:
-    """What the plain reading becomes once the filter has run on every prefetch Bundle."""
+    """What the plain reading becomes once the filter has run on every prefetch Bundle.
+
+    A prefetch value that is neither an object nor null (which the service refuses anyway)
+    sends the whole body the plain way, unfiltered.
+    """
     value = copy.deepcopy(value)
     dropped = 0
     prefetch = value.get("prefetch") if isinstance(value, dict) else None
-    if isinstance(prefetch, dict):
+    if isinstance(prefetch, dict) and all(
+        v is None or isinstance(v, dict) for v in prefetch.values()
+    ):
         for bundle in prefetch.values():
             if (isinstance(bundle, dict) and bundle.get("resourceType") == "Bundle"
                     and isinstance(bundle.get("entry"), list)):
