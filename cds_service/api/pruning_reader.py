@@ -17,9 +17,9 @@ Nothing about strictness changes. Every byte of the body is parsed by
 depth limit holds where it did), and repeated member names are caught at every level: the
 members the span finder reads are counted, and their string tokens plus those of every parsed
 part must add up to the tokens of the whole text; a name repeated where spans were found drops
-a member and breaks the sum. Whenever anything is not as expected (not an object, a prefetch
-value neither an object nor null, a repeat, a syntax error, a span finder limit), the whole body
-is read again the plain way with :func:`cds_service.strict_json.loads`, which names the problem
+a member and breaks the sum. Whenever anything is not as expected (not an object, a member a
+hook call does not have, a prefetch value neither an object nor null, a repeat, a syntax error,
+a span finder limit), the whole body is read again the plain way with :func:`cds_service.strict_json.loads`, which names the problem
 exactly as it always has (and drops nothing). Bodies the plain way refuses are refused the same
 way; bodies it accepts give the same value, less the dropped entries.
 """
@@ -39,16 +39,29 @@ from cds_service.strict_json import loads, loads_counted, string_tokens_x2, with
 PRUNE_ABOVE_BYTES = 1024 * 1024
 CHUNK = 64  # entries parsed at once: a few hundred kB of objects, reused chunk after chunk
 
-_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
-_PREFETCH = msgspec.json.Decoder(dict[str, dict[str, msgspec.Raw] | None])
+_Span = msgspec.Raw
+_Absent = msgspec.UnsetType
+_ABSENT = msgspec.UNSET
+
+
+class _HookCall(msgspec.Struct, forbid_unknown_fields=True):
+    """Spans of a CDS Hooks request's members, found in one pass: ``prefetch`` down to the
+    members of each of its values (a member of another name, or a prefetch value neither an
+    object nor null, sends the body the plain way)."""
+
+    hook: _Span | _Absent = _ABSENT
+    hookInstance: _Span | _Absent = _ABSENT
+    fhirServer: _Span | _Absent = _ABSENT
+    fhirAuthorization: _Span | _Absent = _ABSENT
+    context: _Span | _Absent = _ABSENT
+    extension: _Span | _Absent = _ABSENT
+    prefetch: dict[str, dict[str, _Span] | None] | None | _Absent = _ABSENT
+
+
+_HOOK_CALL = msgspec.json.Decoder(_HookCall)
+_ITEMS = msgspec.json.Decoder(list[_Span])
 _SPAN_FINDER_REFUSED = (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError)
-_OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
-
-
-def _is(span: msgspec.Raw, opening: int) -> bool:
-    """Does the JSON value in ``span`` open with this byte (an object or an array)?"""
-    return memoryview(span)[0] == opening
+_OPEN_ARRAY = ord("[")
 
 
 class _Irregular(Exception):
@@ -75,21 +88,19 @@ class _Reader:
         self.dropped = 0
 
     def body(self, raw: bytes) -> tuple[Any, int]:
-        members = self._members(raw)
-        body = {
-            name: self._prefetch(span) if name == "prefetch" else self._leaf(span, depth=1)
-            for name, span in members.items()
-        }
+        call = _HOOK_CALL.decode(raw)
+        body: dict[str, Any] = {}
+        for name in call.__struct_fields__:
+            member = getattr(call, name)
+            if member is _ABSENT:
+                continue
+            self.tokens += 2  # each member name is one string token
+            body[name] = self._prefetch(member) if name == "prefetch" else self._leaf(member, 1)
         if self.tokens != string_tokens_x2(raw):
             raise _Irregular  # a member name repeated where spans were found
         return body, self.dropped
 
-    def _members(self, span: Any) -> dict[str, msgspec.Raw]:
-        members = _MEMBERS.decode(span)
-        self.tokens += 2 * len(members)  # each member name is one string token
-        return members
-
-    def _leaf(self, span: msgspec.Raw, depth: int) -> Any:
+    def _leaf(self, span: _Span, depth: int) -> Any:
         """Parse a span strictly, nested as deep as it sits in the body (``depth`` levels)."""
         value, tokens = loads_counted(b"[" * depth + bytes(span) + b"]" * depth)
         self.tokens += tokens
@@ -97,29 +108,26 @@ class _Reader:
             value = value[0]
         return value
 
-    def _prefetch(self, span: msgspec.Raw) -> Any:
-        if not _is(span, _OPEN_OBJECT):
-            return self._leaf(span, depth=1)
-        # One pass finds the members of every prefetch value that is an object (a value of
-        # another JSON type makes the whole body go the plain way).
-        values = _PREFETCH.decode(span)
+    def _prefetch(self, values: dict[str, dict[str, _Span] | None] | None) -> Any:
+        if values is None:
+            return None
         self.tokens += 2 * len(values)
         return {key: self._bundle(members) for key, members in values.items()}
 
-    def _bundle(self, members: dict[str, msgspec.Raw] | None) -> Any:
+    def _bundle(self, members: dict[str, _Span] | None) -> Any:
         if members is None:
             return None
         self.tokens += 2 * len(members)
         entries = members.pop("entry", None)
         value = {name: self._leaf(member, depth=3) for name, member in members.items()}
         if entries is not None:
-            if value.get("resourceType") == "Bundle" and _is(entries, _OPEN_ARRAY):
+            if value.get("resourceType") == "Bundle" and memoryview(entries)[0] == _OPEN_ARRAY:
                 value["entry"] = self._entries(entries)
             else:
                 value["entry"] = self._leaf(entries, depth=3)
         return value
 
-    def _entries(self, span: msgspec.Raw) -> list[Any]:
+    def _entries(self, span: _Span) -> list[Any]:
         items = _ITEMS.decode(span)
         keep = self.keep
         kept: list[Any] = []

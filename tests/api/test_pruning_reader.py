@@ -23,6 +23,9 @@ from cds_service.api.pruning_reader import loads_pruned
 from cds_service.devtools.scenarios import load_scenario
 from cds_service.strict_json import loads
 
+HOOK_CALL_MEMBERS = {"hook", "hookInstance", "fhirServer", "fhirAuthorization", "context",
+                     "extension", "prefetch"}
+
 
 def keep(item: Any) -> bool:
     """The test's filter: drop an entry whose resource says ``"drop"``."""
@@ -35,12 +38,14 @@ def keep(item: Any) -> bool:
 def pruned(value: Any) -> tuple[Any, int]:
     """What the plain reading becomes once the filter has run on every prefetch Bundle.
 
-    A prefetch value that is neither an object nor null (which the service refuses anyway)
-    sends the whole body the plain way, unfiltered.
+    Only a hook call is filtered: a member a hook call does not have, or a prefetch value that
+    is neither an object nor null (both refused by the service anyway), leaves it as it is.
     """
     value = copy.deepcopy(value)
     dropped = 0
-    prefetch = value.get("prefetch") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or not set(value) <= HOOK_CALL_MEMBERS:
+        return value, 0
+    prefetch = value.get("prefetch")
     if isinstance(prefetch, dict) and all(
         v is None or isinstance(v, dict) for v in prefetch.values()
     ):
@@ -180,12 +185,13 @@ _ENTRIES = st.one_of(
     _VALUES,
 )
 _BUNDLES = st.one_of(
-    st.builds(
+    *[st.builds(
         lambda entries, extra, kind: Members([("resourceType", kind), *extra, ("entry", entries)]),
         st.lists(_ENTRIES, min_size=1, max_size=6), st.one_of(st.just([]), _EXTRA),
         st.sampled_from(["Bundle", "Bundle", "Bundle", "List"]),
-    ),
-    _VALUES,
+    )] * 4,
+    st.none(),
+    _VALUES,  # not a resource at all: the plain way
 )
 _BODIES = st.builds(
     lambda prefetch, extra: Members([*extra, ("prefetch", prefetch)]),
@@ -195,12 +201,18 @@ _BODIES = st.builds(
         st.lists(st.tuples(st.sampled_from(["a", "b"]), _BUNDLES), max_size=3).map(Members),
         _VALUES,
     ),
-    st.one_of(st.just([]), _EXTRA),
+    st.lists(  # mostly members a hook call has, now and then another
+        st.tuples(st.one_of(*[st.sampled_from(sorted(HOOK_CALL_MEMBERS - {"prefetch"}))] * 5,
+                            _NAMES), _VALUES),
+        max_size=3, unique_by=lambda member: member[0],
+    ),
 )
 
 
 @st.composite
-def _texts(draw: st.DrawFn) -> bytes:
+def _texts(draw: st.DrawFn, hook_calls: bool = False) -> bytes:
+    """A generated body (a well-formed hook call if ``hook_calls``), written out as JSON."""
+
     def space() -> str:
         return draw(st.sampled_from(["", " ", "\n\t"]))
 
@@ -219,7 +231,7 @@ def _texts(draw: st.DrawFn) -> bytes:
             return "[" + ",".join(space() + write(v) + space() for v in value) + "]"
         return json.dumps(value)
 
-    return (space() + write(draw(_BODIES)) + space()).encode()
+    return (space() + write(draw(_CALLS if hook_calls else _BODIES)) + space()).encode()
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -257,3 +269,32 @@ def test_a_long_hook_call_answers_as_a_short_one(client, monkeypatch, log_lines)
     assert dropped and dropped[0] >= 20  # the chunked reader ran and dropped the noise
     assert (chunked_cards, chunked_count) == (plain_cards, plain_count)
     assert plain_cards
+
+
+# Well-formed hook calls whose Bundles mix kept and dropped entries: the pruning itself, with
+# chunk boundaries anywhere.
+_CALL_ENTRIES = st.lists(
+    st.builds(lambda drop, rid: Members([("resource", Members(
+        [("resourceType", "Observation"), ("id", rid), *((("drop", True),) if drop else ())]))]),
+        st.booleans(), st.text(alphabet='x"\\é', max_size=3)),
+    max_size=12,
+)
+_CALLS = st.builds(
+    lambda bundles, patient: Members([
+        ("hook", "patient-view"), ("context", Members([("patientId", "p")])),
+        ("prefetch", Members([
+            ("patient", patient),
+            *[(f"k{n}", Members([("resourceType", "Bundle"), ("type", "searchset"),
+                                 ("entry", entries)])) for n, entries in enumerate(bundles)],
+        ])),
+    ]),
+    st.lists(_CALL_ENTRIES, min_size=1, max_size=3),
+    st.one_of(st.none(), st.just(Members([("resourceType", "Patient"), ("id", "p")]))),
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_texts(hook_calls=True), st.integers(1, 5))
+def test_generated_hook_calls_are_pruned_as_the_filter_says(text, chunk):
+    pruning_reader.CHUNK = chunk  # the small_chunks fixture's monkeypatch restores it
+    assert_same_as_plain(text)
