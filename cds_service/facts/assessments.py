@@ -18,14 +18,21 @@ from cds_service.knowledge import Knowledge
 NOT_A_RESULT = frozenset({"entered-in-error", "cancelled", "registered"})
 
 
-def _observations_with(
-    knowledge: Knowledge, observations: Iterable[Any], concept: str
-) -> list[tuple[date | None, Any]]:
-    return [
-        (effective_date(obs), obs)
-        for obs in observations
-        if obs.status not in NOT_A_RESULT and knowledge.matches(concept, codings(obs.code))
-    ]
+class _Results:
+    """The observations that are results, each with the concepts of its codes, worked out once
+    (five assessments look through the same observations, a long chart holds hundreds)."""
+
+    def __init__(self, knowledge: Knowledge, observations: Iterable[Any]) -> None:
+        self._knowledge = knowledge
+        self._classified = [
+            (obs, frozenset().union(*(knowledge.concepts_of(s, c) for s, c in codings(obs.code))))
+            for obs in observations
+            if obs.status not in NOT_A_RESULT
+        ]
+
+    def with_concept(self, concept: str) -> list[tuple[date | None, Any]]:
+        self._knowledge.concept(concept)  # an unknown concept id is a KeyError, not "none found"
+        return [(effective_date(obs), obs) for obs, found in self._classified if concept in found]
 
 
 def find_assessments(
@@ -39,6 +46,7 @@ def find_assessments(
     any_beighton: BeightonFact | None,
 ) -> dict[AssessmentId, str | None]:
     services = [s for s in services if s.on_record]
+    results = _Results(knowledge, observations)
     found: dict[AssessmentId, str | None] = {}
 
     found["hypermobility"] = any_beighton.evidence() if any_beighton else None
@@ -46,7 +54,7 @@ def find_assessments(
     since = today - timedelta(days=psych_lookback_days)
     screens = [
         (when, obs)
-        for when, obs in _observations_with(knowledge, observations, "psych-screen")
+        for when, obs in results.with_concept("psych-screen")
         if when is not None and when >= since
     ]
     mood = [c for c in conditions if c.active and "depression-or-anxiety" in c.concepts]
@@ -58,10 +66,10 @@ def find_assessments(
     else:
         found["psychological-distress"] = None
 
-    lying = _observations_with(knowledge, observations, "heart-rate-lying-or-sitting")
-    standing = _observations_with(knowledge, observations, "heart-rate-standing")
+    lying = results.with_concept("heart-rate-lying-or-sitting")
+    standing = results.with_concept("heart-rate-standing")
     tilt = [s for s in services if "tilt-table-test" in s.concepts] + [
-        obs for _, obs in _observations_with(knowledge, observations, "tilt-table-test")
+        obs for _, obs in results.with_concept("tilt-table-test")
     ]
     pots = [c for c in conditions if "pots" in c.concepts]
     if lying and standing:
@@ -75,7 +83,7 @@ def find_assessments(
 
     pelvic_dx = [c for c in conditions if "pelvic-floor-diagnosis" in c.concepts]
     pelvic_work = [s for s in services if "pelvic-floor-workup" in s.concepts] + [
-        obs for _, obs in _observations_with(knowledge, observations, "pelvic-floor-workup")
+        obs for _, obs in results.with_concept("pelvic-floor-workup")
     ]
     if pelvic_dx:
         found["pelvic-floor"] = pelvic_dx[0].evidence()
