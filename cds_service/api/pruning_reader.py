@@ -19,9 +19,10 @@ members the span finder reads are counted, and their string tokens plus those of
 part must add up to the tokens of the whole text; a name repeated where spans were found drops
 a member and breaks the sum. Whenever anything is not as expected (not an object, a member a
 hook call does not have, a prefetch value neither an object nor null, a repeat, a syntax error,
-a span finder limit), the whole body is read again the plain way with :func:`cds_service.strict_json.loads`, which names the problem
-exactly as it always has (and drops nothing). Bodies the plain way refuses are refused the same
-way; bodies it accepts give the same value, less the dropped entries.
+a span finder limit), the whole body is read again the plain way with
+:func:`cds_service.strict_json.loads`, which names the problem exactly as it always has (and
+drops nothing). Bodies the plain way refuses are refused the same way; bodies it accepts give
+the same value, less the dropped entries.
 """
 
 from __future__ import annotations

