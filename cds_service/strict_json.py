@@ -38,6 +38,10 @@ class TooDeep(ValueError):
     """The JSON text nests deeper than this reader handles."""
 
 
+class NotUtf8(ValueError):
+    """The text is in another Unicode encoding (UTF-16 or UTF-32)."""
+
+
 def string_tokens_x2(text: bytes) -> int:
     """Twice the number of string tokens in valid JSON ``text``: its unescaped quotes.
 
@@ -59,6 +63,10 @@ def _named_duplicate(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise DuplicateKey(key)
             seen.add(key)
     return result
+
+
+# Everything :func:`loads` raises (all are ``ValueError``).
+REFUSALS = (DuplicateKey, TooDeep, NotUtf8, orjson.JSONDecodeError)
 
 
 def loads(raw: bytes) -> Any:
@@ -83,7 +91,7 @@ def loads_counted(raw: bytes) -> tuple[Any, int]:
         if "depth limit" in error.msg:  # orjson's own limit (1,024 levels): valid but too deep
             raise TooDeep("nested too deeply") from None
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:4]:
-            raise ValueError(
+            raise NotUtf8(
                 "JSON text must be UTF-8 (RFC 8259 section 8.1); this looks like UTF-16 or UTF-32"
             ) from None
         raise

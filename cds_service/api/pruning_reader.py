@@ -12,14 +12,15 @@ spans (msgspec, without building them), parses the entries :data:`CHUNK` at a ti
 reader, and keeps only those ``keep`` accepts. Each chunk's objects are freed before the next is
 built, so the memory they use is reused while it is still in cache.
 
-Nothing about strictness changes. Every byte of the body is parsed by
+Nothing about strictness changes. Every member value is parsed by
 :func:`cds_service.strict_json.loads_counted`, padded to the depth it has in the body (so the
-depth limit holds where it did), and repeated member names are caught at every level: the
-members the span finder reads are counted, and their string tokens plus those of every parsed
-part must add up to the tokens of the whole text; a name repeated where spans were found drops
-a member and breaks the sum. Whenever anything is not as expected (not an object, a member a
-hook call does not have, a prefetch value neither an object nor null, a repeat, a syntax error,
-a span finder limit), the whole body is read again the plain way with
+depth limit holds where it did); the names, braces and commas around them are read by msgspec,
+which checks them as strictly (names must be UTF-8). Repeated member names are caught at every
+level: the members the span finder reads are counted, and their string tokens plus those of
+every parsed part must add up to the tokens of the whole text; a name repeated where spans were
+found drops a member and breaks the sum. Whenever anything is not as expected (not an object, a
+member a hook call does not have, a prefetch value neither an object nor null, a repeat, a
+syntax error, a span finder limit), the whole body is read again the plain way with
 :func:`cds_service.strict_json.loads`, which names the problem exactly as it always has (and
 drops nothing). Bodies the plain way refuses are refused the same way; bodies it accepts give
 the same value, less the dropped entries.
@@ -32,7 +33,13 @@ from typing import Any
 
 import msgspec
 
-from cds_service.strict_json import loads, loads_counted, string_tokens_x2, without_bom
+from cds_service.strict_json import (
+    REFUSALS,
+    loads,
+    loads_counted,
+    string_tokens_x2,
+    without_bom,
+)
 
 # Above this size a body is read in chunks. Measured by the benchmarks: below about 1 MB the
 # plain reader is as fast (the whole tree fits in cache), and finding the spans costs more
@@ -61,7 +68,10 @@ class _HookCall(msgspec.Struct, forbid_unknown_fields=True):
 
 _HOOK_CALL = msgspec.json.Decoder(_HookCall)
 _ITEMS = msgspec.json.Decoder(list[_Span])
-_SPAN_FINDER_REFUSED = (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError)
+# What sends a body the plain way: the span finder's refusals (msgspec.ValidationError is a
+# DecodeError; names that are not UTF-8 raise UnicodeDecodeError; its recursion limit depends
+# on the stack) and the strict reader's. Not caught: whatever ``keep`` raises.
+_READ_THE_PLAIN_WAY = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, *REFUSALS)
 _OPEN_ARRAY = ord("[")
 
 
@@ -73,12 +83,13 @@ def loads_pruned(raw: bytes, keep: Callable[[Any], bool]) -> tuple[Any, int]:
     """The JSON value of ``raw`` as :func:`loads` gives it, and how many entries were dropped.
 
     Items of ``prefetch.<key>.entry`` arrays (where the prefetch value is a Bundle) for which
-    ``keep(item)`` is false are left out of the value. Raises what :func:`loads` raises.
+    ``keep(item)`` is false are left out of the value. Raises what :func:`loads` raises, and
+    lets through what ``keep`` raises (a bug there is not a bad body). The members of the body
+    may come in another order.
     """
-    raw = without_bom(raw)
     try:
-        return _Reader(keep).body(raw)
-    except (_Irregular, *_SPAN_FINDER_REFUSED):
+        return _Reader(keep).body(without_bom(raw))
+    except (_Irregular, *_READ_THE_PLAIN_WAY):
         return loads(raw), 0
 
 
@@ -119,21 +130,25 @@ class _Reader:
         if members is None:
             return None
         self.tokens += 2 * len(members)
-        entries = members.pop("entry", None)
-        value = {name: self._leaf(member, depth=3) for name, member in members.items()}
-        if entries is not None:
-            if value.get("resourceType") == "Bundle" and memoryview(entries)[0] == _OPEN_ARRAY:
-                value["entry"] = self._entries(entries)
-            else:
-                value["entry"] = self._leaf(entries, depth=3)
-        return value
+        parsed = {
+            name: self._leaf(member, depth=3) for name, member in members.items() if name != "entry"
+        }
+        entries = members.get("entry")
+        if entries is None:
+            return parsed
+        if parsed.get("resourceType") == "Bundle" and memoryview(entries)[0] == _OPEN_ARRAY:
+            parsed["entry"] = self._entries(entries)
+        else:
+            parsed["entry"] = self._leaf(entries, depth=3)
+        return {name: parsed[name] for name in members}  # in the body's order
 
     def _entries(self, span: _Span) -> list[Any]:
         items = _ITEMS.decode(span)
         keep = self.keep
         kept: list[Any] = []
         for start in range(0, len(items), CHUNK):
-            # Inside "[[[" the chunk's items sit as deep as in the body (entry array: level 4).
+            # The chunk's array stands for the entry array (level 4 of the body), inside three
+            # more for the body, prefetch and the Bundle: its items sit as deep as in the body.
             chunk = b"[[[[" + b",".join(items[start : start + CHUNK]) + b"]]]]"
             value, tokens = loads_counted(chunk)
             self.tokens += tokens

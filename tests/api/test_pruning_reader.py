@@ -118,6 +118,7 @@ def test_drops_and_counts_the_entries_keep_refuses():
         hook_body(ENTRY_DROP, bundle_extra=', "total": 12345678901234567890123'),
         hook_body(ENTRY_KEEP) + b" x",
         b"\xef\xbb\xbf" + hook_body(ENTRY_DROP),
+        b"\xef\xbb\xbf" * 2 + hook_body(ENTRY_DROP),  # one mark is skipped, not two
         hook_body(ENTRY_DROP).decode().encode("utf-16"),
         hook_body(ENTRY_DROP).replace(b'"k"', b'"\xff"'),
         b'[{"prefetch": {}}]',
@@ -136,6 +137,20 @@ def test_drops_and_counts_the_entries_keep_refuses():
 )
 def test_same_answer_as_the_plain_reader(text):
     assert_same_as_plain(text)
+
+
+@pytest.mark.parametrize("error", [TypeError("bug"), ValueError("bug")])
+def test_what_keep_raises_is_not_taken_for_a_bad_body(error):
+    def broken(item: Any) -> bool:
+        raise error
+
+    with pytest.raises(type(error), match="bug"):
+        loads_pruned(hook_body(ENTRY_KEEP), broken)
+
+
+def test_a_bundle_keeps_its_member_order():
+    text = b'{"prefetch": {"a": {"entry": [], "resourceType": "Bundle", "type": "searchset"}}}'
+    assert list(loads_pruned(text, keep)[0]["prefetch"]["a"]) == ["entry", "resourceType", "type"]
 
 
 @pytest.mark.parametrize("levels", [248, 249, 250, 251, 1_030])
