@@ -72,8 +72,8 @@ REFUSALS = (DuplicateKey, TooDeep, NotUtf8, orjson.JSONDecodeError)
 def loads(raw: bytes) -> Any:
     """The JSON value of UTF-8 text ``raw``.
 
-    Raises :class:`DuplicateKey`, :class:`TooDeep`, or ``ValueError`` (orjson's
-    ``JSONDecodeError``) with what is wrong and where.
+    Raises :class:`DuplicateKey`, :class:`TooDeep`, :class:`NotUtf8`, or orjson's
+    ``JSONDecodeError`` (all ``ValueError``) with what is wrong and where.
     """
     return loads_counted(without_bom(raw))[0]
 
@@ -84,7 +84,7 @@ def without_bom(raw: bytes) -> bytes:
 
 
 def loads_counted(raw: bytes) -> tuple[Any, int]:
-    """:func:`loads` (without the byte order mark) and :func:`string_tokens_x2` of ``raw``."""
+    """:func:`loads` of text with no byte order mark, and :func:`string_tokens_x2` of it."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as error:

@@ -1,4 +1,4 @@
-"""Read a long hook body a few hundred Bundle entries at a time, dropping those no rule reads.
+"""Read a long hook body a few dozen Bundle entries at a time, dropping those no rule reads.
 
 Parsed whole, a 10,000-resource prefetch (5 MB of JSON) becomes about 33 MB of Python objects at
 once: fresh memory the kernel has to fault in page by page, far larger than the CPU caches, and
