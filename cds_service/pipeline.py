@@ -101,6 +101,10 @@ class HookPipeline:
         resource = entry.get("resource")
         return type(resource) is not dict or is_relevant(resource, self.knowledge)
 
+    def keeps_resource(self, resource: dict[str, Any]) -> bool:
+        """The same filter for resources fetched from the FHIR server, applied page by page."""
+        return is_relevant(resource, self.knowledge)
+
     def run(self, service: ServiceDefinition, request: HookRequest) -> HookResult:
         limit = self.settings.max_prefetch_keys
         if request.prefetch and len(request.prefetch) > limit:
@@ -124,6 +128,7 @@ class HookPipeline:
             client=self.client,
             allowlist=self.settings.fhir_server_allowlist,
             allow_loopback_http=self.settings.allow_loopback_http,
+            keep=self.keeps_resource,
         )
         record = build_record(data.resources, patient_id, self.knowledge)
         drafts = []
@@ -157,7 +162,7 @@ class HookPipeline:
         )
         return HookResult(
             evaluation=evaluation,
-            resources=len(data.resources),
+            resources=len(data.resources) + data.dropped,
             skipped_invalid=record.skipped_invalid,
             skipped_other_patient=record.skipped_other_patient,
             prefetch_keys=tuple(data.from_prefetch),

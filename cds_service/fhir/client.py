@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
@@ -122,6 +122,7 @@ class _Call:
     base_url: str
     auth: _Auth = field(repr=False)
     deadline: float
+    keep: Callable[[dict[str, Any]], bool] | None = None
 
 
 def _new_session(max_workers: int) -> requests.Session:
@@ -202,6 +203,7 @@ class FhirClient:
         *,
         token: str | None,
         follow_bundles: Mapping[str, dict] | None = None,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> dict[str, FetchResult]:
         """Run all ``queries`` (and finish all ``follow_bundles``) in parallel.
 
@@ -215,6 +217,10 @@ class FhirClient:
         read gives ``[resource]``, or ``None`` when the server answers 404/410 (no data); any
         failure gives a :class:`FetchError`. Keys still running when ``deadline_s`` expires get
         ``FetchError(key, "deadline")`` and this method returns on time.
+
+        ``keep``, if given, filters a search's resources page by page (it may be called from
+        several threads at once), so a long chart's pages are not all held in memory at once;
+        ``max_resources`` still counts every match.
         """
         follow = dict(follow_bundles or {})
         overlap = set(queries) & set(follow)
@@ -226,7 +232,10 @@ class FhirClient:
         if not queries and not follow:
             return {}
         call = _Call(
-            base_url=base, auth=_Auth(token), deadline=monotonic() + self._limits.deadline_s
+            base_url=base,
+            auth=_Auth(token),
+            deadline=monotonic() + self._limits.deadline_s,
+            keep=keep,
         )
 
         futures = {}
@@ -292,15 +301,19 @@ class FhirClient:
         limits = self._limits
         seen: set[str] = set()
         resources: list[dict[str, Any]] = []
+        matched = 0
         pages = 1
         current = url if url is not None else call.base_url + "/"
         if url is not None:
             seen.add(url)
         while True:
             _require_bundle(key, bundle)
-            resources.extend(_matches(key, bundle))
-            if len(resources) > limits.max_resources:
+            matches = _matches(key, bundle)
+            matched += len(matches)
+            if matched > limits.max_resources:
                 raise FetchError(key, "too-many-resources")
+            keep = call.keep
+            resources.extend(matches if keep is None else [r for r in matches if keep(r)])
             links = _links(key, bundle, current)
             seen.update(links.get("self", ()))
             nxt = links.get("next")

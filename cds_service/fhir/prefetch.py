@@ -14,7 +14,8 @@ keys and why, so the EHR's integrators can see what to fix.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,23 @@ class GatheredData:
     resources: list[dict[str, Any]] = field(default_factory=list)
     from_prefetch: list[str] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)
+    dropped: int = 0  # fetched resources ``keep`` refused, page by page
+
+
+class _Counted:
+    """``keep``, counting what it refuses (the FHIR client calls it from several threads)."""
+
+    def __init__(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self.refused = 0
+
+    def __call__(self, resource: dict[str, Any]) -> bool:
+        if self._keep(resource):
+            return True
+        with self._lock:
+            self.refused += 1
+        return False
 
 
 def render(template: str, context: Mapping[str, Any]) -> str | None:
@@ -101,7 +119,13 @@ def gather(
     client: FhirClient,
     allowlist: tuple[str, ...],
     allow_loopback_http: bool,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> GatheredData:
+    """The patient's resources, from prefetch and, for what is missing, the FHIR server.
+
+    ``keep``, if given, filters the resources fetched from the server page by page (prefetch
+    is left as it is); ``dropped`` counts those it refused.
+    """
     data = GatheredData()
     prefetch = prefetch or {}
     to_fetch: dict[str, str] = {}
@@ -132,7 +156,9 @@ def gather(
         )
     except FhirServerRefused as refused:
         raise DataUnavailable({"fhirServer": refused.reason}) from None
-    results = client.fetch(base, to_fetch, token=token, follow_bundles=to_follow)
+    counted = _Counted(keep) if keep is not None else None
+    results = client.fetch(base, to_fetch, token=token, follow_bundles=to_follow, keep=counted)
+    data.dropped = counted.refused if counted is not None else 0
     problems: dict[str, str] = {}
     for key in [*to_fetch, *to_follow]:
         result = results.get(key)

@@ -8,6 +8,7 @@ import uuid
 import pytest
 import responses
 
+from cds_service import pipeline as pipeline_module
 from tests.builders import bundle, cohort_conditions, patient
 
 FHIR = "https://fhir.example.org/r4"
@@ -164,3 +165,28 @@ def test_one_invalid_resource_is_skipped_not_fatal(client):
 def test_resources_of_another_patient_are_ignored(client):
     serve_chart(responses, conditions=cohort_conditions("someone-else"))
     assert rule_ids(client.post(PV, json=call())) == set()
+
+
+@responses.activate
+def test_fetched_resources_no_rule_reads_are_dropped_but_counted(client, log_lines, monkeypatch):
+    """The relevance filter runs on each fetched page; the log still counts the whole chart."""
+    noise = [{"resourceType": "Observation", "id": f"hr{i}", "status": "final",
+              "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+              "subject": {"reference": "Patient/p1"}} for i in range(30)]
+    serve_chart(responses)
+    responses.replace(responses.GET, re.compile(rf"{re.escape(FHIR)}/Observation\?patient=p1.*"),
+                      json=bundle(*noise))
+    handed_over: list[int] = []
+    original = pipeline_module.build_record
+
+    def build_record(resources, *args, **kwargs):
+        resources = list(resources)
+        handed_over.append(len(resources))
+        return original(resources, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "build_record", build_record)
+    assert "rehab-referral" in rule_ids(client.post(PV, json=call()))
+    relevant = 1 + len(cohort_conditions("p1"))  # the patient and the cohort's conditions
+    assert handed_over == [relevant]  # the noise never reached the record
+    answered = [x for x in log_lines() if x["message"] == "hook answered"][-1]
+    assert answered["resources"] == relevant + len(noise)

@@ -287,6 +287,27 @@ def test_too_many_resources(mocked) -> None:
     assert isinstance(out["c"], FetchError) and out["c"].reason == "too-many-resources"
 
 
+def test_keep_filters_every_page_and_the_limit_counts_every_match(mocked) -> None:
+    p1 = f"{BASE}/Condition?patient=p1"
+    p2 = f"{BASE}?_getpages=abc&_page=2"
+    mocked.get(p1, json=bundle(cond(1), cond(2), cond(3), next_url=p2, self_url=p1))
+    mocked.get(p2, json=bundle(cond(4), cond(5), self_url=p2))
+    seen: list[str] = []
+
+    def odd_only(resource: dict) -> bool:
+        seen.append(resource["id"])
+        return int(resource["id"][1:]) % 2 == 1
+
+    with FhirClient(limits=FetchLimits(max_resources=5)) as small:
+        out = small.fetch(BASE, {"c": "Condition?patient=p1"}, token=None, keep=odd_only)
+        assert ids(out["c"]) == ["c1", "c3", "c5"]
+        assert sorted(seen) == ["c1", "c2", "c3", "c4", "c5"]
+        # Five matches are the limit even though only three are kept: a sixth is too many.
+        mocked.get(p2, json=bundle(cond(4), cond(5), cond(6), self_url=p2))
+        out = small.fetch(BASE, {"c": "Condition?patient=p1"}, token=None, keep=odd_only)
+    assert isinstance(out["c"], FetchError) and out["c"].reason == "too-many-resources"
+
+
 @pytest.mark.parametrize(
     "other",
     [
