@@ -92,7 +92,7 @@ def normalise_url(url: str) -> URL:
     """A SQLAlchemy URL for ``url``: PostgreSQL through psycopg 3, SQLite as a file."""
     try:
         parsed = make_url(url)
-    except sa_exc.ArgumentError:
+    except (sa_exc.ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         raise DatabaseConfigError("CDS_DATABASE_URL is not a database URL") from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend in ("postgresql", "postgres"):

@@ -39,7 +39,7 @@ def test_normalise_url(url, driver):
 @pytest.mark.parametrize(
     "url",
     ["mysql://u@db/cds", "postgresql+psycopg2://u@db/cds", "sqlite://", "sqlite:///:memory:",
-     "not a url"],
+     "not a url", "postgresql://cds:pw@db:notaport/cds"],
 )
 def test_unsupported_urls_are_refused(url):
     with pytest.raises(DatabaseConfigError):
