@@ -99,10 +99,10 @@ class HookPipeline:
         if type(entry) is not dict:
             return True
         resource = entry.get("resource")
-        return type(resource) is not dict or is_relevant(resource, self.knowledge)
+        return type(resource) is not dict or self.keeps_resource(resource)
 
     def keeps_resource(self, resource: dict[str, Any]) -> bool:
-        """The same filter for resources fetched from the FHIR server, applied page by page."""
+        """The same filter for one resource (fetched from the FHIR server, page by page)."""
         return is_relevant(resource, self.knowledge)
 
     def run(self, service: ServiceDefinition, request: HookRequest) -> HookResult:
