@@ -39,16 +39,13 @@ def _depth(value: Any, limit: int) -> bool:
     return True
 
 
-def read_json_object(
-    request: Request, *, max_bytes: int, max_depth: int, unwalked: frozenset[str] = frozenset()
-) -> dict[str, Any]:
+def read_json_object(request: Request, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
     """The body as a JSON object, or an ApiError (400, 413 or 415) saying what is wrong.
 
-    The nesting limit is checked on the whole body except the top-level members named in
-    ``unwalked``: parts the caller reads only at fixed paths, never recursively, so their
-    nesting cannot hurt (the JSON reader itself refuses more than 254 levels anywhere).
+    The nesting limit is checked on the whole body (the JSON reader itself refuses more than
+    254 levels anywhere).
     """
-    return _read(request, max_bytes, max_depth, unwalked, lambda raw: (loads(raw), 0))[0]
+    return _read(request, max_bytes, max_depth, frozenset(), lambda raw: (loads(raw), 0))[0]
 
 
 def read_hook_body(
@@ -57,7 +54,8 @@ def read_hook_body(
     """A hook call's body as :func:`read_json_object` reads it, and the prefetch Bundle entries
     dropped because ``keep_entry`` refused them (only in bodies above
     :data:`~cds_service.api.pruning_reader.PRUNE_ABOVE_BYTES`; see that module for why).
-    ``prefetch`` is read at fixed paths only, so its nesting is not walked.
+    The nesting limit applies to every member but ``prefetch``: nothing reads that
+    recursively, only at fixed paths, so its nesting cannot hurt.
     """
 
     def parse(raw: bytes) -> tuple[Any, int]:

@@ -9,7 +9,10 @@ interleaving them only makes the first one finish later. So once a body larger t
 previous large one in its process to end; smaller bodies never wait.
 
 The gate is released when the request ends, after the view has returned and its parsed body is
-gone.
+gone. It is held meanwhile even while the call waits for the EHR's FHIR server (a prefetch that
+lacks keys), so a second large call in that worker can wait up to ``CDS_FHIR_DEADLINE_S`` more.
+Since long prefetches are read a chunk of entries at a time (``pruning_reader``), a large hook
+call's tree is small, and narrowing the gate to parsing and rules is a candidate for later.
 """
 
 from __future__ import annotations

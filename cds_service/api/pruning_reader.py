@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from cds_service.api.large_bodies import LARGE_BODY_BYTES
 from cds_service.strict_json import (
     REFUSALS,
     loads,
@@ -41,10 +42,10 @@ from cds_service.strict_json import (
     without_bom,
 )
 
-# Above this size a body is read in chunks. Measured by the benchmarks: below about 1 MB the
-# plain reader is as fast (the whole tree fits in cache), and finding the spans costs more
-# than it saves.
-PRUNE_ABOVE_BYTES = 1024 * 1024
+# Above this size a body is read in chunks: the size from which bodies are large (one at a
+# time per worker, too). Measured: below about 1 MB the plain reader is as fast (the whole
+# tree fits in cache), and finding the spans costs more than it saves.
+PRUNE_ABOVE_BYTES = LARGE_BODY_BYTES
 CHUNK = 64  # entries parsed at once: a few hundred kB of objects, reused chunk after chunk
 
 _Span = msgspec.Raw

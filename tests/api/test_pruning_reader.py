@@ -277,9 +277,12 @@ def test_a_long_hook_call_answers_as_a_short_one(client, monkeypatch, log_lines)
     dropped = []
     original = body_module.loads_pruned
     monkeypatch.setattr(body_module, "PRUNE_ABOVE_BYTES", 0)
-    monkeypatch.setattr(body_module, "loads_pruned",
-                        lambda raw, keep: dropped.append(original(raw, keep)[1]) or
-                        original(raw, keep))
+    def counted(raw: bytes, keep: Any) -> tuple[Any, int]:
+        result = original(raw, keep)
+        dropped.append(result[1])
+        return result
+
+    monkeypatch.setattr(body_module, "loads_pruned", counted)
     chunked_cards, chunked_count = call()
     assert dropped and dropped[0] >= 20  # the chunked reader ran and dropped the noise
     assert (chunked_cards, chunked_count) == (plain_cards, plain_count)
