@@ -78,9 +78,7 @@ def parse_instant(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _within(when: datetime | None, since: datetime | None, until: datetime | None) -> bool:
-    if when is None:
-        return since is None and until is None
+def _within(when: datetime, since: datetime | None, until: datetime | None) -> bool:
     return (since is None or when >= since) and (until is None or when < until)
 
 
@@ -94,13 +92,14 @@ def build_report(
     cards = {row["card_uuid"]: row for row in served}
     # Compared as instants, not as text: "10:00:00.5Z" is later than "10:00:00Z", and
     # "11:00:00+02:00" earlier than "10:00:00Z", though their strings sort the other way.
-    latest: dict[str, tuple[datetime | None, Mapping[str, Any]]] = {}
+    # Both timestamps are NOT NULL columns, so every row has an instant.
+    latest: dict[str, tuple[datetime, Mapping[str, Any]]] = {}
     for entry in feedback:
         when = parse_instant(entry["outcome_timestamp"])
         if not _within(when, since, until):
             continue
         current = latest.get(entry["card_uuid"])
-        if current is None or (when is not None and (current[0] is None or when >= current[0])):
+        if current is None or when >= current[0]:
             latest[entry["card_uuid"]] = (when, entry)
 
     by_rule: dict[str, Tally] = defaultdict(Tally)

@@ -74,13 +74,13 @@ def to_date(value: str | None) -> date | None:
     return date(int(year), int(month), int(day))
 
 
-def period_start(period: Any) -> Any:
+def period_start(period: Any) -> str | None:
     """A Period's start, or None when there is no Period (for :func:`first_date`)."""
     return period.start if period is not None else None
 
 
 def first_date(*values: str | None) -> date | None:
-    """The first of the values that reads as a date (see :func:`to_date`), else None."""
+    """The date of the first value that is present (see :func:`to_date`), else None."""
     for value in values:
         found = to_date(value)
         if found is not None:

@@ -13,8 +13,8 @@ checks for the elements we use in about a tenth of that time:
 
 Where they differ from fhir.resources, on purpose:
 
-* what no rule reads is not checked: other members, the other variants of a choice element, an
-  ingredient's item reference, contained resources other than Medications (only their type).
+* what no rule reads is not checked: other members, the other variants of a choice element,
+  contained resources other than Medications (only their type).
   A malformed ``note`` or a vendor extension does not hide an opioid order from the rules;
 * JSON types are exact: integers and decimals must be JSON numbers (6.0 is the integer 6, as
   there), and strings, codes and dates JSON strings (fhir.resources turns "5" into 5, and a

@@ -123,8 +123,9 @@ def gather(
 ) -> GatheredData:
     """The patient's resources, from prefetch and, for what is missing, the FHIR server.
 
-    ``keep``, if given, filters the resources fetched from the server page by page (prefetch
-    is left as it is); ``dropped`` counts those it refused.
+    ``keep``, if given, filters the resources the FHIR client gathers, page by page: those of
+    fetched searches, and of a paginated prefetch Bundle it follows (first page included).
+    ``dropped`` counts those it refused; other prefetch values are left as they are.
     """
     data = GatheredData()
     prefetch = prefetch or {}

@@ -75,7 +75,7 @@ class PatientRecord:
     device_requests: list[DeviceRequest] = field(default_factory=list)
     medications: dict[str, Medication] = field(default_factory=dict)  # "Medication/id" -> it
     skipped_invalid: int = 0
-    skipped_irrelevant: int = 0
+    skipped_irrelevant: int = 0  # here only: long prefetches and fetched pages drop their own
     skipped_other_patient: int = 0
 
     _LISTS = {

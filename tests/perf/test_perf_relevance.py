@@ -184,16 +184,20 @@ def test_a_term_is_found_within_one_text_never_across_two(knowledge, text, displ
 
 # Texts built from pieces of the real terms, their case and separator variants, and characters
 # whose Unicode case folding meets ASCII letters (Kelvin sign, long s, dotted capital I).
-_TERM_PIECES = sorted({
-    piece
-    for concepts in TEXT_CONCEPTS.values() for concept in concepts
-    for term in load_knowledge().concept(concept).terms
-    for piece in (term, term.upper(), term.title(), term[:4], term[2:], term.replace(" ", "-"),
-                  term.replace("s", "\u017f").replace("k", "\u212a"))
-})
+def _term_pieces() -> list[str]:
+    knowledge = load_knowledge()
+    return sorted({
+        piece
+        for concepts in TEXT_CONCEPTS.values() for concept in concepts
+        for term in knowledge.concept(concept).terms
+        for piece in (term, term.upper(), term.title(), term[:4], term[2:],
+                      term.replace(" ", "-"), term.replace("s", "\u017f").replace("k", "\u212a"))
+    })
+
+
 _TEXTS = st.lists(
     st.one_of(
-        st.sampled_from(_TERM_PIECES),
+        st.deferred(lambda: st.sampled_from(_term_pieces())),  # knowledge loaded when drawn
         st.sampled_from([" ", "-", "_", "/", "|", "x", "5", "\u212a", "\u017f", "\u0130", "é"]),
         st.text(max_size=4),
     ),
