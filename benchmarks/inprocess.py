@@ -5,8 +5,10 @@ database write in place. Besides the latency percentiles, every call is split in
 went, so the owners of each part can act on it:
 
 * ``body``: reading and checking the request JSON (``cds_service.api.body``: size, strict
-  parse, repeated names, nesting);
-* ``pipeline``: prefetch, relevance filter and validation, facts, rules (``HookPipeline.run``);
+  parse, repeated names, nesting); for a body over 1 MiB (the 10k chart) also the relevance
+  filter, which the chunked reader runs as it parses (``cds_service.api.pruning_reader``);
+* ``pipeline``: prefetch, relevance filter (of what is left) and validation, facts, rules
+  (``HookPipeline.run``);
 * ``storage``: the served-card write (``store.record_served``);
 * ``other``: Flask, request model, logging and response serialisation;
 * ``gc``: time in Python's cyclic garbage collector, which overlaps the parts above;

@@ -69,7 +69,8 @@ def test_escapes_without_repeats_are_read_as_the_standard_library_does(text):
 
 
 def test_refuses_what_is_not_json_text():
-    for text in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": "\\ud800"}', b"{", b"[1e400]"):
+    for text in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": "\\ud800"}', b"{", b"[1e400]",
+                 b'{"a": "\xff"}', b'{"\xc3": 1}'):  # bytes that are not UTF-8, too
         with pytest.raises(ValueError):
             loads(text)
 
