@@ -105,7 +105,11 @@ class HookPipeline:
         """The same filter for one resource (fetched from the FHIR server, page by page)."""
         return is_relevant(resource, self.knowledge)
 
-    def run(self, service: ServiceDefinition, request: HookRequest) -> HookResult:
+    def run(
+        self, service: ServiceDefinition, request: HookRequest, *, dropped_entries: int = 0
+    ) -> HookResult:
+        """``dropped_entries``: prefetch entries :meth:`keeps_entry` refused while the body was
+        read; like those the FHIR client drops, they count among the chart's ``resources``."""
         limit = self.settings.max_prefetch_keys
         if request.prefetch and len(request.prefetch) > limit:
             raise ContextInvalid([("prefetch", f"more than {limit} keys")])
@@ -162,7 +166,7 @@ class HookPipeline:
         )
         return HookResult(
             evaluation=evaluation,
-            resources=len(data.resources) + data.dropped,
+            resources=len(data.resources) + data.dropped + dropped_entries,
             skipped_invalid=record.skipped_invalid,
             skipped_other_patient=record.skipped_other_patient,
             prefetch_keys=tuple(data.from_prefetch),

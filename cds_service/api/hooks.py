@@ -93,7 +93,7 @@ def call_service(service_id: str) -> Response:
         )
     cds = current_app.extensions["cds"]
     try:
-        result = cds.pipeline.run(service, hook_request)
+        result = cds.pipeline.run(service, hook_request, dropped_entries=dropped)
     except ContextInvalid as exc:
         raise _invalid(exc.errors) from None
     except PrefetchInvalid as exc:
@@ -118,7 +118,7 @@ def call_service(service_id: str) -> Response:
             "cards": len(cards),
             "rules": [c.rule_id for c in cards],
             "failed_rules": list(result.evaluation.failed_rules),
-            "resources": result.resources + dropped,  # entries dropped while reading, too
+            "resources": result.resources,
             "skipped_invalid": result.skipped_invalid,
             "skipped_other_patient": result.skipped_other_patient,
             "prefetch_keys": list(result.prefetch_keys),

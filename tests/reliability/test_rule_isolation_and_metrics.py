@@ -92,7 +92,7 @@ def test_a_failure_outside_the_rules_is_a_logged_500(app, client, log_lines, mon
     call = known_call("pv-many-findings")
     secret = call.body["context"]["patientId"]
 
-    def broken(service, request):
+    def broken(service, request, **_):
         raise KeyError(f"no such thing for {secret}")
 
     monkeypatch.setattr(app.extensions["cds"].pipeline, "run", broken)
