@@ -11,7 +11,6 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 from collections.abc import Sequence
@@ -24,13 +23,6 @@ from cds_service.api.services import ServiceDefinition
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BIG_BODY_BYTES = 64 * 1024 * 1024  # a 10,000-resource prefetch is ~5 MB (default limit: 1 MiB)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on just now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

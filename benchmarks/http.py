@@ -30,11 +30,11 @@ from benchmarks.charts import PATIENT_VIEW_SCENARIO
 from benchmarks.common import (
     BIG_BODY_BYTES,
     children_of,
-    free_port,
     hook_call,
     median,
     rss_of,
 )
+from tools.soak import free_port
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "wrk_post.lua"

@@ -47,13 +47,13 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from benchmarks.common import free_port
 from cds_service.devtools.scenarios import load_scenario
 from cds_service.security import sign_development_token
 from cds_service.security.replay import DatabaseReplayCache
 from cds_service.storage.database import Database
 from cds_service.storage.feedback import FeedbackStore
 from cds_service.storage.schema import feedback as feedback_table
+from tools.soak import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -52,6 +52,7 @@ import requests
 
 
 def free_port() -> int:
+    """A TCP port on loopback that nothing listens on just now (the benchmarks use it too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

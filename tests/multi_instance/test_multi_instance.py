@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from cds_service.security import sign_development_token
 from cds_service.storage.schema import feedback as feedback_table
 from cds_service.storage.schema import served_cards
 from tests.postgres import fresh_schema_url
+from tools.soak import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +67,6 @@ class Instance:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
     yield from fresh_schema_url("mi")
@@ -94,7 +88,7 @@ def issuer(tmp_path_factory) -> tuple[Issuer, Path]:
 
 
 def _start(database_url: str, issuers_file: Path, log: Path) -> Instance:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CDS_PROFILE": "production",
