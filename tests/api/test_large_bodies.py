@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-import time
 from dataclasses import replace
 
 import pytest
@@ -32,6 +32,10 @@ def _overlap(app, padding: int) -> tuple[int, list[int], list[set[str]]]:
     original = pipeline.run
     active, most = 0, 0
     lock = threading.Lock()
+    # Each run waits (up to 2 s) for the other to arrive, so two calls that can overlap always
+    # do, whatever the machine's load; one held back by the gate never arrives in time, and the
+    # broken barrier lets both go on.
+    meet = threading.Barrier(2)
 
     def slow_run(*args, **kwargs):
         nonlocal active, most
@@ -39,7 +43,8 @@ def _overlap(app, padding: int) -> tuple[int, list[int], list[set[str]]]:
             active += 1
             most = max(most, active)
         try:
-            time.sleep(0.2)  # long enough for the other call to arrive
+            with contextlib.suppress(threading.BrokenBarrierError):
+                meet.wait(timeout=2)
             return original(*args, **kwargs)
         finally:
             with lock:
