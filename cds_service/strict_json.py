@@ -34,8 +34,13 @@ class DuplicateKey(ValueError):
     """A JSON object names the same member twice; ``str(error)`` is the name."""
 
 
+# orjson writes back at most this many levels of nesting, so the repeated-name check cannot
+# look deeper: more is refused as too deep.
+MAX_DEPTH = 254
+
+
 class TooDeep(ValueError):
-    """The JSON text nests deeper than this reader handles."""
+    """The JSON text nests deeper than :data:`MAX_DEPTH`."""
 
 
 class NotUtf8(ValueError):

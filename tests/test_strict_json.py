@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds_service.strict_json import DuplicateKey, TooDeep, loads
+from cds_service.strict_json import MAX_DEPTH, DuplicateKey, TooDeep, loads
 
 
 class _Repeat(Exception):
@@ -152,3 +152,9 @@ def test_agrees_with_the_standard_library(text):
             loads(text)
         return
     assert loads(text) == expected
+
+
+def test_max_depth_is_where_the_reader_stops():
+    assert loads(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    with pytest.raises(TooDeep):
+        loads(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))

@@ -15,7 +15,7 @@ from flask import Request
 from cds_service.api.errors import ApiError
 from cds_service.api.large_bodies import wait_if_large
 from cds_service.api.pruning_reader import PRUNE_ABOVE_BYTES, loads_pruned
-from cds_service.strict_json import DuplicateKey, TooDeep, loads
+from cds_service.strict_json import MAX_DEPTH, DuplicateKey, TooDeep, loads
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -43,7 +43,7 @@ def read_json_object(request: Request, *, max_bytes: int, max_depth: int) -> dic
     """The body as a JSON object, or an ApiError (400, 413 or 415) saying what is wrong.
 
     The nesting limit is checked on the whole body (the JSON reader itself refuses more than
-    254 levels anywhere).
+    :data:`~cds_service.strict_json.MAX_DEPTH` levels anywhere).
     """
     return _read(request, max_bytes, max_depth, frozenset(), lambda raw: (loads(raw), 0))[0]
 
@@ -94,7 +94,7 @@ def _read(
         raise ApiError(400, f"The JSON body repeats the key {str(dup)[:64]!r}.") from None
     except TooDeep:  # the reader's own limit, far beyond ours, reached anywhere in the body
         raise ApiError(
-            400, "The JSON body is nested too deeply to read (more than 254 levels)."
+            400, f"The JSON body is nested too deeply to read (more than {MAX_DEPTH} levels)."
         ) from None
     except ValueError as exc:
         raise ApiError(400, f"The request body is not valid JSON: {str(exc)[:200]}") from None
