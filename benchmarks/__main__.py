@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fallback, http, inprocess
+from benchmarks import fallback, fetched, http, inprocess
 from benchmarks.charts import SIZES
 from benchmarks.common import RESULTS_DIR, machine
 
@@ -148,6 +148,15 @@ def table(results: dict[str, Any]) -> str:
             f"{f['slowest_query_ms']:.1f} ms, ratio {f['ratio_total_to_slowest']:.2f} "
             f"(sequential would be {f['sum_of_queries_ms']:.0f} ms)"
         )
+    g = results.get("fetched")
+    if g:
+        lines.append("")
+        lines.append(
+            f"Long chart fetched from a FHIR server ({g['resources']} resources, no prefetch, "
+            f"pages of {g['page_size']}; reference, not a target): p50 {g['p50_ms']:.1f} ms; "
+            f"the slowest query's pages alone ({g['slowest_query']}) "
+            f"{g['slowest_query_all_pages_ms']:.1f} ms, ratio {g['ratio_total_to_slowest']:.2f}"
+        )
     lines.append("")
     lines.append(f"{'target':42}{'limit':>8}{'measured':>10}  met")
     for row in results["targets"]:
@@ -168,6 +177,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--delay-ms", type=float, default=100.0, help="FHIR server delay")
     parser.add_argument("--no-http", action="store_true", help="skip gunicorn/wrk and memory")
     parser.add_argument("--no-fallback", action="store_true", help="skip the FHIR fallback")
+    parser.add_argument("--no-fetched", action="store_true",
+                        help="skip the long chart fetched from a FHIR server")
     parser.add_argument("--no-in-process", action="store_true", help="skip in-process timing")
     parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/)")
     return parser.parse_args(argv)
@@ -204,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         log("FHIR fallback ...")
         results["fallback"] = fallback.run(delay_s=args.delay_ms / 1000,
                                            calls=3 if args.quick else 7, log=log)
+    if not args.no_fetched:
+        log("long chart fetched from a FHIR server ...")
+        results["fetched"] = fetched.run(calls=3 if args.quick else 7, log=log)
     results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = verdicts(results)
     out = args.out

@@ -216,3 +216,24 @@ def test_in_process_results_carry_the_floor_and_the_table_shows_it(monkeypatch):
     assert sum("floor (bare Flask, same body) p50 ms: 1000: " in line for line in lines) == 2
     assert sum("floor p50 growth 1k -> 10k: " in line and "ours / floor: " in line
                for line in lines) == 2
+
+
+def test_fetched_chart_pages_through_a_server_in_its_own_process_and_the_table_shows_it():
+    """The long-chart-from-FHIR benchmark gives the scenario's cards (``run`` checks them) with
+    its observations spread over several pages, and reports against its slowest query."""
+    from benchmarks import fetched
+    from benchmarks.__main__ import table
+
+    assert build_chart(PATIENT_VIEW_SCENARIO, 300).composition["Observation"] > 3 * 40
+    result = fetched.run(size=300, page_size=40, calls=1, log=lambda line: None)
+    assert result["resources"] == 300 and result["page_size"] == 40
+    assert set(result["per_query_all_pages_ms"]) == set(SERVICES["hypermobility-pain-patient-view"]
+                                                        .prefetch)
+    slowest = result["slowest_query"]
+    assert result["slowest_query_all_pages_ms"] == max(result["per_query_all_pages_ms"].values())
+    assert result["ratio_total_to_slowest"] == pytest.approx(
+        result["p50_ms"] / result["per_query_all_pages_ms"][slowest], rel=0.01)
+    results = {"machine": {"nproc": 2, "cpu_model": "x", "python": "3", "loadavg_start": [0]},
+               "options": {"repeats": 1}, "fetched": result, "targets": []}
+    assert "Long chart fetched from a FHIR server (300 resources, no prefetch, pages of 40" in (
+        table(results))
