@@ -79,7 +79,8 @@ def rss_kib(pid: int) -> int:
 class ServedProcess:
     """``hypermobility-cds serve`` on a free loopback port, as a child process.
 
-    Used by this soak and by ``tests/reliability/test_processes.py``. Its stderr (JSON logs)
+    Used by this soak, ``tests/reliability/test_processes.py`` and
+    ``tests/multi_instance/test_multi_instance.py``. Its stderr (JSON logs)
     goes to ``log_path``. Stop it with :meth:`stop` (SIGTERM: gunicorn drains, then exits).
     """
 
@@ -111,6 +112,10 @@ class ServedProcess:
 
     def start(self, timeout: float = 60.0, wait_for: str = "/readyz") -> ServedProcess:
         """Start and wait until ``wait_for`` answers 200 and every worker is up."""
+        return self.launch().wait_ready(timeout, wait_for)
+
+    def launch(self) -> ServedProcess:
+        """Start the process and return at once (several can then start side by side)."""
         command = [
             *_serve_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers), "--threads", str(self.threads),
@@ -120,6 +125,11 @@ class ServedProcess:
             command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
         )
         log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0, wait_for: str = "/readyz") -> ServedProcess:
+        """Wait until ``wait_for`` answers 200 and every worker is up; kill it if it never is."""
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

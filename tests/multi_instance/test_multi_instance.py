@@ -11,11 +11,10 @@ Needs ``CDS_TEST_POSTGRES_URL`` (``.ci/run`` starts a server); bounded to well u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,11 +35,10 @@ from cds_service.security import sign_development_token
 from cds_service.storage.schema import feedback as feedback_table
 from cds_service.storage.schema import served_cards
 from tests.postgres import fresh_schema_url
-from tools.soak import free_port
+from tools.soak import ServedProcess
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 PUBLIC = "http://cds.example.test"  # the load balancer's address: the JWT audience of both
 ISS = "https://ehr.example.test"
 SERVICE = "hypermobility-pain-patient-view"
@@ -58,13 +56,6 @@ class Issuer:
 
     def headers(self, path: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(path)}"}
-
-
-@dataclass
-class Instance:
-    base: str
-    process: subprocess.Popen
-    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -87,64 +78,33 @@ def issuer(tmp_path_factory) -> tuple[Issuer, Path]:
     return Issuer(pem, kid), config
 
 
-def _start(database_url: str, issuers_file: Path, log: Path) -> Instance:
-    port = free_port()
-    env = {
-        **os.environ,
+def _instance(database_url: str, issuers_file: Path, workdir: Path) -> ServedProcess:
+    """A production-profile instance (JWT required) behind :data:`PUBLIC`, not yet started."""
+    return ServedProcess(workdir, workers=2, database_url=database_url, env={
         "CDS_PROFILE": "production",
         "CDS_AUTH": "required",
         "CDS_TRUSTED_ISSUERS_FILE": str(issuers_file),
         "CDS_PUBLIC_BASE_URL": PUBLIC,
-        "CDS_DATABASE_URL": database_url,
         "CDS_FHIR_SERVER_ALLOWLIST": "https://fhir.example.test/r4",
-    }
-    script = Path(sys.executable).with_name("hypermobility-cds")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "cds_service.cli"]
-    process = subprocess.Popen(
-        [*command, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return Instance(f"http://127.0.0.1:{port}", process, log)
-
-
-def _wait_ready(instance: Instance) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if instance.process.poll() is not None:
-            raise AssertionError(f"instance exited:\n{instance.log.read_text()[-3000:]}")
-        try:
-            if requests.get(instance.base + "/readyz", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"instance not ready in time:\n{instance.log.read_text()[-3000:]}")
-
-
-def _stop(instance: Instance) -> None:
-    if instance.process.poll() is None:
-        os.killpg(instance.process.pid, signal.SIGTERM)  # gunicorn: graceful stop
-        try:
-            instance.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(instance.process.pid, signal.SIGKILL)
-            instance.process.wait(timeout=10)
+    })
 
 
 @pytest.fixture(scope="module")
-def instances(database_url, issuer, tmp_path_factory) -> Iterator[list[Instance]]:
+def instances(database_url, issuer, tmp_path_factory) -> Iterator[list[ServedProcess]]:
     _, issuers_file = issuer
-    logs = tmp_path_factory.mktemp("logs")
-    # Both start at once against an empty schema: the migration lock is exercised too.
-    pair = [_start(database_url, issuers_file, logs / f"instance-{i}.log") for i in range(2)]
+    pair = [_instance(database_url, issuers_file, tmp_path_factory.mktemp(f"instance-{i}"))
+            for i in range(2)]
     try:
+        # Both start at once against an empty schema: the migration lock is exercised too.
         for instance in pair:
-            _wait_ready(instance)
+            instance.launch()
+        for instance in pair:
+            instance.wait_ready(START_TIMEOUT_S)
         yield pair
     finally:
         for instance in pair:
-            _stop(instance)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                instance.stop()  # SIGTERM; killed if it has not stopped within 30 s
 
 
 def _count(database_url: str, table) -> int:
@@ -165,17 +125,17 @@ def test_a_token_replayed_to_the_other_instance_is_refused(instances, issuer):
     first, second = instances
     token = signer.token("/cds-services")
     auth = {"Authorization": f"Bearer {token}"}
-    assert requests.get(first.base + "/cds-services", headers=auth, timeout=10).status_code == 200
-    replay = requests.get(second.base + "/cds-services", headers=auth, timeout=10)
+    assert requests.get(first.url + "/cds-services", headers=auth, timeout=10).status_code == 200
+    replay = requests.get(second.url + "/cds-services", headers=auth, timeout=10)
     assert replay.status_code == 401
     assert token not in replay.text
     # Same instance, other worker or not: refused as well.
     for _ in range(4):
-        assert requests.get(first.base + "/cds-services", headers=auth, timeout=10).status_code \
+        assert requests.get(first.url + "/cds-services", headers=auth, timeout=10).status_code \
             == 401
     # The second instance accepts a fresh token, so the 401 above was the replay check.
     fresh = signer.headers("/cds-services")
-    assert requests.get(second.base + "/cds-services", headers=fresh, timeout=10).status_code \
+    assert requests.get(second.url + "/cds-services", headers=fresh, timeout=10).status_code \
         == 200
 
 
@@ -184,7 +144,7 @@ def test_feedback_sent_to_both_instances_is_counted_once(instances, issuer, data
     before = _count(database_url, feedback_table)
     body = {"feedback": [_entry("both-1"), _entry("both-2")]}
     for instance in (*instances, *instances):
-        response = requests.post(instance.base + FEEDBACK, json=body,
+        response = requests.post(instance.url + FEEDBACK, json=body,
                                  headers=signer.headers(FEEDBACK), timeout=10)
         assert response.status_code == 200, response.text
     assert _count(database_url, feedback_table) == before + 2
@@ -203,7 +163,7 @@ def test_concurrent_writers_through_both_instances_lose_nothing(instances, issue
                 # Each request: one entry of its own, one shared with another writer.
                 shared = _entry(f"shared-{(n * per_writer + i) % 48}")
                 body = {"feedback": [_entry(f"w{n}-{i}"), shared]}
-                response = session.post(instance.base + FEEDBACK, json=body,
+                response = session.post(instance.url + FEEDBACK, json=body,
                                         headers=signer.headers(FEEDBACK), timeout=30)
                 statuses.append(response.status_code)
         return statuses
@@ -223,7 +183,7 @@ def test_hook_calls_on_both_instances_record_served_cards(instances, issuer, dat
     cards = 0
     for instance in instances:
         body = scenario.hook_request(dict(service.prefetch))
-        response = requests.post(instance.base + path, json=body, headers=signer.headers(path),
+        response = requests.post(instance.url + path, json=body, headers=signer.headers(path),
                                  timeout=30)
         assert response.status_code == 200, response.text
         cards += len(response.json()["cards"])
@@ -244,21 +204,21 @@ def test_graceful_shutdown_writes_buffered_served_cards(database_url, issuer, tm
     before = _count(database_url, served_cards)
     os.environ["CDS_SERVED_CARDS_FLUSH_S"] = "600"  # nothing is written until shutdown
     try:
-        instance = _start(database_url, issuers_file, tmp_path / "flush.log")
+        instance = _instance(database_url, issuers_file, tmp_path).launch()
     finally:
         del os.environ["CDS_SERVED_CARDS_FLUSH_S"]
     try:
-        _wait_ready(instance)
+        instance.wait_ready(START_TIMEOUT_S)
         cards = 0
         for _ in range(6):  # spread over both workers
             body = scenario.hook_request(dict(service.prefetch))
-            response = requests.post(instance.base + path, json=body,
+            response = requests.post(instance.url + path, json=body,
                                      headers=signer.headers(path), timeout=30)
             assert response.status_code == 200, response.text
             cards += len(response.json()["cards"])
         time.sleep(0.5)
         assert _count(database_url, served_cards) == before  # still buffered
     finally:
-        _stop(instance)
-    assert instance.process.returncode == 0, instance.log.read_text()[-3000:]
+        returncode = instance.stop()
+    assert returncode == 0, instance.tail(40)
     assert _count(database_url, served_cards) == before + cards
