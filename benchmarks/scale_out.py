@@ -44,7 +44,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 
 from cds_service.devtools.scenarios import load_scenario
@@ -53,6 +53,7 @@ from cds_service.security.replay import DatabaseReplayCache
 from cds_service.storage.database import Database
 from cds_service.storage.feedback import FeedbackStore
 from cds_service.storage.schema import feedback as feedback_table
+from tools.postgres_schema import fresh_schema
 from tools.soak import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,23 +170,6 @@ def throwaway_postgres() -> Iterator[str]:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
                         "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def fresh_schema(postgres_url: str) -> Iterator[str]:
-    """The same server, an empty schema (dropped afterwards): phases never share rows."""
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # -- service instances ---------------------------------------------------------------------------
@@ -455,12 +439,12 @@ def main(argv: list[str] | None = None) -> int:
             one.append(http_phase("sqlite-1", "sqlite", sqlite_url, count=1, round_no=n,
                                   **common))
             for count in (1, 2):
-                with fresh_schema(postgres_url) as url:
+                with fresh_schema(postgres_url, "bench") as url:
                     one.append(http_phase(f"postgresql-{count}", "postgresql", url,
                                           count=count, round_no=n, **common))
             # Control: the same number of processes as two instances, in one instance. On one
             # machine this separates "more worker processes" from "more instances".
-            with fresh_schema(postgres_url) as url:
+            with fresh_schema(postgres_url, "bench") as url:
                 control = {**common, "workers": 2 * args.workers}
                 one.append(http_phase(f"postgresql-1x{2 * args.workers}w", "postgresql", url,
                                       count=1, round_no=n, **control))
@@ -474,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             args.calls, _legacy_record_served(legacy_path))}
         costs["sqlite"].update(storage_costs("sqlite", f"sqlite:///{folder / 'm.sqlite3'}",
                                              args.calls))
-        with fresh_schema(postgres_url) as url:
+        with fresh_schema(postgres_url, "bench") as url:
             costs["postgresql"] = storage_costs("postgresql", url, args.calls)
 
     print_report(http, costs, rounds)

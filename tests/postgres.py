@@ -2,19 +2,17 @@
 
 Needs ``CDS_TEST_POSTGRES_URL`` (``.ci/run`` starts a server and sets it). Without it the caller
 is skipped, or fails when ``CDS_REQUIRE_POSTGRES=1`` says a server must be there (CI): a skip
-there would hide a gap. The schema is selected through the connection's ``search_path`` and
-dropped afterwards, so tests never see each other's rows.
+there would hide a gap. The schema itself comes from :func:`tools.postgres_schema.fresh_schema`.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+
+from tools.postgres_schema import fresh_schema
 
 POSTGRES_URL = os.environ.get("CDS_TEST_POSTGRES_URL")
 NO_POSTGRES = "no PostgreSQL server: set CDS_TEST_POSTGRES_URL (.ci/run starts one)"
@@ -26,15 +24,5 @@ def fresh_schema_url(prefix: str = "t") -> Iterator[str]:
         if os.environ.get("CDS_REQUIRE_POSTGRES") == "1":
             pytest.fail("CDS_REQUIRE_POSTGRES=1 but CDS_TEST_POSTGRES_URL is not set")
         pytest.skip(NO_POSTGRES)
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin_url = make_url(POSTGRES_URL).set(drivername="postgresql+psycopg")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema(POSTGRES_URL, prefix) as url:
+        yield url
