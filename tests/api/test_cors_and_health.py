@@ -25,6 +25,22 @@ def test_cors_headers_on_normal_responses(client):
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
+def test_an_origin_list_varies_every_answer_by_origin(settings):
+    """With a list of origins the answer depends on Origin, so every answer says so (a cache
+    must not hand one origin's answer, with or without the header, to another)."""
+    from cds_service import create_app
+
+    app = create_app(settings.with_overrides(cors_origins=("https://ehr.example.test",)))
+    client = app.test_client()
+    allowed = client.get("/cds-services", headers={"Origin": "https://ehr.example.test"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://ehr.example.test"
+    for headers in ({"Origin": "https://other.example.test"}, {}):
+        answer = client.get("/cds-services", headers=headers)
+        assert "Access-Control-Allow-Origin" not in answer.headers
+        assert "Origin" in answer.headers.get("Vary", "")
+    assert "Origin" in allowed.headers.get("Vary", "")
+
+
 def test_health(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
