@@ -15,7 +15,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cds_service.api.models import CONTEXTS, Context, HookRequest, problems
+from cds_service.api.models import (
+    CONTEXTS,
+    Context,
+    HookRequest,
+    OrderSelectContext,
+    OrderSignContext,
+    problems,
+)
 from cds_service.api.services import ServiceDefinition
 from cds_service.facts.build import build_facts
 from cds_service.fhir.client import FhirClient
@@ -115,8 +122,10 @@ class HookPipeline:
             raise ContextInvalid([("prefetch", f"more than {limit} keys")])
         context = self.parse_context(request)
         patient_id = context.patientId
+        # By the context's type, not by which members it has: unknown members are kept, so a
+        # patient-view may carry a stray "draftOrders" and an order-sign a stray "selections".
         draft_resources = (
-            context.draftOrders.resources() if hasattr(context, "draftOrders") else []
+            context.draftOrders.resources() if isinstance(context, OrderSignContext) else []
         )
         if len(draft_resources) > self.settings.max_draft_orders:
             raise ContextInvalid(
@@ -147,7 +156,7 @@ class HookPipeline:
                 record.add(model)
             else:
                 drafts.append(model)
-        selections = getattr(context, "selections", None)
+        selections = context.selections if isinstance(context, OrderSelectContext) else None
         facts = build_facts(
             patient_id=patient_id,
             record=record,

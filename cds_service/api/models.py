@@ -1,19 +1,24 @@
 """CDS Hooks 2.0 request bodies as pydantic models (service calls and feedback).
 
-Validation is strict where the standard is (required fields, hookInstance a UUID, the patient id a
-FHIR id, ``fhirServer`` required with ``fhirAuthorization``, ``selections`` of the form
-``Type/id``) and lenient where real clients differ (unknown fields and ``extension`` are kept,
-``draftOrders`` without ``Bundle.type`` as the public sandbox sends it).
+Validation is strict where the standard is (required fields, ``context.userId`` among them,
+hookInstance a UUID, the patient id a FHIR id, ``expires_in`` an integer, ``fhirServer``
+required with ``fhirAuthorization``, ``selections`` of the form ``Type/id``, ``extension`` an
+object) and lenient where real clients differ (unknown fields and ``extension`` are kept,
+``draftOrders`` without ``Bundle.type`` as the public sandbox sends it). Members a hook does not
+define (``draftOrders`` in a patient-view context, ``selections`` in order-sign) are kept and
+never read.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -36,16 +41,38 @@ def problems(exc: ValidationError, under: str = "") -> list[tuple[str, str]]:
     ]
 
 
+def _json_integer(value: Any) -> Any:
+    """A JSON integer (``300``, or ``300.0``, which JSON Schema counts as one), never the string
+    ``"300"`` or ``true`` that lax validation would turn into one."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if type(value) is not int:
+        raise ValueError("must be an integer")
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class _Open(BaseModel):
     """Unknown members are allowed (the standard's ``extension`` and future fields)."""
 
     model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
 
 
-class FhirAuthorization(_Open):
+class _CdsObject(_Open):
+    """A CDS Hooks object: its ``extension``, where present, is a JSON object (CDS Hooks 2.0
+    "Extensions"). Not for the FHIR structures inside one (``draftOrders``), whose ``extension``
+    is FHIR's array."""
+
+    # Absent is fine (the default is not validated); present, it must be an object, not null.
+    extension: dict[str, Any] = Field(default=None)  # type: ignore[assignment]
+
+
+class FhirAuthorization(_CdsObject):
     access_token: str = Field(min_length=1)
     token_type: Literal["Bearer"]
-    expires_in: int = Field(ge=0)
+    expires_in: JsonInteger = Field(ge=0)
     scope: str = Field(min_length=1)
     subject: str = Field(min_length=1)
     patient: str | None = None
@@ -63,8 +90,8 @@ class DraftOrders(_Open):
         return [e.resource for e in self.entry if e.resource is not None]
 
 
-class Context(_Open):
-    userId: str | None = None
+class Context(_CdsObject):
+    userId: str = Field(min_length=1)  # REQUIRED by all three hooks
     patientId: str = Field(pattern=FHIR_ID)
     encounterId: str | None = None
 
@@ -96,7 +123,7 @@ CONTEXTS: dict[str, type[Context]] = {
 }
 
 
-class HookRequest(_Open):
+class HookRequest(_CdsObject):
     hook: str = Field(min_length=1)
     hookInstance: str
     fhirServer: str | None = Field(default=None, min_length=1)
@@ -120,7 +147,7 @@ class HookRequest(_Open):
         return self
 
 
-class OverrideReason(_Open):
+class OverrideReason(_CdsObject):
     reason: dict[str, Any] | None = None
     userComment: str | None = None
 
@@ -136,11 +163,11 @@ class OverrideReason(_Open):
         return self
 
 
-class AcceptedSuggestion(_Open):
+class AcceptedSuggestion(_CdsObject):
     id: str = Field(min_length=1)
 
 
-class FeedbackEntry(_Open):
+class FeedbackEntry(_CdsObject):
     card: str = Field(min_length=1, max_length=128)
     outcome: Literal["accepted", "overridden"]
     outcomeTimestamp: str = Field(
@@ -149,6 +176,16 @@ class FeedbackEntry(_Open):
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None
 
+    @field_validator("outcomeTimestamp")
+    @classmethod
+    def _an_instant(cls, value: str) -> str:
+        """The pattern checks the shape; this, that the date and time exist (not 30 February)."""
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("outcomeTimestamp is not a real date and time") from None
+        return value
+
     @model_validator(mode="after")
     def _accepted_has_suggestions(self) -> FeedbackEntry:
         if self.outcome == "accepted" and not self.acceptedSuggestions:
@@ -156,5 +193,5 @@ class FeedbackEntry(_Open):
         return self
 
 
-class FeedbackRequest(_Open):
+class FeedbackRequest(_CdsObject):
     feedback: list[FeedbackEntry] = Field(min_length=1, max_length=1000)

@@ -248,6 +248,7 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
             "outcome": {"enum": ["accepted", "overridden"]},
             "outcomeTimestamp": {
                 "type": "string",
+                "format": "date-time",
                 "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
                 r"(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
             },
@@ -279,13 +280,18 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
 }
 
 
+# CDS Hooks 2.0 "Extensions": on a CDS Hooks object, ``extension`` is a JSON object.
+_EXTENSION = {"type": "object"}
+
+
 def _context_schema(hook: str) -> dict[str, Any]:
     properties: dict[str, Any] = {
-        "userId": _OPTIONAL_TEXT,
+        "userId": {"type": "string", "minLength": 1},
         "patientId": {"type": "string", "pattern": FHIR_ID},
         "encounterId": _OPTIONAL_TEXT,
+        "extension": _EXTENSION,
     }
-    required = ["patientId"]
+    required = ["userId", "patientId"]
     if hook in ("order-select", "order-sign"):
         properties["draftOrders"] = _ref("DraftOrders")
         required.append("draftOrders")
@@ -313,6 +319,7 @@ def _hook_request_schema(hook: str, prefetch_keys: list[str]) -> dict[str, Any]:
                 "type": ["object", "null"],
                 "properties": {key: _ref("PrefetchValue") for key in prefetch_keys},
             },
+            "extension": _EXTENSION,
         },
         "dependentRequired": {"fhirAuthorization": ["fhirServer"]},
     }

@@ -81,8 +81,13 @@ def render(template: str, context: Mapping[str, Any]) -> str | None:
     return None if missing else rendered
 
 
-def _next_link(bundle: Mapping[str, Any]) -> str | None:
-    for link in bundle.get("link") or ():
+def _next_link(key: str, bundle: Mapping[str, Any]) -> str | None:
+    links = bundle.get("link")
+    if links is None:
+        return None
+    if not isinstance(links, list):
+        raise PrefetchInvalid(key, f"prefetch.{key}.link must be an array")
+    for link in links:
         if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
             return link["url"]
     return None
@@ -97,15 +102,17 @@ def _classify(key: str, value: Any) -> tuple[str, list[dict[str, Any]]]:
     if value["resourceType"] == "OperationOutcome":
         return "fetch", []
     if value["resourceType"] == "Bundle":
-        entries = value.get("entry") or []
-        if not isinstance(entries, list):
+        entries = value.get("entry")
+        if entries is None:  # absent (an empty Bundle), or null as some clients write it
+            entries = []
+        elif not isinstance(entries, list):
             raise PrefetchInvalid(key, f"prefetch.{key}.entry must be an array")
         resources = [
             e["resource"]
             for e in entries
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         ]
-        return ("follow" if _next_link(value) else "use"), resources
+        return ("follow" if _next_link(key, value) else "use"), resources
     return "use", [value]
 
 

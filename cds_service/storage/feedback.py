@@ -154,10 +154,16 @@ class FeedbackStore:
         ]
         if not rows:
             return
-        if self._served is None:
-            self._write_served(rows)
-        else:
+        if self._served is not None:
             self._served.add(rows)
+            return
+        try:  # written during the call (served_flush_s=0): analytics never fail a hook call
+            self._write_served(rows)
+        except Exception as error:
+            logger.error(
+                "served-card records not written",
+                extra={"error": type(error).__name__, "dropped": len(rows)},
+            )
 
     def _write_served(self, rows: list[dict[str, Any]]) -> None:
         self.database.run(

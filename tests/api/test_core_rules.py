@@ -159,6 +159,35 @@ def test_order_select_ignores_unselected_opioid(core_client):
     assert rule_ids(core_client.post(SELECT, json=body)) == []
 
 
+def test_order_sign_checks_every_draft_even_with_a_stray_selections_member(core_client):
+    """order-sign has no ``selections``: one sent anyway must not hide the orders being signed."""
+    opioid = medication_request("p1", "oxy", text="oxycodone 5 mg tablet")
+    body = request_for("order-sign", cohort_conditions("p1"), drafts=[opioid],
+                       selections=["MedicationRequest/other"])
+    assert rule_ids(core_client.post(SIGN, json=body)) == ["opioid-order"]
+
+
+def test_served_cards_written_during_the_call_never_fail_it(settings, monkeypatch, log_lines):
+    """CDS_SERVED_CARDS_FLUSH_S=0 writes analytics in the call; a failed write is logged and the
+    clinician still gets the cards (it was a 500 after the retries)."""
+    from sqlalchemy.exc import OperationalError
+
+    app = create_app(settings.with_overrides(
+        served_cards_flush_s=0, guidance=GuidanceSettings(enabled_rules=CORE)))
+    store = app.extensions["cds"].store
+
+    def locked(rows):
+        raise OperationalError("INSERT INTO served_cards", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(store, "_write_served", locked)
+    opioid = medication_request("p1", "oxy", text="oxycodone 5 mg tablet")
+    body = request_for("order-sign", cohort_conditions("p1"), drafts=[opioid])
+    assert rule_ids(app.test_client().post(SIGN, json=body)) == ["opioid-order"]
+    errors = [line for line in log_lines() if line["level"] == "error"]
+    assert [(e["message"], e["error"], e["dropped"]) for e in errors] == [
+        ("served-card records not written", "OperationalError", 1)]
+
+
 def test_opioid_by_cdc_product_code(core_client):
     # 1049621: oxycodone hydrochloride 5 MG Oral Tablet, in the CDC opioid value set.
     opioid = medication_request("p1", "rx", code="1049621")

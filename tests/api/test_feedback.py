@@ -60,6 +60,13 @@ def test_survives_restart(client, settings):
         {"feedback": [{"card": "c", "outcome": "overridden", "overrideReason": {},
                        "outcomeTimestamp": "2026-11-20T10:00:00Z"}]},
         {"feedback": [{"outcome": "overridden", "outcomeTimestamp": "2026-11-20T10:00:00Z"}]},
+        # The right shape, but no such instant (one stored broke the feedback report).
+        {"feedback": [{"card": "c", "outcome": "overridden",
+                       "outcomeTimestamp": "2021-02-30T10:05:31Z"}]},
+        {"feedback": [{"card": "c", "outcome": "overridden",
+                       "outcomeTimestamp": "2021-13-45T25:61:61Z"}]},
+        {"feedback": [{"card": "c", "outcome": "overridden",
+                       "outcomeTimestamp": "2021-12-11T10:05:31+25:00"}]},
     ],
 )
 def test_invalid_feedback_is_400(client, app, body):

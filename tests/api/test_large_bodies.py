@@ -26,7 +26,7 @@ def _overlap(app, padding: int) -> tuple[int, list[int], list[set[str]]]:
     seen in flight together, the statuses, and the rule ids answered."""
     scenario = load_scenario(SCENARIO)
     body = scenario.hook_request(dict(scenario.service.prefetch))
-    body["extension"] = [{"url": "urn:example:padding", "valueString": "x" * padding}]
+    body["extension"] = {"org.example.padding": "x" * padding}  # an object, as the standard has it
     raw = json.dumps(body).encode()
     pipeline = app.extensions["cds"].pipeline
     original = pipeline.run

@@ -148,10 +148,89 @@ def test_wrong_method_is_405(client):
     outcome(client.get(PV), 405)
 
 
+@pytest.mark.parametrize("path,method,allowed", [(PV, "get", "POST"), ("/cds-services", "delete",
+                                                                        "GET")])
+def test_a_405_names_the_methods_allowed(client, path, method, allowed):
+    """RFC 9110 section 15.5.6: a 405 MUST carry an Allow header."""
+    response = getattr(client, method)(path)
+    outcome(response, 405)
+    assert allowed in {m.strip() for m in response.headers.get("Allow", "").split(",")}
+
+
 def test_extension_members_are_accepted(client, make_request):
     body = make_request(extension={"org.example.flag": True})
     body["context"]["extension"] = {"org.example.ctx": 1}
     assert client.post(PV, json=body).status_code == 200
+
+
+@pytest.mark.parametrize("where", ["", "context"])
+@pytest.mark.parametrize("value", ["x", [1], 5, None])
+def test_an_extension_must_be_an_object(client, make_request, where, value):
+    """CDS Hooks 2.0 "Extensions": the value of ``extension`` MUST be a JSON object."""
+    body = make_request()
+    (body[where] if where else body)["extension"] = value
+    path = f"{where}.extension" if where else "extension"
+    assert path in outcome(client.post(PV, json=body), 400)
+
+
+def test_fhir_extensions_inside_draft_orders_stay_arrays(client, make_request):
+    """The object rule is CDS Hooks': a FHIR Bundle and its entries carry FHIR's array."""
+    body = make_request("order-sign")
+    fhir_extension = [{"url": "http://example.org/x", "valueString": "y"}]
+    body["context"]["draftOrders"]["extension"] = fhir_extension
+    body["context"]["draftOrders"]["entry"] = [{"extension": fhir_extension, "resource": {
+        "resourceType": "MedicationRequest", "id": "m1", "status": "draft", "intent": "order",
+        "extension": fhir_extension, "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"text": "acetaminophen 500 mg tablet"}}}]
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("hook,path", [("patient-view", PV), ("order-sign", SIGN),
+                                       ("order-select", SELECT)])
+def test_user_id_is_required(client, make_request, hook, path):
+    """CDS Hooks: context.userId is REQUIRED for patient-view, order-sign and order-select."""
+    body = make_request(hook)
+    del body["context"]["userId"]
+    assert "context.userId" in outcome(client.post(path, json=body), 400)
+    body["context"]["userId"] = ""
+    assert "context.userId" in outcome(client.post(path, json=body), 400)
+
+
+@pytest.mark.parametrize("value", ["300", True, 1.5])
+def test_expires_in_must_be_an_integer(client, make_request, value):
+    body = make_request(fhirServer="https://fhir.example.test/r4", fhirAuthorization={
+        "access_token": "t", "token_type": "Bearer", "expires_in": value, "scope": "user/*.read",
+        "subject": "cds"})
+    assert "fhirAuthorization.expires_in" in outcome(client.post(PV, json=body), 400)
+
+
+@pytest.mark.parametrize("member,value", [
+    ("draftOrders", {"resourceType": "Bundle", "entry": []}),
+    ("draftOrders", None), ("draftOrders", 5), ("selections", 5), ("selections", True),
+])
+def test_patient_view_ignores_order_members_it_does_not_define(client, make_request, member,
+                                                               value):
+    """Unknown context members are kept and ignored: patient-view has no draft orders."""
+    body = make_request()
+    body["context"][member] = value
+    response = client.post(PV, json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json() == {"cards": []}
+
+
+@pytest.mark.parametrize("link", [5, True, 1.5, "next", {"relation": "next"}])
+def test_a_prefetch_bundle_link_must_be_an_array(client, make_request, link):
+    body = make_request()
+    body["prefetch"]["conditions"] = {"resourceType": "Bundle", "entry": [], "link": link}
+    assert "prefetch.conditions.link" in outcome(client.post(PV, json=body), 400)
+
+
+@pytest.mark.parametrize("entry", [{}, "", 0, False, 5])
+def test_a_prefetch_bundle_entry_must_be_an_array(client, make_request, entry):
+    body = make_request()
+    body["prefetch"]["conditions"] = {"resourceType": "Bundle", "entry": entry}
+    assert "prefetch.conditions.entry" in outcome(client.post(PV, json=body), 400)
 
 
 def test_invalid_prefetch_value(client, make_request):
