@@ -41,6 +41,9 @@ class FeedbackReport:
     until: datetime | None
     by_rule: dict[str, Tally]
     by_service: dict[str, Tally]
+    # Feedback whose outcomeTimestamp is no real instant: the API refuses it now, but a database
+    # written by an earlier version may hold some. Left out of the tallies, counted here.
+    unreadable_feedback: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +51,7 @@ class FeedbackReport:
             "until": self.until.isoformat() if self.until else None,
             "by_rule": {k: v.to_json() for k, v in sorted(self.by_rule.items())},
             "by_service": {k: v.to_json() for k, v in sorted(self.by_service.items())},
+            "unreadable_feedback": self.unreadable_feedback,
         }
 
     def to_table(self) -> str:
@@ -66,6 +70,12 @@ class FeedbackReport:
                 for reason, count in t.override_reasons.most_common():
                     lines.append(f"{'':4}override: {reason} ({count})")
             lines.append("")
+        if self.unreadable_feedback:
+            count = self.unreadable_feedback
+            lines.append(
+                f"{count} feedback {'entry' if count == 1 else 'entries'} left out: "
+                f"{'its' if count == 1 else 'their'} outcomeTimestamp is not a date and time"
+            )
         return "\n".join(lines).rstrip() + "\n"
 
 
@@ -94,8 +104,13 @@ def build_report(
     # "11:00:00+02:00" earlier than "10:00:00Z", though their strings sort the other way.
     # Both timestamps are NOT NULL columns, so every row has an instant.
     latest: dict[str, tuple[datetime, Mapping[str, Any]]] = {}
+    unreadable = 0
     for entry in feedback:
-        when = parse_instant(entry["outcome_timestamp"])
+        try:
+            when = parse_instant(entry["outcome_timestamp"])
+        except ValueError:
+            unreadable += 1
+            continue
         if not _within(when, since, until):
             continue
         current = latest.get(entry["card_uuid"])
@@ -122,4 +137,4 @@ def build_report(
                 tally.overridden += 1
                 reason = entry.get("override_display") or entry.get("override_code")
                 tally.override_reasons[reason or "(no reason given)"] += 1
-    return FeedbackReport(since, until, dict(by_rule), dict(by_service))
+    return FeedbackReport(since, until, dict(by_rule), dict(by_service), unreadable)

@@ -73,3 +73,17 @@ def test_latest_outcome_is_the_latest_instant_not_the_last_string():
     for entries in (offsets, offsets[::-1], fractions, fractions[::-1]):
         rehab = build_report(SERVED, entries).by_rule["rehab-referral"]
         assert (rehab.accepted, rehab.overridden) == (1, 0), entries
+
+
+def test_feedback_with_an_unreadable_time_is_counted_apart_not_fatal():
+    """Entries stored before the API refused impossible times (30 February) must not stop the
+    report; they are left out of the tallies and counted."""
+    entries = [*FEEDBACK, fb("b", "accepted", "2021-02-30T10:05:31Z")]
+    report = build_report(SERVED, entries)
+    assert report.unreadable_feedback == 1
+    assert report.by_rule["rehab-referral"].no_feedback == 1  # "b" still counts as unanswered
+    assert report.to_json()["unreadable_feedback"] == 1
+    assert "1 feedback entry left out: its outcomeTimestamp is not a date and time" in (
+        report.to_table())
+    assert build_report(SERVED, FEEDBACK).unreadable_feedback == 0
+    assert "left out" not in build_report(SERVED, FEEDBACK).to_table()
