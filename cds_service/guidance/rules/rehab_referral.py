@@ -24,8 +24,17 @@ from cds_service.guidance.compose import (
 )
 from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
 
-ONGOING = frozenset({"active", "in-progress", "on-hold"})
-DONE = frozenset({"completed"})
+# rules.md counts a rehabilitation order that is "active or completed". The records read here are
+# ServiceRequests and Procedures (facts.services), whose status codes differ:
+ONGOING = frozenset(
+    {
+        "active",  # ServiceRequest: the order stands and the therapy is under way
+        "in-progress",  # Procedure: the same for a therapy recorded as a procedure
+    }
+)
+# Not "on-hold" (either resource): a paused order is not rehabilitation happening, and the spec
+# does not count it, so the referral is still recommended.
+DONE = frozenset({"completed"})  # ServiceRequest and Procedure alike
 
 
 def recent_rehabilitation(facts: ClinicalFacts, lookback_days: int) -> ServiceOrder | None:

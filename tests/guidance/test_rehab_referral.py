@@ -1,0 +1,63 @@
+"""rehab-referral: which rehabilitation orders on record keep the referral card quiet."""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.guidance.rules.rehab_referral import evaluate
+from tests.builders import SNOMED, cohort_conditions, patient, service_request
+
+COHORT = [patient("p1"), *cohort_conditions("p1")]
+
+
+def physio(status: str, authored: str = "2026-08-01"):
+    order = service_request("p1", "pt", SNOMED, "91251008", status=status)
+    order["authoredOn"] = authored
+    return order
+
+
+def physio_procedure(status: str, performed: str = "2026-08-01"):
+    return {
+        "resourceType": "Procedure",
+        "id": "pt-proc",
+        "status": status,
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": SNOMED, "code": "91251008"}]},
+        "performedDateTime": performed,
+    }
+
+
+@pytest.fixture
+def run(make_facts, make_ctx):
+    def evaluate_for(resources):
+        return evaluate(make_facts(resources, strict=True), make_ctx("patient-view"))
+
+    return evaluate_for
+
+
+def test_no_rehabilitation_on_record_gets_the_referral(run):
+    assert run(COHORT) is not None
+
+
+@pytest.mark.parametrize("status", ["active", "completed"])
+def test_active_or_completed_order_authored_this_year_silences_it(run, status):
+    assert run([*COHORT, physio(status)]) is None
+
+
+def test_on_hold_order_does_not_silence_it(run):
+    """rules.md: only an active or completed rehabilitation order counts; a paused one is not
+    rehabilitation happening, so the recommendation still stands."""
+    assert run([*COHORT, physio("on-hold")]) is not None
+
+
+@pytest.mark.parametrize("status", ["in-progress", "completed"])
+def test_procedure_under_way_or_done_silences_it(run, status):
+    assert run([*COHORT, physio_procedure(status)]) is None
+
+
+def test_on_hold_procedure_does_not_silence_it(run):
+    assert run([*COHORT, physio_procedure("on-hold")]) is not None
+
+
+def test_completed_order_older_than_the_look_back_does_not_silence_it(run):
+    assert run([*COHORT, physio("completed", authored="2025-06-01")]) is not None
