@@ -145,6 +145,40 @@ def test_each_passive_modality_is_recognised(run, order, kind):
     assert all(s.actions[0].resourceId == reference for s in card.suggestions)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Lumbar-sacral orthosis, flexible, prefabricated",
+        "Lumbar sacral orthosis",
+        "Lumbosacral orthosis",
+        "Lumbar supports",
+        "LUMBAR ORTHOSES, custom fitted",
+        "Back braces x2",
+    ],
+)
+def test_lumbar_sacral_and_plural_brace_texts_are_recognised(run, text):
+    """rules.md: a lumbar / lumbar-sacral orthosis, or text naming a lumbar support, back brace
+    or lumbar orthosis, is a passive modality; EHR device names use these spellings."""
+    card = run([device("lso", text=text)])
+    assert card is not None
+    assert "(lumbar support or brace)" in card.detail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Lumbar puncture",
+        "MRI lumbar spine without contrast",
+        "Lumbosacral spine radiograph",
+        "Sacral pressure ulcer dressing",
+        "Knee brace, hinged",
+        "Physical therapy for lumbar-sacral pain",
+    ],
+)
+def test_unrelated_lumbar_or_brace_texts_are_not_flagged(run, text):
+    assert run([text_only("x", text)]) is None
+
+
 def test_active_treatment_is_not_flagged(run):
     assert run([service_request("p1", "pt", SNOMED, "91251008", text="Physical therapy")]) is None
 
