@@ -88,6 +88,32 @@ def test_non_systemic_products_are_not_flagged(run, order):
     assert run([order]) is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ciprofloxacin 0.3% / dexamethasone 0.1% otic suspension",
+        "dexamethasone 0.1% eye drops",
+        "hydrocortisone acetate 1% ear drops",
+        "hydrocortisone 100 mg/60 mL rectal enema",
+        "hydrocortisone 25 mg suppository",
+        "betamethasone valerate 0.12% foam",
+        "triamcinolone 0.1% dental paste",
+        "triamcinolone acetonide 0.1% oral paste",  # "oral" here is the mouth lining: paste wins
+        "betamethasone dipropionate 0.05% shampoo",
+        "triamcinolone 10 mg/mL intralesional injection",  # into a lesion, like intra-articular
+        "dexamethasone 0.7 mg intravitreal implant",
+        "triamcinolone intranasal spray",
+    ],
+)
+def test_other_local_forms_are_not_taken_as_systemic(run, make_facts, text):
+    """rules.md: systemic means oral or parenteral; ear, eye, rectal, skin, oromucosal and
+    intralesional products act where applied. Without these words the text names no form of
+    either list, and an order with no form is taken as systemic."""
+    assert run([draft("loc", text)]) is None
+    [order] = make_facts(COHORT, [draft("loc", text)]).draft_medications
+    assert order.corticosteroid_not_flagged.startswith("not systemic")
+
+
 def test_hydrocortisone_replacement_for_adrenal_insufficiency_is_not_flagged(run):
     adrenal = condition("p1", "ai", ICD10CM, "E27.1")
     order = draft("hc", "hydrocortisone 10 mg tablet")
