@@ -227,9 +227,11 @@ def derived_medication_concepts(shared: Path) -> dict[str, dict[str, Any]]:
         "moud-always": {
             "description": "MOUD products never flagged by any opioid rule (rules.md 'MOUD' (a)): "
             "buprenorphine with naloxone in any form, sublingual buprenorphine, and "
-            "extended-release injectable buprenorphine. Text-only orders need the caller to "
-            "see buprenorphine together with naloxone or a sublingual form; the terms here are "
-            "the brand names of the selected products. Derivation rule: " + MOUD_ALWAYS_RULE,
+            "extended-release injectable buprenorphine. The terms are the brand names of the "
+            "selected products: an order typed as text that names one is MOUD. Without a brand, "
+            "a text order is MOUD (a) when it names buprenorphine (buprenorphine-name) beside "
+            "naloxone or a sublingual or extended-release injectable form "
+            "(buprenorphine-moud-form). Derivation rule: " + MOUD_ALWAYS_RULE,
             "derived_from": moud.derived_from(selected=len(always), rule=MOUD_ALWAYS_RULE),
             "codes": always,
             "terms": _brands(always),

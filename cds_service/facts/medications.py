@@ -91,20 +91,34 @@ def _is(knowledge: Knowledge, drug: DrugDescription, concept: str) -> bool:
     )
 
 
+MOUD_ALWAYS = "a buprenorphine product used only for opioid use disorder"
+MOUD_WITH_OUD = "buprenorphine or methadone for a patient with opioid use disorder"
+
+
 def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> str | None:
-    """Why this order is a medication for opioid use disorder (never flagged), or None."""
-    if knowledge.matches("moud-always", drug.codings):
-        return "a buprenorphine product used only for opioid use disorder"
-    text = " ".join(drug.names + drug.form_words).lower()
-    if "buprenorphine" in text and (
-        "naloxone" in text or "sublingual" in text or "extended-release injection" in text
+    """Why this order is a medication for opioid use disorder (never flagged), or None.
+
+    rules.md "MOUD": (a) always, by a moud-always code or brand name, or by the buprenorphine
+    name beside naloxone or a sublingual / extended-release injectable form; (b) with an opioid
+    use disorder diagnosis, any product of the buprenorphine/methadone value set, by code or by
+    the buprenorphine or methadone name.
+    """
+    words = drug.names + drug.form_words
+    if knowledge.matches("moud-always", drug.codings) or _first_term(
+        knowledge, "moud-always", words
     ):
-        return "a buprenorphine product used only for opioid use disorder"
+        return MOUD_ALWAYS
+    buprenorphine = _first_term(knowledge, "buprenorphine-name", words)
+    if buprenorphine and (
+        _first_term(knowledge, "naloxone", words)
+        or _first_term(knowledge, "buprenorphine-moud-form", words)
+    ):
+        return MOUD_ALWAYS
     if has_oud:
         if knowledge.matches("moud-if-oud", drug.codings):
-            return "buprenorphine or methadone for a patient with opioid use disorder"
-        if "buprenorphine" in text or "methadone" in text:
-            return "buprenorphine or methadone for a patient with opioid use disorder"
+            return MOUD_WITH_OUD
+        if buprenorphine or _first_term(knowledge, "methadone-name", words):
+            return MOUD_WITH_OUD
     return None
 
 

@@ -1,0 +1,94 @@
+"""opioid-order: medications for opioid use disorder (MOUD) typed as free text are not flagged.
+
+rules.md "MOUD": (a) buprenorphine with naloxone in any form, sublingual buprenorphine and
+extended-release injectable buprenorphine are never flagged; (b) methadone and other buprenorphine
+forms only when the patient has an active opioid use disorder diagnosis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cds_service.guidance.rules.opioid_order import evaluate
+from tests.builders import ICD10CM, cohort_conditions, condition, medication_request, patient
+
+COHORT = [patient("p1"), *cohort_conditions("p1")]
+OUD = condition("p1", "oud", ICD10CM, "F11.20")
+
+
+def draft(text: str, *, route: str | None = None) -> dict[str, Any]:
+    order = medication_request("p1", "m1", text=text)
+    if route:
+        order["dosageInstruction"] = [{"route": {"text": route}}]
+    return order
+
+
+@pytest.fixture
+def run(make_facts, make_ctx):
+    def evaluate_for(order, *, resources=COHORT):
+        facts = make_facts(resources, [order])
+        [medication] = facts.draft_medications
+        return evaluate(facts, make_ctx("order-sign")), medication
+
+    return evaluate_for
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Suboxone (buprenorphine) 8 mg film",  # brand of buprenorphine/naloxone
+        "buprenorphine ER 100 mg/0.5 mL subcutaneous solution (Sublocade)",  # monthly ER injection
+        "Zubsolv (buprenorphine) 5.7 mg tablet",
+        "Bunavail buprenorphine 4.2 mg buccal film",  # with naloxone: any form counts
+        "buprenorphine 2 mg SL tab",  # SL: sublingual
+        "buprenorphine 8 mg sl tablet",
+    ],
+)
+def test_moud_named_by_brand_or_sl_is_never_flagged(run, text):
+    card, medication = run(draft(text))
+    assert card is None
+    assert medication.moud == "a buprenorphine product used only for opioid use disorder"
+    assert medication.opioid is None
+
+
+@pytest.mark.parametrize(
+    "text,route",
+    [
+        ("buprenorphine 8 mg / naloxone 2 mg sublingual film", None),
+        ("buprenorphine-naloxone 8-2 mg film", None),
+        ("buprenorphine 300 mg extended-release injection", None),
+        ("buprenorphine 8 mg tablet", "Sublingual"),  # the route says it
+        ("buprenorphine 8 mg tablet", "SL"),
+    ],
+)
+def test_moud_named_by_ingredient_and_form_is_never_flagged(run, text, route):
+    card, medication = run(draft(text, route=route))
+    assert card is None and medication.moud is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "buprenorphine 0.3 mg/mL injection",  # Buprenex: an analgesic
+        "buprenorphine 10 mcg/hr transdermal patch",
+        "Belbuca (buprenorphine) 300 mcg buccal film",
+        "buprenorphine 0.3 mg slow IV injection",  # "slow" is not "SL"
+    ],
+)
+def test_buprenorphine_for_pain_is_an_opioid_without_opioid_use_disorder(run, text):
+    card, medication = run(draft(text))
+    assert medication.moud is None
+    assert card is not None
+
+
+def test_other_buprenorphine_and_methadone_are_moud_only_with_opioid_use_disorder(run):
+    for text in ("methadone 10 mg tablet", "buprenorphine 10 mcg/hr transdermal patch"):
+        card, medication = run(draft(text), resources=[*COHORT, OUD])
+        assert card is None
+        assert medication.moud == (
+            "buprenorphine or methadone for a patient with opioid use disorder"
+        )
+        card, medication = run(draft(text))
+        assert card is not None and medication.moud is None
