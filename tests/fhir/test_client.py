@@ -216,6 +216,16 @@ def test_non_bundle_answer_to_search_is_not_fhir(client, mocked, payload) -> Non
     assert isinstance(out["c"], FetchError) and out["c"].reason == "not-fhir"
 
 
+@pytest.mark.parametrize("member,value", [("link", 5), ("link", True), ("link", {"a": 1}),
+                                          ("entry", 5), ("entry", {"a": 1}), ("entry", "x")])
+def test_a_searchset_whose_link_or_entry_is_not_an_array_is_not_fhir(client, mocked, member,
+                                                                       value) -> None:
+    page = {**bundle(cond(1)), member: value}
+    mocked.get(f"{BASE}/Condition?patient=p1", json=page)
+    out = client.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
+    assert isinstance(out["c"], FetchError) and out["c"].reason == "not-fhir"
+
+
 def test_read_of_wrong_type_is_not_fhir(client, mocked) -> None:
     mocked.get(f"{BASE}/Patient/p1", json={"resourceType": "Practitioner", "id": "p1"})
     out = client.fetch(BASE, {"p": "Patient/p1"}, token=None)
