@@ -64,9 +64,10 @@ def build_facts(
     """
     today = now.date()
     birth = record.patient.birthDate if record.patient is not None else None
-    age = age_on(to_date(birth), today)
+    born = to_date(birth)
+    age = age_on(born, today)
 
-    conditions = recorded_facts(record.conditions, knowledge)
+    conditions = recorded_facts(record.conditions, knowledge, born)
     has_oud = bool(_with(conditions, "opioid-use-disorder"))
     adrenal = bool(_with(conditions, "adrenal-insufficiency"))
 

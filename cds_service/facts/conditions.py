@@ -6,11 +6,13 @@ back or hip pain" (the 12-week threshold is ``GuidanceSettings.chronic_pain_days
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Iterable
-from datetime import date
-from typing import Any
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
 
-from cds_service.facts.fhirpath import code_list, codings, first_date, period_start, status_code
+from cds_service.facts.fhirpath import code_list, codings, first_date, status_code, to_date
 from cds_service.facts.model import ConditionFact, PainFact
 from cds_service.facts.naming import name_of
 from cds_service.knowledge import Knowledge
@@ -30,25 +32,103 @@ def is_active(condition: Any) -> bool:
     return is_recorded(condition) and (clinical is None or clinical in ACTIVE_CLINICAL)
 
 
-def condition_fact(condition: Any, knowledge: Knowledge) -> ConditionFact:
+UCUM = "http://unitsofmeasure.org"
+# The UCUM units of time an onset age is dated from: (name, months per unit, days per unit).
+AGE_UNITS: dict[str, tuple[str, int, int]] = {
+    "a": ("year", 12, 0),
+    "mo": ("month", 1, 0),
+    "wk": ("week", 0, 7),
+    "d": ("day", 0, 1),
+}
+DAYS_PER_MONTH = Decimal("30.4375")  # only for the fraction of a month left after whole ones
+
+
+class Onset(NamedTuple):
+    """A condition's ``onset[x]`` read as rules.md needs it: a date, and how it was given."""
+
+    when: date | None = None  # the onset as a date, when one can be worked out
+    age: str | None = None  # the age the date came from ("age 30 years")
+    undated: str | None = None  # how an onset that is there but is not a date was given
+
+
+def read_onset(condition: Any, birth_date: date | None) -> Onset:
+    """The onset of a Condition, whichever of ``onset[x]`` carries it.
+
+    An age (``onsetAge``, or the low end of ``onsetRange``) in UCUM years, months, weeks or days
+    is dated from the patient's birth date: the earliest day that age denotes, as a partial date
+    is read from its start. An onset that is present but cannot be dated is reported as such
+    (``undated``), never replaced by another date.
+    """
+    if condition.onsetDateTime is not None:
+        return Onset(to_date(condition.onsetDateTime))
+    if condition.onsetPeriod is not None:
+        start = to_date(condition.onsetPeriod.start)
+        return Onset(start) if start else Onset(undated="given as a period without a start")
+    if condition.onsetAge is not None:
+        return _onset_at_age(condition.onsetAge, birth_date, "an age", "age")
+    if condition.onsetRange is not None:
+        low = condition.onsetRange.low
+        if low is None:
+            return Onset(undated="given as an age range without a lower age")
+        return _onset_at_age(low, birth_date, "an age range", "age range from")
+    if condition.onsetString is not None:
+        return Onset(undated="given as text, not a date")
+    return Onset()
+
+
+def _onset_at_age(age: Any, birth_date: date | None, kind: str, prefix: str) -> Onset:
+    unit = AGE_UNITS.get(age.code) if age.system in (None, UCUM) else None
+    if unit is None or age.value is None or age.value < 0:
+        return Onset(undated=f"given as {kind} that cannot be dated")
+    name, months_per_unit, days_per_unit = unit
+    words = f"{prefix} {age.value.normalize():f} {name}{'' if age.value == 1 else 's'}"
+    if birth_date is None:
+        return Onset(undated=f"given as {words} but with no birth date on record")
+    try:
+        when = _add_age(birth_date, age.value, months_per_unit, days_per_unit)
+    except (OverflowError, ValueError):  # past the calendar's last day
+        return Onset(undated=f"given as {words}, which is no calendar date")
+    return Onset(when, age=words)
+
+
+def _add_age(born: date, value: Decimal, months_per_unit: int, days_per_unit: int) -> date:
+    """``born`` plus the age: whole calendar months first (a 30th birthday is the same day of
+    the month), then whole days; fractions of a day are dropped."""
+    months = value * months_per_unit
+    whole = int(months)
+    days = int((months - whole) * DAYS_PER_MONTH + value * days_per_unit)
+    year, month = divmod(born.month - 1 + whole, 12)
+    year += born.year
+    day = min(born.day, calendar.monthrange(year, month + 1)[1])
+    return date(year, month + 1, day) + timedelta(days=days)
+
+
+def condition_fact(
+    condition: Any, knowledge: Knowledge, birth_date: date | None = None
+) -> ConditionFact:
     concepts: set[str] = set()
     for system, code in codings(condition.code):
         concepts |= knowledge.concepts_of(system, code)
-    onset = first_date(condition.onsetDateTime, period_start(condition.onsetPeriod))
+    onset = read_onset(condition, birth_date)
     return ConditionFact(
         id=condition.id,
         name=name_of(knowledge, condition.code, "unnamed condition"),
         codes=code_list(condition.code),
         concepts=frozenset(concepts),
         active=is_active(condition),
-        onset=onset,
+        onset=onset.when,
         recorded=first_date(condition.recordedDate),
+        onset_age=onset.age,
+        onset_undated=onset.undated,
     )
 
 
-def recorded_facts(conditions: Iterable[Any], knowledge: Knowledge) -> list[ConditionFact]:
-    """Facts for every condition that is not refuted or entered in error."""
-    return [condition_fact(c, knowledge) for c in conditions if is_recorded(c)]
+def recorded_facts(
+    conditions: Iterable[Any], knowledge: Knowledge, birth_date: date | None = None
+) -> list[ConditionFact]:
+    """Facts for every condition that is not refuted or entered in error (``birth_date``, the
+    patient's, dates an onset given as an age)."""
+    return [condition_fact(c, knowledge, birth_date) for c in conditions if is_recorded(c)]
 
 
 def chronic_pain(
@@ -79,10 +159,14 @@ def _chronic_because(
         return "coded as chronic"
     if marker is not None:
         return f"recorded beside {marker.evidence()}"
-    # The onset decides when there is one; the recorded date only in its absence.
-    for what, when in (("onset", fact.onset), ("recorded", fact.recorded)):
+    # The onset decides when there is one; the recorded date only in its absence. An onset
+    # that cannot be dated is still an onset: like no date at all, it counts (rules.md).
+    if fact.onset_undated is not None:
+        return f"onset {fact.onset_undated}, so counted as chronic"
+    age = f" ({fact.onset_age})" if fact.onset_age else ""
+    for what, when, how in (("onset", fact.onset, age), ("recorded", fact.recorded, "")):
         if when is not None:
             if (today - when).days >= chronic_days:
-                return f"{what} {when.isoformat()}, at least {weeks} weeks ago"
+                return f"{what} {when.isoformat()}{how}, at least {weeks} weeks ago"
             return None
     return "no onset or recorded date, so counted as chronic"

@@ -28,7 +28,14 @@ ASSESSMENT_IDS: tuple[AssessmentId, ...] = (
 
 @dataclass(frozen=True)
 class ConditionFact:
-    """A Condition as evidence: its name, its codes, its concepts and its dates."""
+    """A Condition as evidence: its name, its codes, its concepts and its dates.
+
+    ``onset`` is the onset as a date when one can be worked out (from ``onsetDateTime``, the
+    start of ``onsetPeriod``, or an onset age and the patient's birth date); ``onset_age`` then
+    says which age it came from ("age 30 years"). ``onset_undated`` says how the onset was
+    given when it is there but is not a date (text, an age without a birth date...): rules.md
+    then does not fall back to ``recorded``.
+    """
 
     id: str | None
     name: str
@@ -37,6 +44,8 @@ class ConditionFact:
     active: bool
     onset: date | None
     recorded: date | None
+    onset_age: str | None = None
+    onset_undated: str | None = None
 
     def evidence(self) -> str:
         codes = f" ({self.codes})" if self.codes and self.codes != self.name else ""

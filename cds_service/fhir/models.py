@@ -132,9 +132,18 @@ class Period(Element):
 
 
 class Quantity(Element):
+    """A Quantity, or an Age (a Quantity of time: ``Condition.onsetAge``)."""
+
     value: FhirDecimal | None = None
     unit: String | None = None
+    system: Uri | None = None
     code: Code | None = None
+
+
+class Range(Element):
+    """A Range: only its low end is read (``Condition.onsetRange``, an age range)."""
+
+    low: Quantity | None = None
 
 
 class TimingRepeat(Element):
@@ -200,10 +209,18 @@ class Condition(Resource):
     code: CodeableConcept | None = None
     subject: Reference
     onsetDateTime: DateTime | None = None
+    onsetAge: Quantity | None = None
     onsetPeriod: Period | None = None
+    onsetRange: Range | None = None
+    onsetString: String | None = None
     recordedDate: DateTime | None = None
 
-    choices = (Choice("onset[x]", ("onsetDateTime", "onsetPeriod")),)
+    choices = (
+        Choice(
+            "onset[x]",
+            ("onsetDateTime", "onsetAge", "onsetPeriod", "onsetRange", "onsetString"),
+        ),
+    )
 
 
 class Observation(Resource):
