@@ -13,9 +13,21 @@ from typing import Any
 from cds_service.facts.beighton import effective_date
 from cds_service.facts.fhirpath import codings
 from cds_service.facts.model import AssessmentId, BeightonFact, ConditionFact, ServiceOrder
+from cds_service.fhir.record import COMPONENT_CONCEPTS
 from cds_service.knowledge import Knowledge
 
 NOT_A_RESULT = frozenset({"entered-in-error", "cancelled", "registered"})
+
+
+def _concepts(knowledge: Knowledge, observation: Any) -> frozenset[str]:
+    """The concepts of an observation's code, and the assessment concepts of its components'
+    codes (a panel of orthostatic vitals is one Observation whose components carry the supine
+    and standing heart rates: it counts as both, as two separate Observations would)."""
+    found = frozenset().union(*(knowledge.concepts_of(s, c) for s, c in codings(observation.code)))
+    for component in observation.component or ():
+        for system, code in codings(component.code):
+            found |= knowledge.concepts_of(system, code) & COMPONENT_CONCEPTS
+    return found
 
 
 class _Results:
@@ -25,7 +37,7 @@ class _Results:
     def __init__(self, knowledge: Knowledge, observations: Iterable[Any]) -> None:
         self._knowledge = knowledge
         self._classified = [
-            (obs, frozenset().union(*(knowledge.concepts_of(s, c) for s, c in codings(obs.code))))
+            (obs, _concepts(knowledge, obs))
             for obs in observations
             if obs.status not in NOT_A_RESULT
         ]

@@ -223,6 +223,13 @@ class Condition(Resource):
     )
 
 
+class ObservationComponent(Element):
+    """One component of an Observation (a panel's parts, e.g. supine and standing heart
+    rates): only its code is read, for the assessments."""
+
+    code: CodeableConcept
+
+
 class Observation(Resource):
     resourceType: Literal["Observation"]
     status: Code
@@ -234,6 +241,7 @@ class Observation(Resource):
     issued: Instant | None = None
     valueInteger: Integer | None = None
     valueQuantity: Quantity | None = None
+    component: list[ObservationComponent] | None = None
 
     choices = (
         Choice("effective[x]", ("effectiveDateTime", "effectivePeriod", "effectiveInstant")),

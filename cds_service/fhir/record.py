@@ -46,6 +46,19 @@ CODE_FIELDS: dict[str, tuple[str, ...]] = {
     "Medication": ("code",),
 }
 
+# Concepts also recognised in the codes of an Observation's components, for the assessments
+# (rules.md "Assessments"): EHRs send orthostatic vitals as one panel whose components carry the
+# positional heart rates. Only codes: a component's text is not searched.
+COMPONENT_CONCEPTS = frozenset(
+    {
+        "psych-screen",
+        "heart-rate-lying-or-sitting",
+        "heart-rate-standing",
+        "tilt-table-test",
+        "pelvic-floor-workup",
+    }
+)
+
 # Passive modalities; each is also recognised by words, as is a multidisciplinary programme.
 # The facts (cds_service.facts.services) classify orders by these same words.
 PASSIVE_MODALITIES = ("lumbar-orthosis", "low-level-laser", "interferential-therapy")
@@ -138,6 +151,22 @@ def is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
                     texts.append(display)
         if text_concepts and type(text := concept.get("text")) is str:
             texts.append(text)
+    if resource_type == "Observation" and type(components := resource.get("component")) is list:
+        for component in components:
+            if type(component) is not dict or type(concept := component.get("code")) is not dict:
+                continue
+            if type(codings := concept.get("coding")) is not list:
+                continue
+            for coding in codings:
+                if type(coding) is not dict:
+                    continue
+                system, code = coding.get("system"), coding.get("code")
+                if (
+                    type(system) is str
+                    and type(code) is str
+                    and not COMPONENT_CONCEPTS.isdisjoint(concepts_of(system, code))
+                ):
+                    return True
     # One search over every text at once; "|" cannot join words of a term (see
     # knowledge.terms), so no match spans two texts.
     return bool(texts) and knowledge.text_matches_any(text_concepts, "|".join(texts))

@@ -95,6 +95,20 @@ SEEDS: list[dict[str, Any]] = [
         "onsetString": "since her teens",
     },
     {
+        "resourceType": "Observation",
+        "id": "seed-observation-panel",
+        "status": "final",
+        "code": {"text": "Orthostatic vital signs"},
+        "subject": {"reference": "Patient/seed"},
+        "effectiveDateTime": "2024-03-01",
+        "component": [
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "68999-2"}]},
+             "valueQuantity": {"value": 70, "unit": "/min"}},
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "69001-6"}]},
+             "valueQuantity": {"value": 112, "unit": "/min"}},
+        ],
+    },
+    {
         "resourceType": "DeviceRequest",
         "id": "seed-device-request",
         "status": "draft",
@@ -185,6 +199,10 @@ MUTATIONS: dict[str, Mutation] = {
         else None
     ),
     "no device code": _drop("codeReference"),
+    "component without a code": (
+        lambda r: {**r, "component": [{"valueQuantity": {"value": 1}}]} if "component" in r
+        else None
+    ),
 }
 
 # FHIR JSON writes integers and decimals as JSON numbers; fhir.resources converts "5" and true

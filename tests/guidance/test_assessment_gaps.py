@@ -35,6 +35,25 @@ def observation(rid: str, *, system: str | None = LOINC, code: str | None = None
     }
 
 
+def panel(rid: str, *codes: str, status: str = "final",
+          code: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One Observation whose components carry the codes (orthostatic vitals as EHRs send them)."""
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": status,
+        "subject": {"reference": "Patient/p1"},
+        "code": code or {"text": "Orthostatic vital signs"},
+        "effectiveDateTime": "2026-06-01",
+        "component": [
+            {"code": {"coding": [{"system": LOINC, "code": c}]},
+             "valueQuantity": {"value": 70 + 10 * n, "unit": "/min",
+                               "system": "http://unitsofmeasure.org", "code": "/min"}}
+            for n, c in enumerate(codes)
+        ],
+    }
+
+
 def procedure(rid: str, system: str, code: str) -> dict[str, Any]:
     return {
         "resourceType": "Procedure",
@@ -115,6 +134,15 @@ SATISFIED_BY = {
     "sitting and standing heart rates": (
         [observation("hr1", code="69000-8", value=72), observation("hr2", code="69001-6",
                                                                     value=100)], "autonomic"),
+    "supine and standing heart rates as components of one panel": (
+        [panel("ortho", "68999-2", "69001-6")], "autonomic"),
+    "sitting and standing heart rates as components of one panel": (
+        [panel("ortho", "69000-8", "69001-6")], "autonomic"),
+    "supine component beside a standing Observation": (
+        [panel("ortho", "68999-2"), observation("hr2", code="69001-6", value=100)], "autonomic"),
+    "PHQ-9 total as a component": (
+        [panel("phq", "44261-6", code={"text": "PHQ-9 questionnaire"})],
+        "psychological-distress"),
     "tilt table procedure": ([procedure("tilt", SNOMED, "14769009")], "autonomic"),
     "POTS G90.A": ([condition("p1", "pots", ICD10CM, "G90.A")], "autonomic"),
     "resolved POTS still counts (any time)": (
@@ -141,6 +169,10 @@ NOT_SATISFIED_BY = {
     "refuted depression": [condition("p1", "dep", ICD10CM, "F32.9", verification="refuted")],
     "standing heart rate only": [observation("hr2", code="69001-6", value=100)],
     "supine heart rate only": [observation("hr1", code="68999-2", value=70)],
+    "panel with the supine heart rate only": [panel("ortho", "68999-2")],
+    "panel with the standing heart rate only": [panel("ortho", "69001-6")],
+    "panel entered in error": [
+        panel("ortho", "68999-2", "69001-6", status="entered-in-error")],
     "entered-in-error GAD-7": [
         observation("gad7", code="70274-6", status="entered-in-error")],
     "invalid Beighton value (12)": [beighton_local(12)],

@@ -21,7 +21,13 @@ from cds_service.devtools.scenarios import (
     load_patient,
     load_scenario,
 )
-from cds_service.fhir.record import CODE_FIELDS, TEXT_CONCEPTS, build_record, is_relevant
+from cds_service.fhir.record import (
+    CODE_FIELDS,
+    COMPONENT_CONCEPTS,
+    TEXT_CONCEPTS,
+    build_record,
+    is_relevant,
+)
 from cds_service.knowledge import DEFAULT_DATA_DIR, load_knowledge
 from cds_service.knowledge import store as store_module
 from cds_service.knowledge.store import Knowledge
@@ -52,6 +58,14 @@ def reference_is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> boo
                         texts.append(coding["display"])
     if any(knowledge.concepts_of(system, code) for system, code in pairs):
         return True
+    if resource_type == "Observation":  # components: codes of the assessment concepts only
+        for component in resource.get("component") or ():
+            concept = component.get("code") if isinstance(component, dict) else None
+            for coding in (concept or {}).get("coding") or ():
+                if isinstance(coding, dict) and COMPONENT_CONCEPTS & knowledge.concepts_of(
+                    coding.get("system"), coding.get("code")
+                ):
+                    return True
     return any(
         knowledge.text_matches(concept, text)
         for concept in TEXT_CONCEPTS.get(resource_type, ())
@@ -96,6 +110,39 @@ def test_text_only_orders_are_still_recognised(knowledge):
          "medicationCodeableConcept": {"text": "ibuprofen 400 mg oral tablet"}},
         knowledge,
     )
+
+
+def _panel(*codings: dict[str, Any], text: str = "Orthostatic vital signs") -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", "code": {"text": text},
+            "component": [{"code": {"coding": [c]}} for c in codings]}
+
+
+LOINC = "http://loinc.org"
+
+
+@pytest.mark.parametrize(
+    ("resource", "relevant"),
+    [
+        (_panel({"system": LOINC, "code": "68999-2"}, {"system": LOINC, "code": "69001-6"}),
+         True),
+        (_panel({"system": LOINC, "code": "8867-4"}, {"system": LOINC, "code": "69001-6"}), True),
+        (_panel({"system": LOINC, "code": "44261-6"}, text="PHQ-9"), True),
+        # Components whose codes no assessment reads (a blood pressure panel), or broken ones.
+        (_panel({"system": LOINC, "code": "8480-6"}, {"system": LOINC, "code": "8462-4"}),
+         False),
+        ({**_panel(), "component": [{"code": {"text": "Heart rate --standing"}}]}, False),
+        ({**_panel(), "component": "68999-2"}, False),
+        ({**_panel(), "component": [None, {"code": []}, {"code": {"coding": {"code": "x"}}}]},
+         False),
+        # Only an Observation's components are looked at.
+        ({"resourceType": "Condition", "code": {"text": "x"},
+          "component": [{"code": {"coding": [{"system": LOINC, "code": "69001-6"}]}}]}, False),
+    ],
+)
+def test_observation_components_with_assessment_codes_are_kept(knowledge, resource, relevant):
+    assert knowledge.concept_ids() >= COMPONENT_CONCEPTS
+    assert is_relevant(resource, knowledge) is relevant
+    assert reference_is_relevant(resource, knowledge) is relevant
 
 
 @pytest.mark.parametrize(
