@@ -103,6 +103,81 @@ def test_unsupported_queries_raise(query: str) -> None:
         mf.search(RESOURCES, query)
 
 
+def _by_reference(mid: str, pid: str, medication: str) -> dict:
+    order = _med(mid, pid, "active")
+    del order["medicationCodeableConcept"]
+    order["medicationReference"] = {"reference": medication}
+    return order
+
+
+INCLUDE = "&_include=MedicationRequest:medication"
+WITH_MEDICATIONS = [
+    _patient("p5"),
+    _by_reference("r1", "p5", "Medication/oxy"),
+    _by_reference("r2", "p5", "https://ehr.example.org/fhir/Medication/oxy"),  # the same one
+    _by_reference("r3", "p5", "Medication/apap"),
+    _by_reference("r4", "p5", "#contained"),
+    _by_reference("r5", "p5", "Medication/not-held"),
+    _med("r6", "p5", "stopped"),
+    {"resourceType": "Medication", "id": "oxy", "code": {"text": "oxycodone 5 mg tablet"}},
+    {"resourceType": "Medication", "id": "apap", "code": {"text": "acetaminophen"}},
+    {"resourceType": "Medication", "id": "unused", "code": {"text": "ibuprofen"}},
+]
+
+
+def _modes(bundle: dict) -> list[tuple[str, str]]:
+    return [(e["search"]["mode"], e["resource"]["id"]) for e in bundle.get("entry", [])]
+
+
+def test_include_medication_adds_the_referenced_medications_once() -> None:
+    found = mf.search(WITH_MEDICATIONS, f"MedicationRequest?patient=p5&status=active{INCLUDE}")
+    assert _modes(found) == [
+        ("match", "r1"), ("match", "r2"), ("match", "r3"), ("match", "r4"), ("match", "r5"),
+        ("include", "oxy"), ("include", "apap"),
+    ]
+    assert found["total"] == 5  # matches only
+    plain = mf.search(WITH_MEDICATIONS, "MedicationRequest?patient=p5&status=active")
+    assert [mode for mode, _ in _modes(plain)] == ["match"] * 5
+    assert _modes(mf.search(WITH_MEDICATIONS, "MedicationRequest?patient=p5&status=stopped"
+                                              f"{INCLUDE}")) == [("match", "r6")]
+
+
+@pytest.mark.parametrize("include", ["MedicationRequest:subject", "Condition:medication",
+                                     "MedicationRequest:medication:Substance", "*"])
+def test_other_includes_are_unsupported(include: str) -> None:
+    with pytest.raises(mf.UnsupportedQuery):
+        mf.search(WITH_MEDICATIONS, f"MedicationRequest?patient=p5&_include={include}")
+    with pytest.raises(mf.UnsupportedQuery):
+        mf.search(WITH_MEDICATIONS, f"Condition?patient=p5&_include={include}")
+
+
+def test_server_pages_include_the_medications_of_each_page() -> None:
+    httpd, base = mf.serve(WITH_MEDICATIONS, page_size=2)
+    try:
+        url: str | None = f"{base}/MedicationRequest?patient=p5&status=active{INCLUDE}"
+        pages = []
+        while url:
+            page = requests.get(url, timeout=5).json()
+            assert page["total"] == 5
+            for entry in page["entry"]:
+                kind = entry["resource"]["resourceType"]
+                assert entry["fullUrl"] == f"{base}/{kind}/{entry['resource']['id']}"
+            pages.append(_modes(page))
+            url = {link["relation"]: link["url"] for link in page["link"]}.get("next")
+        assert pages == [
+            [("match", "r1"), ("match", "r2"), ("include", "oxy")],
+            [("match", "r3"), ("match", "r4"), ("include", "apap")],
+            [("match", "r5")],
+        ]
+        meta = requests.get(f"{base}/metadata", timeout=5).json()
+        by_type = {r["type"]: r for r in meta["rest"][0]["resource"]}
+        assert by_type["MedicationRequest"]["searchInclude"][0] == "MedicationRequest:medication"
+        assert "Medication" in by_type
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_search_on_fixture_patient() -> None:
     resources = load_patient("opioid-active", today=FIXTURE_ANCHOR)
     conditions = mf.search(resources, "Condition?patient=opioid-active")
