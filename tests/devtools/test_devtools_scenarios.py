@@ -16,7 +16,10 @@ PREFETCH_PATIENT_VIEW = {
     "patient": "Patient/{{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}",
     "observations": "Observation?patient={{context.patientId}}",
-    "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
+    "medications": (
+        "MedicationRequest?patient={{context.patientId}}&status=active"
+        "&_include=MedicationRequest:medication"
+    ),
     "servicerequests": "ServiceRequest?patient={{context.patientId}}",
     "diagnosticreports": "DiagnosticReport?patient={{context.patientId}}",
     "procedures": "Procedure?patient={{context.patientId}}",
