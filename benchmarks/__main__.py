@@ -127,9 +127,12 @@ def table(results: dict[str, Any]) -> str:
             f"{h['rounds']} rounds; {h['resources']}-resource chart, "
             f"{h['request_bytes']} B in, {h['response_bytes']} B out)"
         )
+        redone = h.get("unbalanced_runs_redone", {})
         lines.append(
             f"  floor {h['floor_requests_per_s']:.0f} req/s, service "
-            f"{h['service_requests_per_s']:.0f} req/s, ratio {h['ratio']:.2f}"
+            f"{h['service_requests_per_s']:.0f} req/s, ratio {h['ratio']:.2f} (runs redone "
+            f"because one worker took every connection: floor {redone.get('floor', 0)}, "
+            f"service {redone.get('service', 0)})"
         )
         mem = h["memory_after_10k"]
         before = max((w["peak_rss_mb"] for w in mem["workers_before"].values()), default=None)

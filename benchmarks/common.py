@@ -158,6 +158,15 @@ def rss_of(pid: int) -> dict[str, float]:
             "pss_mb": fields.get("Pss", nan)}
 
 
+def cpu_seconds_of(pid: int) -> float:
+    """User plus system CPU time a process has used so far, in seconds (0.0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children_of(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()

@@ -237,3 +237,38 @@ def test_fetched_chart_pages_through_a_server_in_its_own_process_and_the_table_s
                "options": {"repeats": 1}, "fetched": result, "targets": []}
     assert "Long chart fetched from a FHIR server (300 resources, no prefetch, pages of 40" in (
         table(results))
+
+
+def test_a_wrk_run_that_one_worker_took_alone_is_run_again(monkeypatch, tmp_path):
+    """The HTTP benchmark redoes a run in which a worker idled (it took no connections), for
+    the floor and the service alike, and says how often; it gives up after a few tries."""
+    from benchmarks import http
+
+    class FakeServer:
+        port = 1
+
+        def workers(self):
+            return [11, 12]
+
+    clock = {11: 0.0, 12: 0.0}
+    shares = iter([(5.0, 0.1), (5.0, 4.0), (5.0, 0.0), (5.0, 0.2), (0.0, 0.0)])
+
+    def fake_wrk(*args, **kwargs):
+        first, second = next(shares)
+        clock[11] += first
+        clock[12] += second
+        return {"requests_per_s": 1000.0 * (first + second)}
+
+    monkeypatch.setattr(http, "run_wrk", fake_wrk)
+    monkeypatch.setattr(http, "cpu_seconds_of", lambda pid: clock[pid])
+    logged = []
+    result = http.balanced_wrk("wrk", FakeServer(), "/p", tmp_path / "b", duration=1,
+                               connections=8, threads=2, log=logged.append)
+    assert result["worker_spread"] == 0.8 and result["requests_per_s"] == 9000.0
+    assert result["discarded_unbalanced"] == [{"requests_per_s": 5100.0, "worker_spread": 0.02}]
+    assert len(logged) == 1
+    with pytest.raises(RuntimeError, match="never spread"):
+        http.balanced_wrk("wrk", FakeServer(), "/p", tmp_path / "b", duration=1,
+                          connections=8, threads=2, tries=2, log=logged.append)
+    assert http.spread({1: 0.0}, {1: 3.0}) == 1.0  # one worker is always even
+    assert http.spread({1: 0.0, 2: 0.0}, {1: 0.0, 2: 0.0}) == 1.0  # nothing ran
