@@ -3,11 +3,9 @@
 Prefetch templates use only CDS Hooks 2.0 tokens (``{{context.patientId}}``; no ``today()``,
 which is a 3.0 ballot feature) and plain FHIR search that real servers accept. They ask only for
 what the rules read: the Patient (age, for the Beighton age bands), Conditions, Observations,
-MedicationRequests (patient-view only: active opioids) with the Medications they reference
-(``_include=MedicationRequest:medication``: a drug named only in a referenced Medication is still
-recognised, rules.md "Orders"), ServiceRequests, DiagnosticReports and Procedures
-(rehabilitation, imaging, hospice care, assessments). Observations are not filtered by code
-because EHRs file the Beighton score under local codes.
+MedicationRequests (patient-view only: active opioids), ServiceRequests, DiagnosticReports and
+Procedures (rehabilitation, imaging, hospice care, assessments). Observations are not filtered by
+code because EHRs file the Beighton score under local codes.
 """
 
 from __future__ import annotations
@@ -59,10 +57,7 @@ SERVICES: dict[str, ServiceDefinition] = {
             "Ehlers-Danlos syndrome) and chronic low back or hip pain: recommends intensive "
             "multidisciplinary rehabilitation, flags active opioid prescriptions, suggests "
             "radiographs before MRI, and lists assessments that are often missed.",
-            medications=(
-                "MedicationRequest?patient={{context.patientId}}&status=active"
-                "&_include=MedicationRequest:medication"
-            ),
+            medications="MedicationRequest?patient={{context.patientId}}&status=active",
         ),
         _service(
             "hypermobility-pain-order-select",

@@ -16,10 +16,7 @@ PREFETCH_PATIENT_VIEW = {
     "patient": "Patient/{{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}",
     "observations": "Observation?patient={{context.patientId}}",
-    "medications": (
-        "MedicationRequest?patient={{context.patientId}}&status=active"
-        "&_include=MedicationRequest:medication"
-    ),
+    "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
     "servicerequests": "ServiceRequest?patient={{context.patientId}}",
     "diagnosticreports": "DiagnosticReport?patient={{context.patientId}}",
     "procedures": "Procedure?patient={{context.patientId}}",
