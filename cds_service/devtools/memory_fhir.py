@@ -7,13 +7,8 @@ prefetch templates use, with FHIR's semantics:
 
 - ``Type/id`` read: the resource, or ``None`` (404 over HTTP);
 - ``Type?patient=X`` or ``Type?subject=Patient/X`` search, optionally ``status=a,b`` (OR) and
-  ``_id=X``; ``_count``/``_sort``/``_format``/``_total`` are accepted and ignored;
-- ``_include=MedicationRequest:medication`` on a MedicationRequest search: the Medications the
-  matches reference (``medicationReference``), as ``search.mode`` "include" entries after the
-  matches, each once, not counted in ``total``.
-
-Anything else raises :class:`UnsupportedQuery` (400 over HTTP) rather than silently returning
-wrong data.
+  ``_id=X``; ``_count``/``_sort``/``_format``/``_total`` are accepted and ignored. Anything else
+  raises :class:`UnsupportedQuery` (400 over HTTP) rather than silently returning wrong data.
 
 :func:`serve` wraps the same search in a ``ThreadingHTTPServer`` on loopback, with optional paging
 (``next`` links, so the client's paging code is tested) and an optional fixed delay per response
@@ -36,13 +31,6 @@ FHIR_JSON = "application/fhir+json; charset=utf-8"
 _IGNORED_PARAMS = frozenset({"_count", "_sort", "_format", "_total", "_summary"})
 # Paging parameter used only by :func:`serve` in the ``next`` links it writes.
 _OFFSET_PARAM = "_offset"
-# The ``_include`` values supported, per searched type: the reference element each follows.
-_INCLUDES: dict[str, dict[str, str]] = {
-    "MedicationRequest": {
-        "MedicationRequest:medication": "medicationReference",
-        "MedicationRequest:medication:Medication": "medicationReference",
-    },
-}
 
 
 class UnsupportedQuery(ValueError):
@@ -98,64 +86,15 @@ def read(resources: Iterable[Mapping[str, Any]], resource_type: str, resource_id
     return None
 
 
-def _include_elements(resource_type: str, params: list[tuple[str, str]]) -> list[str]:
-    """The reference elements the ``_include`` parameters ask to follow (UnsupportedQuery for
-    any other ``_include``)."""
-    elements = []
-    for name, value in params:
-        if name != "_include":
-            continue
-        element = _INCLUDES.get(resource_type, {}).get(value)
-        if element is None:
-            raise UnsupportedQuery(f"unsupported _include {value!r} on {resource_type}")
-        if element not in elements:
-            elements.append(element)
-    return elements
-
-
-def included(
-    resources: Iterable[Mapping[str, Any]],
-    resource_type: str,
-    params: list[tuple[str, str]],
-    hits: Iterable[Mapping[str, Any]],
-) -> list[Mapping[str, Any]]:
-    """The resources the hits reference through the ``_include``d elements, each once, in the
-    order first referenced. References to resources not held (or contained ones) are skipped."""
-    elements = _include_elements(resource_type, params)
-    if not elements:
-        return []
-    items = list(resources)
-    found: list[Mapping[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
-    for hit in hits:
-        for element in elements:
-            ref = hit.get(element)
-            reference = ref.get("reference") if isinstance(ref, Mapping) else None
-            if not isinstance(reference, str) or reference.startswith("#"):
-                continue
-            segments = [s for s in reference.split("/_history/")[0].split("/") if s]
-            if len(segments) < 2 or (segments[-2], segments[-1]) in seen:
-                continue
-            seen.add((segments[-2], segments[-1]))
-            target = read(items, segments[-2], segments[-1])
-            if target is not None:
-                found.append(target)
-    return found
-
-
 def matching(
     resources: Iterable[Mapping[str, Any]], resource_type: str, params: list[tuple[str, str]]
 ) -> list[Mapping[str, Any]]:
-    """Resources of ``resource_type`` matching every parameter (AND), values comma-OR'd.
-
-    ``_include`` is checked here (UnsupportedQuery if not supported) but changes no match:
-    :func:`included` finds what it adds."""
-    _include_elements(resource_type, params)
+    """Resources of ``resource_type`` matching every parameter (AND), values comma-OR'd."""
     patients: list[str] | None = None
     statuses: set[str] | None = None
     ids: set[str] | None = None
     for name, value in params:
-        if name in _IGNORED_PARAMS or name in (_OFFSET_PARAM, "_include"):
+        if name in _IGNORED_PARAMS or name == _OFFSET_PARAM:
             continue
         values = [v for v in value.split(",") if v]
         if name in ("patient", "subject", "patient:Patient", "subject:Patient"):
@@ -195,20 +134,16 @@ def searchset(
     total: int | None = None,
     base_url: str | None = None,
     links: list[dict[str, str]] | None = None,
-    includes: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A ``searchset`` Bundle: the hits (``search.mode`` match), then the ``includes`` (mode
-    include, not counted in ``total``); ``fullUrl`` only when the base URL is known (it must be
-    absolute)."""
+    """A ``searchset`` Bundle; ``fullUrl`` only when the base URL is known (it must be absolute)."""
     entries = []
-    for mode, resources in (("match", hits), ("include", includes)):
-        for resource in resources:
-            entry: dict[str, Any] = {}
-            if base_url:
-                entry["fullUrl"] = f"{base_url}/{resource['resourceType']}/{resource['id']}"
-            entry["resource"] = resource
-            entry["search"] = {"mode": mode}
-            entries.append(entry)
+    for resource in hits:
+        entry: dict[str, Any] = {}
+        if base_url:
+            entry["fullUrl"] = f"{base_url}/{resource['resourceType']}/{resource['id']}"
+        entry["resource"] = resource
+        entry["search"] = {"mode": "match"}
+        entries.append(entry)
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -234,8 +169,7 @@ def search(resources: Iterable[Mapping[str, Any]], query: str) -> dict[str, Any]
             raise UnsupportedQuery("parameters on a read are not supported")
         found = read(items, resource_type, resource_id)
         return dict(found) if found is not None else None
-    hits = matching(items, resource_type, params)
-    return searchset(hits, includes=included(items, resource_type, params, hits))
+    return searchset(matching(items, resource_type, params))
 
 
 def _operation_outcome(code: str, text: str) -> dict[str, Any]:
@@ -246,8 +180,7 @@ def _operation_outcome(code: str, text: str) -> dict[str, Any]:
 
 
 def capability_statement() -> dict[str, Any]:
-    """What ``/metadata`` answers: an R4 server with read and type search (and the one
-    ``_include`` it supports)."""
+    """What ``/metadata`` answers: an R4 server with read and type search."""
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -263,13 +196,11 @@ def capability_statement() -> dict[str, Any]:
                     {
                         "type": rt,
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
-                        **({"searchInclude": list(_INCLUDES[rt])} if rt in _INCLUDES else {}),
                     }
                     for rt in (
                         "Patient",
                         "Condition",
                         "Observation",
-                        "Medication",
                         "MedicationRequest",
                         "ServiceRequest",
                         "DiagnosticReport",
@@ -348,24 +279,13 @@ def _make_handler(
                 return f"{base}/{resource_type}" + (f"?{query}" if query else "")
 
             if not page_size:
-                return searchset(
-                    hits,
-                    base_url=base,
-                    links=[{"relation": "self", "url": url([])}],
-                    includes=included(resources, resource_type, params, hits),
-                )
+                return searchset(hits, base_url=base, links=[{"relation": "self", "url": url([])}])
             page = hits[offset : offset + page_size]
             links = [{"relation": "self", "url": url([(_OFFSET_PARAM, str(offset))])}]
             if offset + page_size < len(hits):
                 next_offset = str(offset + page_size)
                 links.append({"relation": "next", "url": url([(_OFFSET_PARAM, next_offset)])})
-            return searchset(
-                page,
-                total=len(hits),
-                base_url=base,
-                links=links,
-                includes=included(resources, resource_type, params, page),
-            )
+            return searchset(page, total=len(hits), base_url=base, links=links)
 
     return Handler
 
