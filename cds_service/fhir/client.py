@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
@@ -55,9 +55,8 @@ _READ_RE = re.compile(
     r"^(?P<type>[A-Z][A-Za-z]{1,63})/[A-Za-z0-9.\-]{1,64}(?:/_history/[A-Za-z0-9.\-]{1,64})?$"
 )
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-# Search results that are not matches: "include" entries are other resources the server added
-# (those an ``_include`` asked for, or ones it chose to add; they may repeat on every page) and
-# "outcome" entries are server messages.
+# Search results that are not matches: "include" entries are other resource types the server
+# chose to add (and may repeat on every page) and "outcome" entries are server messages.
 _SKIPPED_SEARCH_MODES = frozenset({"include", "outcome"})
 
 
@@ -124,7 +123,6 @@ class _Call:
     auth: _Auth = field(repr=False)
     deadline: float
     keep: Callable[[dict[str, Any]], bool] | None = None
-    included: frozenset[str] = frozenset()  # keys whose include entries are wanted
 
 
 def _new_session(max_workers: int) -> requests.Session:
@@ -206,7 +204,6 @@ class FhirClient:
         token: str | None,
         follow_bundles: Mapping[str, dict] | None = None,
         keep: Callable[[dict[str, Any]], bool] | None = None,
-        included: Collection[str] = (),
     ) -> dict[str, FetchResult]:
         """Run all ``queries`` (and finish all ``follow_bundles``) in parallel.
 
@@ -216,16 +213,14 @@ class FhirClient:
         both.
 
         Result per key: a search gives the ``entry[].resource`` list across all pages (only
-        matches: ``include``/``outcome`` entries and OperationOutcome resources are dropped,
-        except that for the keys in ``included``, searches that asked for ``_include``d
-        resources, the ``include`` entries are kept too, each resource once however many pages
-        repeat it); a read gives ``[resource]``, or ``None`` when the server answers 404/410 (no
-        data); any failure gives a :class:`FetchError`. Keys still running when ``deadline_s``
-        expires get ``FetchError(key, "deadline")`` and this method returns on time.
+        matches: ``include``/``outcome`` entries and OperationOutcome resources are dropped); a
+        read gives ``[resource]``, or ``None`` when the server answers 404/410 (no data); any
+        failure gives a :class:`FetchError`. Keys still running when ``deadline_s`` expires get
+        ``FetchError(key, "deadline")`` and this method returns on time.
 
         ``keep``, if given, filters a search's resources page by page (it may be called from
         several threads at once), so a long chart's pages are not all held in memory at once;
-        ``max_resources`` still counts every match (and every included resource kept).
+        ``max_resources`` still counts every match.
         """
         follow = dict(follow_bundles or {})
         overlap = set(queries) & set(follow)
@@ -241,7 +236,6 @@ class FhirClient:
             auth=_Auth(token),
             deadline=monotonic() + self._limits.deadline_s,
             keep=keep,
-            included=frozenset(included),
         )
 
         futures = {}
@@ -307,7 +301,6 @@ class FhirClient:
         limits = self._limits
         seen: set[str] = set()
         resources: list[dict[str, Any]] = []
-        included: set[tuple[Any, Any]] | None = set() if key in call.included else None
         matched = 0
         pages = 1
         current = url if url is not None else call.base_url + "/"
@@ -315,7 +308,7 @@ class FhirClient:
             seen.add(url)
         while True:
             _require_bundle(key, bundle)
-            matches = _matches(key, bundle, included)
+            matches = _matches(key, bundle)
             matched += len(matches)
             if matched > limits.max_resources:
                 raise FetchError(key, "too-many-resources")
@@ -500,34 +493,24 @@ def _require_bundle(key: str, bundle: Any) -> None:
         raise FetchError(key, "not-fhir")
 
 
-def _matches(
-    key: str, bundle: dict[str, Any], included: set[tuple[Any, Any]] | None = None
-) -> list[dict[str, Any]]:
-    """Resources of match entries, and of include entries when ``included`` is a set.
+def _matches(key: str, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """Resources of match entries.
 
-    Entries with ``search.mode`` "outcome" are dropped, as are OperationOutcome resources
-    without a mode (some servers omit it). "include" entries are dropped too unless the search
-    asked for them (``included`` is then the set of (type, id) already kept from earlier pages:
-    servers repeat an included resource on every page whose matches reference it). Entries
-    without a mode are treated as matches (prefetch Bundles from EHRs and the sandbox often
-    carry no ``search`` element).
+    Entries with ``search.mode`` "include" or "outcome" are dropped, as are OperationOutcome
+    resources without a mode (some servers omit it): callers asked for the searched type, and
+    includes would also repeat on every page. Entries without a mode are treated as matches
+    (prefetch Bundles from EHRs and the sandbox often carry no ``search`` element).
     """
     out: list[dict[str, Any]] = []
     for entry in bundle.get("entry", []):
         if not isinstance(entry, dict):
             raise FetchError(key, "not-fhir")
         resource = entry.get("resource")
-        if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
+        if not isinstance(resource, dict):
             continue
         search = entry.get("search")
         mode = search.get("mode") if isinstance(search, dict) else None
-        if mode == "include" and included is not None:
-            identity = (resource.get("resourceType"), resource.get("id"))
-            if identity in included:
-                continue
-            if isinstance(identity[1], str):
-                included.add(identity)
-        elif mode in _SKIPPED_SEARCH_MODES:
+        if mode in _SKIPPED_SEARCH_MODES or resource.get("resourceType") == "OperationOutcome":
             continue
         out.append(resource)
     return out

@@ -7,10 +7,6 @@ Per key, with CDS Hooks 2.0 semantics:
 - a searchset Bundle with a ``next`` link (the client paginated): follow it on ``fhirServer``;
 - a Bundle or a single resource: use it.
 
-A template that asks for ``_include``d resources (the patient-view medications ask for the
-Medications their requests reference) gets them whichever way it is answered: every entry of a
-prefetch Bundle is used, and the FHIR client keeps the ``include`` entries of such a search.
-
 What cannot be had either way makes the call fail with 412 (the standard's answer), naming the
 keys and why, so the EHR's integrators can see what to fix.
 """
@@ -22,7 +18,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
 from cds_service.fhir.client import FetchError, FhirClient
 from cds_service.fhir.server_policy import FhirServerRefused, check_fhir_server
@@ -84,15 +79,6 @@ def render(template: str, context: Mapping[str, Any]) -> str | None:
 
     rendered = TOKEN.sub(substitute, template)
     return None if missing else rendered
-
-
-def asks_for_included(template: str) -> bool:
-    """True when a search template has an ``_include`` or ``_revinclude`` parameter."""
-    _, _, query = template.partition("?")
-    return any(
-        name.split(":", 1)[0] in ("_include", "_revinclude")
-        for name, _ in parse_qsl(query, keep_blank_values=True)
-    )
 
 
 def _next_link(key: str, bundle: Mapping[str, Any]) -> str | None:
@@ -179,10 +165,7 @@ def gather(
     except FhirServerRefused as refused:
         raise DataUnavailable({"fhirServer": refused.reason}) from None
     counted = _Counted(keep) if keep is not None else None
-    included = [key for key in [*to_fetch, *to_follow] if asks_for_included(templates[key])]
-    results = client.fetch(
-        base, to_fetch, token=token, follow_bundles=to_follow, keep=counted, included=included
-    )
+    results = client.fetch(base, to_fetch, token=token, follow_bundles=to_follow, keep=counted)
     data.dropped = counted.refused if counted is not None else 0
     problems: dict[str, str] = {}
     for key in [*to_fetch, *to_follow]:

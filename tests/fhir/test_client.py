@@ -162,57 +162,6 @@ def test_search_mode_include_and_outcome_entries_are_skipped(client, mocked) -> 
     assert ids(out["c"]) == ["c1", "c2"]
 
 
-def _medication_page(*requests_and_medications: dict, next_url: str | None = None) -> dict:
-    """A MedicationRequest search page: requests as matches, Medications as include entries."""
-    page = bundle(next_url=next_url)
-    page["entry"] = [
-        {"resource": r,
-         "search": {"mode": "include" if r["resourceType"] == "Medication" else "match"}}
-        for r in requests_and_medications
-    ]
-    return page
-
-
-def _request(i: int, medication: str) -> dict:
-    return {"resourceType": "MedicationRequest", "id": f"mr{i}",
-            "medicationReference": {"reference": f"Medication/{medication}"}}
-
-
-def _medication(mid: str) -> dict:
-    return {"resourceType": "Medication", "id": mid, "code": {"text": mid}}
-
-
-def test_include_entries_are_kept_once_when_the_search_asked_for_them(client, mocked) -> None:
-    query = "MedicationRequest?patient=p1&status=active&_include=MedicationRequest:medication"
-    p2 = f"{BASE}/MedicationRequest?page=2"
-    mocked.get(f"{BASE}/{query}", json=_medication_page(
-        _request(1, "oxy"), _medication("oxy"), next_url=p2))
-    # The server repeats the included Medication on every page that references it.
-    mocked.get(p2, json=_medication_page(
-        _request(2, "oxy"), _request(3, "apap"), _medication("oxy"), _medication("apap")))
-    out = client.fetch(BASE, {"meds": query}, token=None, included=["meds"])
-    assert ids(out["meds"]) == ["mr1", "oxy", "mr2", "mr3", "apap"]
-    # Without the key in ``included`` the same answer gives the matches only, as before.
-    assert ids(client.fetch(BASE, {"meds": query}, token=None)["meds"]) == ["mr1", "mr2", "mr3"]
-
-
-def test_include_entries_of_a_followed_prefetch_bundle_are_kept(client, mocked) -> None:
-    p2 = f"{BASE}/MedicationRequest?page=2"
-    mocked.get(p2, json=_medication_page(_request(2, "oxy"), _medication("oxy")))
-    first = _medication_page(_request(1, "oxy"), _medication("oxy"), next_url=p2)
-    out = client.fetch(BASE, {}, token=None, follow_bundles={"meds": first}, included=["meds"])
-    assert ids(out["meds"]) == ["mr1", "oxy", "mr2"]
-
-
-def test_outcome_entries_are_dropped_even_when_includes_are_kept(client, mocked) -> None:
-    body = _medication_page(_request(1, "oxy"), _medication("oxy"))
-    body["entry"].append({"resource": OUTCOME, "search": {"mode": "outcome"}})
-    body["entry"].append({"resource": OUTCOME, "search": {"mode": "include"}})
-    mocked.get(f"{BASE}/MedicationRequest?patient=p1", json=body)
-    out = client.fetch(BASE, {"m": "MedicationRequest?patient=p1"}, token=None, included=["m"])
-    assert ids(out["m"]) == ["mr1", "oxy"]
-
-
 def test_empty_search_is_empty_list(client, mocked) -> None:
     mocked.get(f"{BASE}/Condition?patient=p1", json={"resourceType": "Bundle", "total": 0})
     assert client.fetch(BASE, {"c": "Condition?patient=p1"}, token=None) == {"c": []}
