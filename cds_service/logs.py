@@ -33,6 +33,8 @@ ALLOWED_FIELDS = frozenset(
         "skipped_other_patient",
         "prefetch_keys",
         "fetched_keys",
+        "medications_read",
+        "unresolved_medications",
         "entries",
         "new_entries",
         "pending",

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import monotonic
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,6 +29,7 @@ from cds_service.facts.build import build_facts
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import gather
 from cds_service.fhir.record import build_record, is_relevant, validate
+from cds_service.fhir.references import missing_medications, read_medications
 from cds_service.guidance.engine import Evaluation, evaluate
 from cds_service.guidance.rule import RuleContext
 from cds_service.guidance.rules import ALL
@@ -75,6 +77,8 @@ class HookResult:
     skipped_other_patient: int
     prefetch_keys: tuple[str, ...]
     fetched_keys: tuple[str, ...]
+    medications_read: int = 0  # referenced Medications read from fhirServer
+    unresolved_medications: int = 0  # referenced Medications that could not be had
 
 
 class HookPipeline:
@@ -132,6 +136,7 @@ class HookPipeline:
                 [("context.draftOrders", f"more than {self.settings.max_draft_orders} orders")]
             )
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        deadline = monotonic() + self.client.limits.deadline_s  # all of this call's fetching
         data = gather(
             templates=service.prefetch,
             context=request.context,
@@ -142,8 +147,18 @@ class HookPipeline:
             allowlist=self.settings.fhir_server_allowlist,
             allow_loopback_http=self.settings.allow_loopback_http,
             keep=self.keeps_resource,
+            deadline=deadline,
         )
-        record = build_record(data.resources, patient_id, self.knowledge)
+        medications, unresolved = read_medications(
+            missing_medications([*data.resources, *draft_resources]),
+            fhir_server=request.fhirServer,
+            token=token,
+            client=self.client,
+            allowlist=self.settings.fhir_server_allowlist,
+            allow_loopback_http=self.settings.allow_loopback_http,
+            deadline=deadline,
+        )
+        record = build_record([*data.resources, *medications], patient_id, self.knowledge)
         drafts = []
         for resource in draft_resources:
             resource_type = resource.get("resourceType")
@@ -180,4 +195,6 @@ class HookPipeline:
             skipped_other_patient=record.skipped_other_patient,
             prefetch_keys=tuple(data.from_prefetch),
             fetched_keys=tuple(data.fetched),
+            medications_read=len(medications),
+            unresolved_medications=unresolved,
         )

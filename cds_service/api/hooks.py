@@ -123,6 +123,8 @@ def call_service(service_id: str) -> Response:
             "skipped_other_patient": result.skipped_other_patient,
             "prefetch_keys": list(result.prefetch_keys),
             "fetched_keys": list(result.fetched_keys),
+            "medications_read": result.medications_read,
+            "unresolved_medications": result.unresolved_medications,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         },
     )

@@ -204,6 +204,7 @@ class FhirClient:
         token: str | None,
         follow_bundles: Mapping[str, dict] | None = None,
         keep: Callable[[dict[str, Any]], bool] | None = None,
+        deadline: float | None = None,
     ) -> dict[str, FetchResult]:
         """Run all ``queries`` (and finish all ``follow_bundles``) in parallel.
 
@@ -221,6 +222,9 @@ class FhirClient:
         ``keep``, if given, filters a search's resources page by page (it may be called from
         several threads at once), so a long chart's pages are not all held in memory at once;
         ``max_resources`` still counts every match.
+
+        ``deadline`` (a ``time.monotonic()`` instant) replaces ``deadline_s`` from now, so that
+        several calls for one hook call can share one budget.
         """
         follow = dict(follow_bundles or {})
         overlap = set(queries) & set(follow)
@@ -234,7 +238,7 @@ class FhirClient:
         call = _Call(
             base_url=base,
             auth=_Auth(token),
-            deadline=monotonic() + self._limits.deadline_s,
+            deadline=monotonic() + self._limits.deadline_s if deadline is None else deadline,
             keep=keep,
         )
 

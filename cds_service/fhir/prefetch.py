@@ -127,12 +127,14 @@ def gather(
     allowlist: tuple[str, ...],
     allow_loopback_http: bool,
     keep: Callable[[dict[str, Any]], bool] | None = None,
+    deadline: float | None = None,
 ) -> GatheredData:
     """The patient's resources, from prefetch and, for what is missing, the FHIR server.
 
     ``keep``, if given, filters the resources the FHIR client gathers, page by page: those of
     fetched searches, and of a paginated prefetch Bundle it follows (first page included).
     ``dropped`` counts those it refused; other prefetch values are left as they are.
+    ``deadline`` (monotonic) bounds the fetching, as :meth:`FhirClient.fetch` has it.
     """
     data = GatheredData()
     prefetch = prefetch or {}
@@ -165,7 +167,9 @@ def gather(
     except FhirServerRefused as refused:
         raise DataUnavailable({"fhirServer": refused.reason}) from None
     counted = _Counted(keep) if keep is not None else None
-    results = client.fetch(base, to_fetch, token=token, follow_bundles=to_follow, keep=counted)
+    results = client.fetch(
+        base, to_fetch, token=token, follow_bundles=to_follow, keep=counted, deadline=deadline
+    )
     data.dropped = counted.refused if counted is not None else 0
     problems: dict[str, str] = {}
     for key in [*to_fetch, *to_follow]:

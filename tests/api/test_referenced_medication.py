@@ -1,0 +1,75 @@
+"""An opioid named only in a referenced Medication (rules.md "Orders"): found in the prefetch
+Bundle, or read from fhirServer (a CDS Hooks 2.0 prefetch template cannot _include it)."""
+
+from __future__ import annotations
+
+import uuid
+
+import responses
+
+from tests.builders import RXNORM, bundle, cohort_conditions, patient
+
+FHIR = "https://fhir.example.org/r4"  # on the test settings' allowlist
+PV = "/cds-services/hypermobility-pain-patient-view"
+OXYCODONE = {"resourceType": "Medication", "id": "oxy",
+             "code": {"coding": [{"system": RXNORM, "code": "1049621"}]}}
+
+
+def active_order_of(reference: str) -> dict:
+    return {"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
+            "intent": "order", "subject": {"reference": "Patient/p1"},
+            "medicationReference": {"reference": reference}}
+
+
+def call(medications: dict, **members) -> dict:
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/1", "patientId": "p1"},
+        "prefetch": {
+            "patient": patient("p1"), "conditions": bundle(*cohort_conditions("p1")),
+            "observations": bundle(), "medications": medications,
+            "servicerequests": bundle(), "diagnosticreports": bundle(), "procedures": bundle(),
+        },
+    }
+    body.update(members)
+    return body
+
+
+def rules(response) -> set[str]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return {c["source"]["topic"]["code"] for c in response.get_json()["cards"]}
+
+
+def hook_line(log_lines) -> dict:
+    return next(line for line in log_lines() if line["message"] == "hook answered")
+
+
+@responses.activate
+def test_a_medication_in_the_prefetch_bundle_is_used_and_nothing_is_read(client, log_lines):
+    body = call(bundle(active_order_of("Medication/oxy"), OXYCODONE), fhirServer=FHIR)
+    assert "opioid-active" in rules(client.post(PV, json=body))
+    assert len(responses.calls) == 0
+    line = hook_line(log_lines)
+    assert (line["medications_read"], line["unresolved_medications"]) == (0, 0)
+
+
+@responses.activate
+def test_a_missing_medication_is_read_from_fhir_server(client, log_lines):
+    responses.get(f"{FHIR}/Medication/oxy", json=OXYCODONE)
+    body = call(bundle(active_order_of("Medication/oxy")), fhirServer=FHIR)
+    assert "opioid-active" in rules(client.post(PV, json=body))
+    assert [c.request.url for c in responses.calls] == [f"{FHIR}/Medication/oxy"]
+    line = hook_line(log_lines)
+    assert (line["medications_read"], line["unresolved_medications"]) == (1, 0)
+
+
+@responses.activate
+def test_a_medication_that_cannot_be_had_leaves_the_call_answering(client, log_lines):
+    responses.get(f"{FHIR}/Medication/oxy", status=503)
+    for body in (call(bundle(active_order_of("Medication/oxy")), fhirServer=FHIR),
+                 call(bundle(active_order_of("Medication/oxy")))):  # no fhirServer at all
+        assert "opioid-active" not in rules(client.post(PV, json=body))
+    assert [line["unresolved_medications"] for line in log_lines()
+            if line["message"] == "hook answered"] == [1, 1]
+    assert "oxy" not in log_lines.text()  # ids are patient data: only counts are logged

@@ -1,0 +1,84 @@
+"""Medications named only by reference: which are missing, and reading them from fhirServer."""
+
+from __future__ import annotations
+
+from time import monotonic
+
+import pytest
+import responses
+
+from cds_service.fhir.client import FetchLimits, FhirClient
+from cds_service.fhir.references import MAX_READS, missing_medications, read_medications
+
+FHIR = "https://fhir.example.org/r4"
+TOKEN = "tok-SECRET-9"
+
+
+def order(rid: str, reference: object) -> dict:
+    return {"resourceType": "MedicationRequest", "id": rid, "medicationReference": reference}
+
+
+def medication(mid: str) -> dict:
+    return {"resourceType": "Medication", "id": mid,
+            "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                 "code": "7804"}]}}
+
+
+def test_missing_are_the_relative_references_not_at_hand_each_once_in_order():
+    resources = [
+        order("a", {"reference": "Medication/oxy"}),
+        order("b", {"reference": "Medication/have"}),
+        order("c", {"reference": "Medication/oxy"}),  # once
+        order("d", {"reference": "#contained"}),  # travels with its order
+        order("e", {"reference": "https://other.example/fhir/Medication/x"}),  # never: token
+        order("f", {"reference": "Medication/../../Patient/1"}),  # not an id
+        order("g", {"display": "no reference"}),
+        order("h", "not an object"),
+        {"resourceType": "MedicationStatement", "medicationReference": {"reference":
+                                                                         "Medication/ms"}},
+        order("i", {"reference": "Medication/second"}),
+        medication("have"),
+    ]
+    assert missing_medications(resources) == ["oxy", "second"]
+    assert missing_medications([]) == []
+
+
+@pytest.fixture
+def client():
+    c = FhirClient(limits=FetchLimits(timeout_s=1.0, deadline_s=3.0))
+    yield c
+    c.close()
+
+
+def read(client, ids, *, server=FHIR, allowlist=(FHIR,)):
+    return read_medications(ids, fhir_server=server, token=TOKEN, client=client,
+                            allowlist=allowlist, allow_loopback_http=False,
+                            deadline=monotonic() + 3.0)
+
+
+@responses.activate
+def test_each_missing_medication_is_read_with_the_token_and_failures_are_counted(client):
+    responses.get(f"{FHIR}/Medication/oxy", json=medication("oxy"))
+    responses.get(f"{FHIR}/Medication/gone", status=404)
+    responses.get(f"{FHIR}/Medication/broken", status=500)
+    found, unresolved = read(client, ["oxy", "gone", "broken"])
+    assert [m["id"] for m in found] == ["oxy"] and unresolved == 2
+    assert {c.request.headers["Authorization"] for c in responses.calls} == {f"Bearer {TOKEN}"}
+
+
+@responses.activate
+def test_nothing_is_read_without_a_trusted_server(client):
+    assert read(client, ["oxy"], server=None) == ([], 1)
+    assert read(client, ["oxy"], allowlist=("https://elsewhere.example/r4",)) == ([], 1)
+    assert read(client, []) == ([], 0)
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_at_most_max_reads_are_sent(client):
+    ids = [f"m{n}" for n in range(MAX_READS + 5)]
+    for mid in ids:
+        responses.get(f"{FHIR}/Medication/{mid}", json=medication(mid))
+    found, unresolved = read(client, ids)
+    assert len(found) == MAX_READS and unresolved == 5
+    assert len(responses.calls) == MAX_READS
