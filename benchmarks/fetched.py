@@ -48,7 +48,8 @@ def pages_alone(base: str, query: str, calls: int) -> list[float]:
             started = time.perf_counter()
             url: str | None = f"{base}/{query}"
             while url:
-                bundle = session.get(url, headers={"Accept": "application/fhir+json"}).json()
+                bundle = session.get(url, headers={"Accept": "application/fhir+json"},
+                                     timeout=30).json()
                 url = next((link["url"] for link in bundle.get("link", [])
                             if link.get("relation") == "next"), None)
             samples.append(time.perf_counter() - started)

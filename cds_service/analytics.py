@@ -42,7 +42,9 @@ class FeedbackReport:
     by_rule: dict[str, Tally]
     by_service: dict[str, Tally]
     # Feedback whose outcomeTimestamp is no real instant: the API refuses it now, but a database
-    # written by an earlier version may hold some. Left out of the tallies, counted here.
+    # written by an earlier version may hold some. Left out of the tallies (its card counts as
+    # shown without feedback), counted here whatever the report's dates, which it cannot be
+    # placed within.
     unreadable_feedback: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -73,8 +75,9 @@ class FeedbackReport:
         if self.unreadable_feedback:
             count = self.unreadable_feedback
             lines.append(
-                f"{count} feedback {'entry' if count == 1 else 'entries'} left out: "
-                f"{'its' if count == 1 else 'their'} outcomeTimestamp is not a date and time"
+                f"{count} feedback {'entry' if count == 1 else 'entries'} (of any date: the "
+                f"date cannot be read) left out: {'its' if count == 1 else 'their'} "
+                "outcomeTimestamp is not a date and time"
             )
         return "\n".join(lines).rstrip() + "\n"
 

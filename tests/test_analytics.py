@@ -83,7 +83,7 @@ def test_feedback_with_an_unreadable_time_is_counted_apart_not_fatal():
     assert report.unreadable_feedback == 1
     assert report.by_rule["rehab-referral"].no_feedback == 1  # "b" still counts as unanswered
     assert report.to_json()["unreadable_feedback"] == 1
-    assert "1 feedback entry left out: its outcomeTimestamp is not a date and time" in (
-        report.to_table())
+    assert "1 feedback entry (of any date: the date cannot be read) left out: its " \
+        "outcomeTimestamp is not a date and time" in report.to_table()
     assert build_report(SERVED, FEEDBACK).unreadable_feedback == 0
     assert "left out" not in build_report(SERVED, FEEDBACK).to_table()

@@ -193,6 +193,9 @@ _FHIR_RESOURCE = {
     "then": {"properties": {"entry": {"type": ["array", "null"]}}},
 }
 
+# CDS Hooks 2.0 "Extensions": on a CDS Hooks object, ``extension`` is a JSON object.
+_EXTENSION = {"type": "object"}
+
 _REQUEST_SCHEMAS: dict[str, Any] = {
     "FhirResource": _FHIR_RESOURCE,
     "PrefetchValue": {
@@ -211,6 +214,7 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
             "scope": _TEXT,
             "subject": _TEXT,
             "patient": _OPTIONAL_TEXT,
+            "extension": _EXTENSION,
         },
     },
     "DraftOrders": {
@@ -234,7 +238,11 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
     },
     "OverrideReason": {
         "type": "object",
-        "properties": {"reason": _or_null(_ref("Coding")), "userComment": _OPTIONAL_TEXT},
+        "properties": {
+            "reason": _or_null(_ref("Coding")),
+            "userComment": _OPTIONAL_TEXT,
+            "extension": _EXTENSION,
+        },
         "anyOf": [
             {"required": ["reason"]},
             {"required": ["userComment"], "properties": {"userComment": _TEXT}},
@@ -254,9 +262,14 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
             },
             "acceptedSuggestions": {
                 "type": ["array", "null"],
-                "items": {"type": "object", "required": ["id"], "properties": {"id": _TEXT}},
+                "items": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": _TEXT, "extension": _EXTENSION},
+                },
             },
             "overrideReason": _or_null(_ref("OverrideReason")),
+            "extension": _EXTENSION,
         },
         "if": {"properties": {"outcome": {"const": "accepted"}}, "required": ["outcome"]},
         "then": {
@@ -273,15 +286,12 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
                 "minItems": 1,
                 "maxItems": 1000,
                 "items": _ref("FeedbackEntry"),
-            }
+            },
+            "extension": _EXTENSION,
         },
         "description": "Repeated entries (same service and content) are stored once.",
     },
 }
-
-
-# CDS Hooks 2.0 "Extensions": on a CDS Hooks object, ``extension`` is a JSON object.
-_EXTENSION = {"type": "object"}
 
 
 def _context_schema(hook: str) -> dict[str, Any]:

@@ -81,7 +81,9 @@ def _onset_at_age(age: Any, birth_date: date | None, kind: str, prefix: str) -> 
     if unit is None or age.value is None or age.value < 0:
         return Onset(undated=f"given as {kind} that cannot be dated")
     name, months_per_unit, days_per_unit = unit
-    words = f"{prefix} {age.value.normalize():f} {name}{'' if age.value == 1 else 's'}"
+    value = age.value.normalize()  # "30", "2.5"; an absurd age as "1e+300", not 300 digits
+    shown = f"{value:f}" if value.adjusted() < 6 else f"{value:.3g}"
+    words = f"{prefix} {shown} {name}{'' if age.value == 1 else 's'}"
     if birth_date is None:
         return Onset(undated=f"given as {words} but with no birth date on record")
     try:

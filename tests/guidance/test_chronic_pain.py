@@ -97,6 +97,10 @@ def test_onset_range_is_dated_from_its_low_age(make_facts):
          "onset given as a period without a start, so counted as chronic"),
         ({"onsetAge": {"value": 30, "unit": "years"}}, "1980-01-01",
          "onset given as an age that cannot be dated, so counted as chronic"),
+        ({"onsetAge": {**age(30), "value": 1e300}}, "1980-01-01",
+         "onset given as age 1e+300 years, which is no calendar date, so counted as chronic"),
+        ({"onsetAge": {**age(30), "value": 2.5}}, None,
+         "onset given as age 2.5 years but with no birth date on record, so counted as chronic"),
     ],
 )
 def test_an_onset_that_is_not_a_date_counts_and_the_recorded_date_is_not_used(

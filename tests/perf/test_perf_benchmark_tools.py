@@ -241,7 +241,8 @@ def test_fetched_chart_pages_through_a_server_in_its_own_process_and_the_table_s
 
 def test_a_wrk_run_that_one_worker_took_alone_is_run_again(monkeypatch, tmp_path):
     """The HTTP benchmark redoes a run in which a worker idled (it took no connections), for
-    the floor and the service alike, and says how often; it gives up after a few tries."""
+    the floor and the service alike, and says how often; after a few tries it keeps the last
+    run, marked, rather than stop the whole benchmark."""
     from benchmarks import http
 
     class FakeServer:
@@ -267,8 +268,9 @@ def test_a_wrk_run_that_one_worker_took_alone_is_run_again(monkeypatch, tmp_path
     assert result["worker_spread"] == 0.8 and result["requests_per_s"] == 9000.0
     assert result["discarded_unbalanced"] == [{"requests_per_s": 5100.0, "worker_spread": 0.02}]
     assert len(logged) == 1
-    with pytest.raises(RuntimeError, match="never spread"):
-        http.balanced_wrk("wrk", FakeServer(), "/p", tmp_path / "b", duration=1,
-                          connections=8, threads=2, tries=2, log=logged.append)
+    last = http.balanced_wrk("wrk", FakeServer(), "/p", tmp_path / "b", duration=1,
+                             connections=8, threads=2, tries=2, log=logged.append)
+    assert last["unbalanced"] is True and last["requests_per_s"] == 5200.0
+    assert last["discarded_unbalanced"] == [{"requests_per_s": 5000.0, "worker_spread": 0.0}]
     assert http.spread({1: 0.0}, {1: 3.0}) == 1.0  # one worker is always even
     assert http.spread({1: 0.0, 2: 0.0}, {1: 0.0, 2: 0.0}) == 1.0  # nothing ran

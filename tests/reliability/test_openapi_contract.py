@@ -158,3 +158,23 @@ def test_metrics_content_type_is_documented(client):
     assert response.status_code == 200
     documented = openapi_document()["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert response.mimetype in documented
+
+
+def test_the_document_and_the_service_agree_that_an_extension_is_an_object(client):
+    """Every CDS Hooks object in a feedback body: a non-object ``extension`` breaks the
+    documented schema and gets a 400 (the document once allowed what the service refused)."""
+    entry = {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-20T10:00:00Z",
+             "acceptedSuggestions": [{"id": "s"}]}
+    overridden = {"card": "c", "outcome": "overridden",
+                  "outcomeTimestamp": "2026-11-20T10:00:00Z",
+                  "overrideReason": {"userComment": "x"}}
+    bodies = [
+        {"feedback": [entry], "extension": []},
+        {"feedback": [{**entry, "extension": []}]},
+        {"feedback": [{**entry, "acceptedSuggestions": [{"id": "s", "extension": []}]}]},
+        {"feedback": [{**overridden, "overrideReason": {"userComment": "x", "extension": []}}]},
+    ]
+    assert not schema_errors("FeedbackRequest", {"feedback": [entry], "extension": {"a": 1}})
+    for body in bodies:
+        assert schema_errors("FeedbackRequest", body), body
+        assert client.post(PV + "/feedback", json=body).status_code == 400, body
