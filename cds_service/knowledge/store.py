@@ -30,6 +30,10 @@ PROJECT_SYSTEM = "urn:hypermobility-cds:codes"
 _EMPTY: frozenset[str] = frozenset()
 # Far above the distinct codes of any real chart, and small in memory (about 1 MB when full).
 _MEMO_MAX = 8192
+# Longer codes or system URLs are looked up but never remembered: no code or system the
+# knowledge holds is near this long, and remembering a client's megabyte-long "code" would keep
+# it in the process (8,192 of them: gigabytes).
+_MEMO_KEY_MAX_CHARS = 256
 # Files with a special shape; every other *.json file in the directory holds concepts.
 _SYSTEMS_FILE = "systems.json"
 _SOURCES_FILE = "sources.json"
@@ -190,7 +194,11 @@ class Knowledge:
         """Concept ids that contain this code; empty for unknown systems, codes or None."""
         if not code:
             return _EMPTY
-        if type(code) is str and (system is None or type(system) is str):
+        if (
+            type(code) is str
+            and (system is None or type(system) is str)
+            and len(code) + (len(system) if system else 0) <= _MEMO_KEY_MAX_CHARS
+        ):
             key = (system, code)
             found = self._code_memo.get(key)
             if found is None:
