@@ -167,6 +167,17 @@ class AcceptedSuggestion(_CdsObject):
     id: str = Field(min_length=1)
 
 
+def _holds_nul(value: Any) -> bool:
+    """True if a string anywhere in the JSON value holds U+0000 (in a key or a value)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 class FeedbackEntry(_CdsObject):
     card: str = Field(min_length=1, max_length=128)
     outcome: Literal["accepted", "overridden"]
@@ -175,6 +186,15 @@ class FeedbackEntry(_CdsObject):
     )
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        """Every string of an entry is stored; PostgreSQL text cannot hold U+0000, and a
+        database error would tell the EHR to retry a batch that can never be stored."""
+        if _holds_nul(data):
+            raise ValueError("feedback text must not contain the NUL character (U+0000)")
+        return data
 
     @field_validator("outcomeTimestamp")
     @classmethod

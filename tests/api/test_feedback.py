@@ -67,6 +67,12 @@ def test_survives_restart(client, settings):
                        "outcomeTimestamp": "2021-13-45T25:61:61Z"}]},
         {"feedback": [{"card": "c", "outcome": "overridden",
                        "outcomeTimestamp": "2021-12-11T10:05:31+25:00"}]},
+        # U+0000 cannot be stored in PostgreSQL text: refused, not a 503 "retry later".
+        {"feedback": [{"card": "c\u0000", "outcome": "overridden", "outcomeTimestamp": TS}]},
+        {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": TS,
+                       "overrideReason": {"userComment": "a\u0000b"}}]},
+        {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": TS,
+                       "overrideReason": {"reason": {"system": "s", "code": "x\u0000"}}}]},
     ],
 )
 def test_invalid_feedback_is_400(client, app, body):
