@@ -22,7 +22,7 @@ from cds_service.api.openapi import bp as openapi_bp
 from cds_service.fhir.client import FetchLimits
 from cds_service.fhir.server_policy import validate_allowlist
 from cds_service.knowledge import Knowledge, load_knowledge
-from cds_service.logs import hook_instance_var, service_id_var
+from cds_service.logs import hook_instance_var, keep_url_loggers_quiet, service_id_var
 from cds_service.pipeline import HookPipeline
 from cds_service.security import (
     AuthError,
@@ -103,6 +103,7 @@ def open_database(settings: Settings) -> Database:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    keep_url_loggers_quiet()  # no patient id in logs, even through a library's warning
     knowledge = load_knowledge()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

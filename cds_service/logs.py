@@ -69,6 +69,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+# Libraries whose log records quote request URLs, and so patient ids (urllib3's "Retrying ...
+# /fhir/Condition?patient=..." warning): their records never reach the process's handlers,
+# whatever logging the deployment sets up. The service logs fetch failures itself, by key.
+URL_LOGGERS = ("urllib3", "requests")
+
+
+def keep_url_loggers_quiet() -> None:
+    """Stop the :data:`URL_LOGGERS`' records from propagating to any handler (idempotent)."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send the service's logs to stderr as JSON lines (idempotent)."""
     logger = logging.getLogger("cds_service")

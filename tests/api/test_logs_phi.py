@@ -74,3 +74,40 @@ def test_every_logged_field_is_whitelisted():
                         used |= {k.value for k in keyword.value.keys if isinstance(k, ast.Constant)}
     assert used, "no logger call with extra= found: the scan is broken"
     assert used <= ALLOWED_FIELDS, sorted(used - ALLOWED_FIELDS)
+
+
+def test_library_warnings_that_quote_request_urls_never_reach_a_handler(app):
+    """urllib3 logs "Retrying ... /Condition?patient=<id>" when a FHIR server refuses the
+    connection; a deployment that configures the root logger would write it out. (A handler of
+    the test's own: pytest's caplog also listens on loggers that do not propagate.)"""
+    import logging
+    import socket
+
+    from cds_service.fhir.client import FetchLimits, FhirClient
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    root, handler = logging.getLogger(), Keep()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    client = FhirClient(limits=FetchLimits(timeout_s=1.0, deadline_s=3.0))
+    try:
+        out = client.fetch(f"http://127.0.0.1:{closed}/fhir",
+                           {"c": f"Condition?patient={PATIENT_ID}"}, token=TOKEN)
+    finally:
+        client.close()
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    assert out["c"].reason == "connection"
+    assert not [r.name for r in handler.records if r.name.startswith(("urllib3", "requests"))]
+    assert not [r for r in handler.records if PATIENT_ID in r.getMessage()]
