@@ -104,9 +104,15 @@ def _parse(url: str, *, allow_query: bool) -> _Origin:
     path = parts.path
     for segment in path.split("/"):
         # requests/urllib3 remove dot segments before sending, so "/fhir/../admin" would leave
-        # the allowed path prefix after our check. Encoded forms are refused for the same reason.
-        if unquote(segment) in {".", ".."}:
+        # the allowed path prefix after our check. Encoded forms are refused for the same reason,
+        # and so are the forms servers resolve themselves: a dot segment with path parameters
+        # ("..;/", which Tomcat, so HAPI FHIR, reads as "../"), and an encoded "/" or "\"
+        # inside a segment ("x%2f..%2fadmin", for servers that decode before routing).
+        decoded = unquote(segment)
+        if decoded.split(";", 1)[0] in {".", ".."}:
             raise FhirServerRefused("the FHIR server URL path must not contain '.' or '..'")
+        if "/" in decoded or "\\" in decoded:
+            raise FhirServerRefused("the FHIR server URL path must not encode '/' or '\\'")
     return _Origin(
         scheme=scheme,
         host=host,

@@ -124,6 +124,8 @@ def test_userinfo_refused(url: str) -> None:
         "https://fhir.example.org/r4?x=1",
         "https://fhir.example.org/r4/../admin",
         "https://fhir.example.org/r4/%2E%2E/admin",
+        "https://fhir.example.org/r4/..;/admin",
+        "https://fhir.example.org/r4/x%2f..%2fadmin",
         "https://fhir.example.org/./r4",
         "https://fhir.example.org\\@evil.com",
         "https://fhir.example.org\t.evil.com",
@@ -184,6 +186,16 @@ def test_reason_does_not_echo_the_url() -> None:
         ("https://u@h.example/fhir/Condition", False),
         ("https://h.example/fhir/../admin", False),
         ("https://h.example/fhir/Condition#x", False),
+        # Forms the server resolves itself: Tomcat (HAPI FHIR) reads "..;" as "..", and servers
+        # that decode before routing read "%2f" as "/".
+        ("https://h.example/fhir/..;/admin", False),
+        ("https://h.example/fhir/..;jsessionid=1/admin", False),
+        ("https://h.example/fhir/.;x/Condition", False),
+        ("https://h.example/fhir/x%2f..%2f..%2fadmin", False),
+        ("https://h.example/fhir/x%2F..%2Fadmin", False),
+        ("https://h.example/fhir/x%5c..%5cadmin", False),
+        ("https://h.example/fhir;jsessionid=1/Condition?page=2", False),  # not under "fhir"
+        ("https://h.example/fhir/Condition;jsessionid=1?page=2", True),  # a plain parameter
     ],
 )
 def test_is_under_base(url: str, expected: bool) -> None:
