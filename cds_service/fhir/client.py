@@ -20,8 +20,10 @@ Safety properties (the base URL itself must already have passed
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -34,6 +36,8 @@ from urllib.parse import urljoin
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import DecodeError, HTTPError, MaxRetryError, ReadTimeoutError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
@@ -125,6 +129,69 @@ class _Call:
     keep: Callable[[dict[str, Any]], bool] | None = None
 
 
+# The deadline of the hook call whose request this thread is sending (a monotonic instant), for
+# the connections below; set around each GET by FhirClient._get_json.
+_SENDING = threading.local()
+
+
+def _cut(connection: HTTPConnection) -> None:
+    """Shut the connection's socket, so that a read blocked on it returns at once."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _DeadlineWatch:
+    """Mixed into urllib3's connections: the wait for a response's status line and headers ends
+    at the hook call's deadline.
+
+    The socket timeout applies to each read, so a server that sends a header line every half
+    second would hold the fetching thread for ever, long after the hook call answered 412, and
+    enough such calls would leave no thread for healthy EHRs. A timer shuts the socket at the
+    deadline; the body has its own elapsed-time check (:meth:`FhirClient._read_body`).
+    """
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = getattr(_SENDING, "deadline", None)
+        if deadline is None:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        timer = threading.Timer(max(0.0, deadline - monotonic()), _cut, (self,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            timer.cancel()
+
+
+class _WatchedHTTPConnection(_DeadlineWatch, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_DeadlineWatch, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """An adapter whose connections honour the hook call's deadline (:class:`_DeadlineWatch`)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
+
+
 def _new_session(max_workers: int) -> requests.Session:
     """A session meant to be shared by all hook calls and threads.
 
@@ -146,7 +213,9 @@ def _new_session(max_workers: int) -> requests.Session:
         raise_on_redirect=False,
         respect_retry_after_header=False,
     )
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(max_workers, 1), max_retries=retry)
+    adapter = _WatchedAdapter(
+        pool_connections=16, pool_maxsize=max(max_workers, 1), max_retries=retry
+    )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -350,6 +419,7 @@ class FhirClient:
                 raise FetchError(key, "deadline")
             timeout = min(self._limits.timeout_s, remaining)
             started = monotonic()
+            _SENDING.deadline = call.deadline
             try:
                 response = self._session.get(
                     url,
@@ -364,6 +434,8 @@ class FhirClient:
             except requests.RequestException as exc:
                 reason = "timeout" if _is_read_timeout(exc) else "connection"
                 raise _logged(FetchError(key, reason), started) from None
+            finally:
+                _SENDING.deadline = None
             with response:
                 status = response.status_code
                 if status in _REDIRECT_STATUSES:

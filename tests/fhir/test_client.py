@@ -515,6 +515,9 @@ def local_fhir(monkeypatch) -> Iterator[tuple[str, _Server]]:
                 elif self.path.startswith(("/fhir/Drip", "/fhir/Stall")):
                     self._partial_body(drip=self.path.startswith("/fhir/Drip"))
                     return
+                elif self.path.startswith("/fhir/HeaderDrip"):
+                    self._dripped_headers()
+                    return
                 else:
                     time.sleep(0.3)
                 body = json.dumps(bundle({"resourceType": "Observation", "id": "o1"})).encode()
@@ -541,6 +544,17 @@ def local_fhir(monkeypatch) -> Iterator[tuple[str, _Server]]:
                 if state.release.wait(0.1 if drip else 5):
                     return
                 self.wfile.write(b" ")
+                self.wfile.flush()
+
+        def _dripped_headers(self) -> None:
+            """A status line, then a header line every 0.2 s for up to 10 s: each socket read
+            gets something, so no socket timeout ever fires."""
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self.wfile.flush()
+            for _ in range(50):
+                if state.release.wait(0.2):
+                    return
+                self.wfile.write(b"X-Drip: 1\r\n")
                 self.wfile.flush()
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
@@ -582,6 +596,22 @@ def test_real_slow_body_is_cut_at_the_per_call_timeout(local_fhir, path: str) ->
         elapsed = time.monotonic() - started
     assert isinstance(out["k"], FetchError) and out["k"].reason == "timeout"
     assert elapsed < limits.timeout_s + 0.4
+
+
+def test_real_dripped_headers_free_the_fetching_thread_at_the_deadline(local_fhir) -> None:
+    """Headers sent a line at a time never trip the per-read timeout; without a cut at the
+    deadline the fetching thread stayed blocked for as long as the server went on (here 10 s),
+    and with every thread so held, calls to healthy EHRs got 412."""
+    base, _ = local_fhir
+    limits = FetchLimits(timeout_s=0.5, deadline_s=1.0)
+    with FhirClient(limits=limits, max_workers=1) as c:  # one thread: held, nothing else runs
+        started = time.monotonic()
+        out = c.fetch(base, {"k": "HeaderDrip?patient=p1"}, token=None)
+        assert isinstance(out["k"], FetchError) and out["k"].reason == "deadline"
+        assert time.monotonic() - started < limits.deadline_s + 0.5
+        time.sleep(0.3)  # the cut lands at the deadline; the thread is back in the pool
+        after = c.fetch(base, {"fast": "Obs?patient=p1"}, token=None)
+    assert ids(after["fast"]) == ["o1"]
 
 
 def test_real_slow_server_hits_overall_deadline(local_fhir) -> None:
