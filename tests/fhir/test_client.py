@@ -614,6 +614,35 @@ def test_real_dripped_headers_free_the_fetching_thread_at_the_deadline(local_fhi
     assert ids(after["fast"]) == ["o1"]
 
 
+def _drip_then_fast(base: str, conn) -> None:  # noqa: ANN001 - a multiprocessing Connection
+    limits = FetchLimits(timeout_s=0.5, deadline_s=1.0)
+    with FhirClient(limits=limits, max_workers=1) as c:
+        first = c.fetch(base, {"k": "HeaderDrip?patient=p1"}, token=None)["k"]
+        time.sleep(0.3)
+        after = c.fetch(base, {"fast": "Obs?patient=p1"}, token=None)["fast"]
+    conn.send((getattr(first, "reason", None),
+               ids(after) if isinstance(after, list) else getattr(after, "reason", repr(after))))
+
+
+def test_a_forked_worker_cuts_dripped_headers_too(local_fhir) -> None:
+    """gunicorn forks its workers from a process that may already run the watchdog thread; the
+    child has none (threads do not survive fork) and must start its own."""
+    import multiprocessing
+
+    base, _ = local_fhir
+    limits = FetchLimits(timeout_s=0.5, deadline_s=1.0)
+    with FhirClient(limits=limits, max_workers=1) as c:  # the parent's watchdog is running
+        c.fetch(base, {"k": "HeaderDrip?patient=p1"}, token=None)
+    ours, theirs = multiprocessing.get_context("fork").Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=_drip_then_fast, args=(base, theirs))
+    child.start()
+    try:
+        assert ours.poll(15), "the forked child did not answer"
+        assert ours.recv() == ("deadline", ["o1"])
+    finally:
+        child.join(10)
+
+
 def test_real_slow_server_hits_overall_deadline(local_fhir) -> None:
     base, _ = local_fhir
     limits = FetchLimits(timeout_s=5.0, deadline_s=0.6)
