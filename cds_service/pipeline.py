@@ -149,16 +149,7 @@ class HookPipeline:
             keep=self.keeps_resource,
             deadline=deadline,
         )
-        medications, unresolved = read_medications(
-            missing_medications([*data.resources, *draft_resources]),
-            fhir_server=request.fhirServer,
-            token=token,
-            client=self.client,
-            allowlist=self.settings.fhir_server_allowlist,
-            allow_loopback_http=self.settings.allow_loopback_http,
-            deadline=deadline,
-        )
-        record = build_record([*data.resources, *medications], patient_id, self.knowledge)
+        record = build_record(data.resources, patient_id, self.knowledge)
         drafts = []
         for resource in draft_resources:
             resource_type = resource.get("resourceType")
@@ -171,6 +162,22 @@ class HookPipeline:
                 record.add(model)
             else:
                 drafts.append(model)
+        ordered = [d for d in drafts if d.get_resource_type() == "MedicationRequest"]
+        medications, unresolved = read_medications(
+            missing_medications([*record.medication_requests, *ordered], record.medications),
+            fhir_server=request.fhirServer,
+            token=token,
+            client=self.client,
+            allowlist=self.settings.fhir_server_allowlist,
+            allow_loopback_http=self.settings.allow_loopback_http,
+            deadline=deadline,
+        )
+        for resource in medications:
+            model = validate(resource)
+            if model is None:
+                record.skipped_invalid += 1
+            else:
+                record.add(model)
         selections = context.selections if isinstance(context, OrderSelectContext) else None
         facts = build_facts(
             patient_id=patient_id,

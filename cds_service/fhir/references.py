@@ -4,9 +4,10 @@ rules.md recognises an opioid "in a contained or referenced Medication resource"
 travels with its order; a referenced one (``medicationReference: {"reference":
 "Medication/123"}``) may be in the prefetch Bundle (an EHR's server may add it) but often is not,
 and a CDS Hooks 2.0 prefetch template cannot ask for it (``_include`` is not among the query
-features 2.0 allows). So after the patient's data is gathered, each Medication that a
+features 2.0 allows). So once the patient's record is built, each Medication that a
 MedicationRequest (on record or drafted) names by a relative reference and that is not already at
-hand is read from ``fhirServer`` with the same token, within the same time budget.
+hand is read from ``fhirServer`` with the same token, within the same time budget. Working on the
+record, not the raw data, keeps this to the few orders the rules read.
 
 Only relative references are read: an absolute URL could point at another server, and the token
 must never go anywhere but ``fhirServer``. A Medication that cannot be had (no ``fhirServer``, a
@@ -17,7 +18,7 @@ order unclassified, as before; the call still answers, and the log line counts t
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cds_service.fhir.client import FhirClient
@@ -30,19 +31,15 @@ _RELATIVE_MEDICATION = re.compile(rf"^Medication/({ID_CHARACTERS})$")
 MAX_READS = 32
 
 
-def missing_medications(resources: Iterable[dict[str, Any]]) -> list[str]:
-    """Ids of the Medications that MedicationRequests among ``resources`` reference relatively
-    and that are not among ``resources`` themselves, each once, in order of first reference."""
-    resources = list(resources)
-    have = {r.get("id") for r in resources if r.get("resourceType") == "Medication"}
+def missing_medications(orders: Iterable[Any], have: Mapping[str, Any]) -> list[str]:
+    """Ids of the Medications that the validated MedicationRequest models ``orders`` reference
+    relatively and that are not in ``have`` (keyed ``"Medication/<id>"``, as
+    :attr:`PatientRecord.medications` is), each once, in order of first reference."""
     missing: list[str] = []
-    for resource in resources:
-        if resource.get("resourceType") != "MedicationRequest":
-            continue
-        reference = resource.get("medicationReference")
-        target = reference.get("reference") if isinstance(reference, dict) else None
-        found = _RELATIVE_MEDICATION.match(target) if isinstance(target, str) else None
-        if found and found[1] not in have and found[1] not in missing:
+    for order in orders:
+        reference = order.medicationReference.reference if order.medicationReference else None
+        found = _RELATIVE_MEDICATION.match(reference) if reference else None
+        if found and f"Medication/{found[1]}" not in have and found[1] not in missing:
             missing.append(found[1])
     return missing
 

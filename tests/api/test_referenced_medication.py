@@ -73,3 +73,17 @@ def test_a_medication_that_cannot_be_had_leaves_the_call_answering(client, log_l
     assert [line["unresolved_medications"] for line in log_lines()
             if line["message"] == "hook answered"] == [1, 1]
     assert "oxy" not in log_lines.text()  # ids are patient data: only counts are logged
+
+
+@responses.activate
+def test_a_draft_order_s_referenced_medication_is_read_too(client):
+    from tests.builders import draft_orders
+
+    responses.get(f"{FHIR}/Medication/oxy", json=OXYCODONE)
+    draft = {**active_order_of("Medication/oxy"), "id": "draft-1", "status": "draft"}
+    body = call(bundle(), hook="order-sign", fhirServer=FHIR)
+    body["prefetch"].pop("medications")
+    body["context"]["draftOrders"] = draft_orders(draft)
+    response = client.post("/cds-services/hypermobility-pain-order-sign", json=body)
+    assert "opioid-order" in rules(response)
+    assert [c.request.url for c in responses.calls] == [f"{FHIR}/Medication/oxy"]

@@ -8,14 +8,20 @@ import pytest
 import responses
 
 from cds_service.fhir.client import FetchLimits, FhirClient
+from cds_service.fhir.models import MedicationRequest
+from cds_service.fhir.record import validate
 from cds_service.fhir.references import MAX_READS, missing_medications, read_medications
 
 FHIR = "https://fhir.example.org/r4"
 TOKEN = "tok-SECRET-9"
 
 
-def order(rid: str, reference: object) -> dict:
-    return {"resourceType": "MedicationRequest", "id": rid, "medicationReference": reference}
+def order(rid: str, reference: str) -> MedicationRequest:
+    model = validate({"resourceType": "MedicationRequest", "id": rid, "status": "active",
+                      "intent": "order", "subject": {"reference": "Patient/p1"},
+                      "medicationReference": {"reference": reference}})
+    assert model is not None
+    return model
 
 
 def medication(mid: str) -> dict:
@@ -25,22 +31,18 @@ def medication(mid: str) -> dict:
 
 
 def test_missing_are_the_relative_references_not_at_hand_each_once_in_order():
-    resources = [
-        order("a", {"reference": "Medication/oxy"}),
-        order("b", {"reference": "Medication/have"}),
-        order("c", {"reference": "Medication/oxy"}),  # once
-        order("d", {"reference": "#contained"}),  # travels with its order
-        order("e", {"reference": "https://other.example/fhir/Medication/x"}),  # never: token
-        order("f", {"reference": "Medication/../../Patient/1"}),  # not an id
-        order("g", {"display": "no reference"}),
-        order("h", "not an object"),
-        {"resourceType": "MedicationStatement", "medicationReference": {"reference":
-                                                                         "Medication/ms"}},
-        order("i", {"reference": "Medication/second"}),
-        medication("have"),
+    orders = [
+        order("a", "Medication/oxy"),
+        order("b", "Medication/have"),
+        order("c", "Medication/oxy"),  # once
+        order("d", "#contained"),  # travels with its order
+        order("e", "https://other.example/fhir/Medication/x"),  # never: the token stays home
+        order("f", "Patient/p1"),  # not a Medication
+        order("i", "Medication/second"),
     ]
-    assert missing_medications(resources) == ["oxy", "second"]
-    assert missing_medications([]) == []
+    have = {"Medication/have": object()}
+    assert missing_medications(orders, have) == ["oxy", "second"]
+    assert missing_medications([], have) == []
 
 
 @pytest.fixture
