@@ -138,11 +138,15 @@ _SENDING = threading.local()
 
 
 def _cut(connection: HTTPConnection) -> None:
-    """Shut the connection's socket, so that a read blocked on it returns at once."""
+    """Shut the connection's socket, so that a read blocked on it returns at once.
+
+    The plain socket's shutdown, also under TLS: ``SSLSocket.shutdown`` drops the TLS layer
+    first, and anything sent on it in that moment would go out in clear text.
+    """
     sock = connection.sock
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _Watchdog:
@@ -176,9 +180,11 @@ class _Watchdog:
                 self._cond.notify()
         return entry
 
-    @staticmethod
-    def unwatch(entry: list[Any]) -> None:
-        entry[3] = False
+    def unwatch(self, entry: list[Any]) -> None:
+        """Under the lock: once this returns, no cut can land on the connection, which may go
+        back to the pool and serve another request."""
+        with self._cond:
+            entry[3] = False
 
     def _run(self) -> None:
         with self._cond:

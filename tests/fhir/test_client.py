@@ -683,3 +683,55 @@ def test_real_connection_refused_is_a_connection_error(monkeypatch) -> None:
         elapsed = time.monotonic() - started
     assert isinstance(out["p"], FetchError) and out["p"].reason == "connection"
     assert elapsed < 1.0
+
+
+def test_a_late_cut_never_lands_on_the_next_request_of_the_same_connection(monkeypatch) -> None:
+    """The watchdog decides to cut A (its headers are still coming at its deadline) and is then
+    held up (here 0.3 s) before the shutdown, while A's headers complete and its connection
+    goes back to the pool. B reuses the connection: the cut must not hit B (it once did: B got
+    'connection', and over TLS a request could have gone out in clear text)."""
+    from cds_service.fhir import client as client_module
+
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    body = json.dumps(bundle()).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: B reuses A's connection
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self.wfile.flush()
+            if "/A" in self.path:  # headers done just after A's 0.5 s deadline
+                for _ in range(3):
+                    time.sleep(0.18)
+                    self.wfile.write(b"X-Drip: 1\r\n")
+                    self.wfile.flush()
+            else:
+                time.sleep(0.4)
+            self.wfile.write(b"Content-Type: application/fhir+json\r\nContent-Length: %d\r\n\r\n"
+                             % len(body) + body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    cut = client_module._cut
+
+    def late_cut(connection) -> None:  # noqa: ANN001
+        time.sleep(0.3)  # the watchdog thread descheduled between its check and the shutdown
+        cut(connection)
+
+    monkeypatch.setattr(client_module, "_cut", late_cut)
+    try:
+        with FhirClient(limits=FetchLimits(timeout_s=1.5, deadline_s=0.5), max_workers=1) as c:
+            c.fetch(base, {"A": "A?patient=p1"}, token=None)
+            time.sleep(0.1)
+            b = c.fetch(base, {"B": "B?patient=p2"}, token=None, deadline=time.monotonic() + 2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert b["B"] == [], b["B"]
