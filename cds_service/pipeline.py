@@ -27,7 +27,7 @@ from cds_service.api.models import (
 from cds_service.api.services import ServiceDefinition
 from cds_service.facts.build import build_facts
 from cds_service.fhir.client import FhirClient
-from cds_service.fhir.prefetch import gather
+from cds_service.fhir.prefetch import DataUnavailable, gather
 from cds_service.fhir.record import build_record, is_relevant, validate
 from cds_service.fhir.references import missing_medications, read_medications
 from cds_service.guidance.engine import Evaluation, evaluate
@@ -163,8 +163,9 @@ class HookPipeline:
             else:
                 drafts.append(model)
         ordered = [d for d in drafts if d.get_resource_type() == "MedicationRequest"]
-        medications, unresolved = read_medications(
-            missing_medications([*record.medication_requests, *ordered], record.medications),
+        missing = missing_medications([*record.medication_requests, *ordered], record.medications)
+        reads = read_medications(
+            missing,
             fhir_server=request.fhirServer,
             token=token,
             client=self.client,
@@ -172,12 +173,19 @@ class HookPipeline:
             allow_loopback_http=self.settings.allow_loopback_http,
             deadline=deadline,
         )
-        for resource in medications:
+        if reads.failed:
+            reasons = ", ".join(sorted(set(reads.failed.values())))
+            raise DataUnavailable({
+                "referenced-medications": f"{len(reads.failed)} Medication(s) that orders name "
+                f"could not be read from fhirServer ({reasons})"
+            })
+        for resource in reads.found:
             model = validate(resource)
             if model is None:
                 record.skipped_invalid += 1
             else:
                 record.add(model)
+        unresolved = sum(f"Medication/{each}" not in record.medications for each in missing)
         selections = context.selections if isinstance(context, OrderSelectContext) else None
         facts = build_facts(
             patient_id=patient_id,
@@ -202,6 +210,6 @@ class HookPipeline:
             skipped_other_patient=record.skipped_other_patient,
             prefetch_keys=tuple(data.from_prefetch),
             fetched_keys=tuple(data.fetched),
-            medications_read=len(medications),
+            medications_read=len(missing) - unresolved,
             unresolved_medications=unresolved,
         )

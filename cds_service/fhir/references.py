@@ -10,18 +10,22 @@ hand is read from ``fhirServer`` with the same token, within the same time budge
 record, not the raw data, keeps this to the few orders the rules read.
 
 Only relative references are read: an absolute URL could point at another server, and the token
-must never go anywhere but ``fhirServer``. A Medication that cannot be had (no ``fhirServer``, a
-refused server, 404, a failure, the deadline, more than :data:`MAX_READS` of them) leaves its
-order unclassified, as before; the call still answers, and the log line counts them.
+must never go anywhere but ``fhirServer``. A read that fails (an error, the deadline) makes the
+call a 412 like any data that cannot be had (CDS Hooks 2.0: the service SHALL say so rather
+than answer without it). A Medication that cannot be asked for (no ``fhirServer``, one the policy
+refuses, past :data:`MAX_READS`), or that the server does not hold (404), leaves its order
+unclassified, as before the Medication reads existed; the call answers and its log line counts
+it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service.fhir.client import FhirClient
+from cds_service.fhir.client import FetchError, FhirClient
 from cds_service.fhir.models import ID_CHARACTERS
 from cds_service.fhir.server_policy import FhirServerRefused, check_fhir_server
 
@@ -29,6 +33,9 @@ _RELATIVE_MEDICATION = re.compile(rf"^Medication/({ID_CHARACTERS})$")
 # Reads per hook call, at most: a patient's active orders seldom name more than a few
 # Medications by reference; the cap bounds what one call can ask of the EHR's server.
 MAX_READS = 32
+# Reads in flight at once, like a call's prefetch searches (7), so that the README's sizing of
+# the shared fetch threads (CDS_THREADS x 7) still keeps a hanging EHR from delaying others.
+IN_FLIGHT = 7
 
 
 def missing_medications(orders: Iterable[Any], have: Mapping[str, Any]) -> list[str]:
@@ -44,6 +51,15 @@ def missing_medications(orders: Iterable[Any], have: Mapping[str, Any]) -> list[
     return missing
 
 
+@dataclass
+class MedicationReads:
+    """What reading the missing Medications gave: those found, and the reason each read that
+    failed did (a 404 is neither: the server holds no such Medication)."""
+
+    found: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
 def read_medications(
     ids: list[str],
     *,
@@ -53,18 +69,27 @@ def read_medications(
     allowlist: tuple[str, ...],
     allow_loopback_http: bool,
     deadline: float,
-) -> tuple[list[dict[str, Any]], int]:
-    """(the Medications read, how many of ``ids`` could not be had)."""
-    if not ids:
-        return [], 0
-    if not fhir_server:
-        return [], len(ids)
+) -> MedicationReads:
+    """Read the first :data:`MAX_READS` of ``ids`` from ``fhirServer``, at most
+    :data:`IN_FLIGHT` at a time (so one call holds no more of the shared fetch threads than its
+    prefetch searches do). Nothing is read without a ``fhirServer`` the policy admits."""
+    reads = MedicationReads()
+    if not ids or not fhir_server:
+        return reads
     try:
         base = check_fhir_server(fhir_server, allowlist, allow_loopback_http=allow_loopback_http)
     except FhirServerRefused:
-        return [], len(ids)
+        return reads
     wanted = ids[:MAX_READS]
-    reads = {f"medication-{n}": f"Medication/{each}" for n, each in enumerate(wanted)}
-    results = client.fetch(base, reads, token=token, deadline=deadline)
-    found = [result[0] for result in results.values() if isinstance(result, list) and result]
-    return found, len(ids) - len(found)
+    for start in range(0, len(wanted), IN_FLIGHT):
+        # Keys name no id: the client logs its keys.
+        batch = {f"medication-{n}": each for n, each in enumerate(wanted[start:][:IN_FLIGHT])}
+        queries = {key: f"Medication/{each}" for key, each in batch.items()}
+        results = client.fetch(base, queries, token=token, deadline=deadline)
+        for key, medication_id in batch.items():
+            result = results.get(key)
+            if isinstance(result, FetchError):
+                reads.failed[medication_id] = result.reason
+            elif result:
+                reads.found.append(result[0])
+    return reads

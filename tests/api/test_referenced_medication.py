@@ -65,14 +65,29 @@ def test_a_missing_medication_is_read_from_fhir_server(client, log_lines):
 
 
 @responses.activate
-def test_a_medication_that_cannot_be_had_leaves_the_call_answering(client, log_lines):
-    responses.get(f"{FHIR}/Medication/oxy", status=503)
+def test_a_medication_the_server_does_not_hold_or_cannot_be_asked_for_leaves_the_call_answering(
+    client, log_lines
+):
+    responses.get(f"{FHIR}/Medication/oxy", status=404)
     for body in (call(bundle(active_order_of("Medication/oxy")), fhirServer=FHIR),
                  call(bundle(active_order_of("Medication/oxy")))):  # no fhirServer at all
         assert "opioid-active" not in rules(client.post(PV, json=body))
     assert [line["unresolved_medications"] for line in log_lines()
             if line["message"] == "hook answered"] == [1, 1]
     assert "oxy" not in log_lines.text()  # ids are patient data: only counts are logged
+
+
+@responses.activate
+def test_a_failed_read_is_a_412_like_any_data_that_cannot_be_had(client):
+    """CDS Hooks 2.0: data the service needs that it can get neither from prefetch nor from
+    fhirServer SHALL be a 412, not an answer silently missing the opioid card."""
+    responses.get(f"{FHIR}/Medication/oxy", status=503)
+    body = call(bundle(active_order_of("Medication/oxy")), fhirServer=FHIR)
+    response = client.post(PV, json=body)
+    assert response.status_code == 412, response.get_data(as_text=True)
+    issues = [i["diagnostics"] for i in response.get_json()["issue"]]
+    assert issues == ["referenced-medications: 1 Medication(s) that orders name could not be "
+                      "read from fhirServer (http-503)"]
 
 
 @responses.activate

@@ -10,7 +10,12 @@ import responses
 from cds_service.fhir.client import FetchLimits, FhirClient
 from cds_service.fhir.models import MedicationRequest
 from cds_service.fhir.record import validate
-from cds_service.fhir.references import MAX_READS, missing_medications, read_medications
+from cds_service.fhir.references import (
+    IN_FLIGHT,
+    MAX_READS,
+    missing_medications,
+    read_medications,
+)
 
 FHIR = "https://fhir.example.org/r4"
 TOKEN = "tok-SECRET-9"
@@ -59,28 +64,40 @@ def read(client, ids, *, server=FHIR, allowlist=(FHIR,)):
 
 
 @responses.activate
-def test_each_missing_medication_is_read_with_the_token_and_failures_are_counted(client):
+def test_each_missing_medication_is_read_with_the_token_and_failures_are_told_apart(client):
     responses.get(f"{FHIR}/Medication/oxy", json=medication("oxy"))
-    responses.get(f"{FHIR}/Medication/gone", status=404)
+    responses.get(f"{FHIR}/Medication/gone", status=404)  # no such Medication: not a failure
     responses.get(f"{FHIR}/Medication/broken", status=500)
-    found, unresolved = read(client, ["oxy", "gone", "broken"])
-    assert [m["id"] for m in found] == ["oxy"] and unresolved == 2
+    reads = read(client, ["oxy", "gone", "broken"])
+    assert [m["id"] for m in reads.found] == ["oxy"]
+    assert reads.failed == {"broken": "http-500"}
     assert {c.request.headers["Authorization"] for c in responses.calls} == {f"Bearer {TOKEN}"}
 
 
 @responses.activate
 def test_nothing_is_read_without_a_trusted_server(client):
-    assert read(client, ["oxy"], server=None) == ([], 1)
-    assert read(client, ["oxy"], allowlist=("https://elsewhere.example/r4",)) == ([], 1)
-    assert read(client, []) == ([], 0)
+    for reads in (read(client, ["oxy"], server=None),
+                  read(client, ["oxy"], allowlist=("https://elsewhere.example/r4",)),
+                  read(client, [])):
+        assert (reads.found, reads.failed) == ([], {})
     assert len(responses.calls) == 0
 
 
 @responses.activate
-def test_at_most_max_reads_are_sent(client):
+def test_at_most_max_reads_are_sent_and_at_most_in_flight_at_once(client, monkeypatch):
     ids = [f"m{n}" for n in range(MAX_READS + 5)]
     for mid in ids:
         responses.get(f"{FHIR}/Medication/{mid}", json=medication(mid))
-    found, unresolved = read(client, ids)
-    assert len(found) == MAX_READS and unresolved == 5
+    sizes = []
+    fetch = client.fetch
+
+    def counted(base, queries, **kwargs):
+        sizes.append(len(queries))
+        assert all(not key.startswith("Medication") for key in queries)  # keys carry no id
+        return fetch(base, queries, **kwargs)
+
+    monkeypatch.setattr(client, "fetch", counted)
+    reads = read(client, ids)
+    assert len(reads.found) == MAX_READS and reads.failed == {}
     assert len(responses.calls) == MAX_READS
+    assert max(sizes) == IN_FLIGHT and sum(sizes) == MAX_READS
