@@ -103,21 +103,24 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
     use disorder diagnosis, any product of the buprenorphine/methadone value set, by code or by
     the buprenorphine or methadone name.
     """
-    words = drug.names + drug.form_words
+    # What the drug is comes from its names only: dosage instructions may name another drug
+    # ("keep a naloxone kit at home", advised beside any opioid). Its form and route may also
+    # come from the dosage (a "Sublingual" route).
+    names = drug.names
     if knowledge.matches("moud-always", drug.codings) or _first_term(
-        knowledge, "moud-always", words
+        knowledge, "moud-always", names
     ):
         return MOUD_ALWAYS
-    buprenorphine = _first_term(knowledge, "buprenorphine-name", words)
+    buprenorphine = _first_term(knowledge, "buprenorphine-name", names)
     if buprenorphine and (
-        _first_term(knowledge, "naloxone", words)
-        or _first_term(knowledge, "buprenorphine-moud-form", words)
+        _first_term(knowledge, "naloxone", names)
+        or _first_term(knowledge, "buprenorphine-moud-form", names + drug.form_words)
     ):
         return MOUD_ALWAYS
     if has_oud:
         if knowledge.matches("moud-if-oud", drug.codings):
             return MOUD_WITH_OUD
-        if buprenorphine or _first_term(knowledge, "methadone-name", words):
+        if buprenorphine or _first_term(knowledge, "methadone-name", names):
             return MOUD_WITH_OUD
     return None
 

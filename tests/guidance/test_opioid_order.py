@@ -83,6 +83,15 @@ def test_buprenorphine_for_pain_is_an_opioid_without_opioid_use_disorder(run, te
     assert card is not None
 
 
+def test_naloxone_in_the_dosage_instructions_does_not_make_an_opioid_moud(run):
+    """Naloxone is advised beside any opioid: instructions that mention it say nothing of the
+    drug ordered, which stays an opioid (it was taken for buprenorphine with naloxone)."""
+    order = draft("buprenorphine 10 mcg/hr transdermal patch")
+    order["dosageInstruction"] = [{"text": "Apply weekly. Keep a naloxone kit at home."}]
+    card, medication = run(order)
+    assert medication.moud is None and card is not None
+
+
 def test_other_buprenorphine_and_methadone_are_moud_only_with_opioid_use_disorder(run):
     for text in ("methadone 10 mg tablet", "buprenorphine 10 mcg/hr transdermal patch"):
         card, medication = run(draft(text), resources=[*COHORT, OUD])
