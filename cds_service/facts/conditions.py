@@ -161,8 +161,11 @@ def _chronic_because(
         return "coded as chronic"
     if marker is not None:
         return f"recorded beside {marker.evidence()}"
-    # The onset decides when there is one; the recorded date only in its absence. An onset
-    # that cannot be dated is still an onset: like no date at all, it counts (rules.md).
+    # rules.md: the onset decides when there is one, the recorded date only in its absence,
+    # and a condition with neither date counts. An onset that is there but cannot be dated
+    # (text, an age with no birth date) is the project's reading of those two lines, as rules.md
+    # does not name it: it is an onset, so the recorded date does not replace it, and having no
+    # date it counts like a condition with none, which is safer than missing the guidance.
     if fact.onset_undated is not None:
         return f"onset {fact.onset_undated}, so counted as chronic"
     age = f" ({fact.onset_age})" if fact.onset_age else ""

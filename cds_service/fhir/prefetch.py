@@ -102,10 +102,8 @@ def _classify(key: str, value: Any) -> tuple[str, list[dict[str, Any]]]:
     if value["resourceType"] == "OperationOutcome":
         return "fetch", []
     if value["resourceType"] == "Bundle":
-        entries = value.get("entry")
-        if entries is None:  # absent (an empty Bundle), or null as some clients write it
-            entries = []
-        elif not isinstance(entries, list):
+        entries = value.get("entry", [])  # absent: an empty Bundle
+        if not isinstance(entries, list):  # null too, as the FHIR client refuses it on a page
             raise PrefetchInvalid(key, f"prefetch.{key}.entry must be an array")
         resources = [
             e["resource"]

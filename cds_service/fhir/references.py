@@ -83,7 +83,8 @@ def read_medications(
     wanted = ids[:MAX_READS]
     for start in range(0, len(wanted), IN_FLIGHT):
         # Keys name no id: the client logs its keys.
-        batch = {f"medication-{n}": each for n, each in enumerate(wanted[start:][:IN_FLIGHT])}
+        chunk = wanted[start : start + IN_FLIGHT]
+        batch = {f"medication-{n}": each for n, each in enumerate(chunk)}
         queries = {key: f"Medication/{each}" for key, each in batch.items()}
         results = client.fetch(base, queries, token=token, deadline=deadline)
         for key, medication_id in batch.items():

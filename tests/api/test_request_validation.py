@@ -226,7 +226,7 @@ def test_a_prefetch_bundle_link_must_be_an_array(client, make_request, link):
     assert "prefetch.conditions.link" in outcome(client.post(PV, json=body), 400)
 
 
-@pytest.mark.parametrize("entry", [{}, "", 0, False, 5])
+@pytest.mark.parametrize("entry", [{}, "", 0, False, 5, None])
 def test_a_prefetch_bundle_entry_must_be_an_array(client, make_request, entry):
     body = make_request()
     body["prefetch"]["conditions"] = {"resourceType": "Bundle", "entry": entry}
