@@ -15,7 +15,7 @@ from flask import Request
 from cds_service.api.errors import ApiError
 from cds_service.api.large_bodies import wait_if_large
 from cds_service.api.pruning_reader import PRUNE_ABOVE_BYTES, loads_pruned
-from cds_service.strict_json import MAX_DEPTH, DuplicateKey, TooDeep, loads
+from cds_service.strict_json import MAX_DEPTH, REFUSALS, DuplicateKey, TooDeep, loads
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -96,7 +96,7 @@ def _read(
         raise ApiError(
             400, f"The JSON body is nested too deeply to read (more than {MAX_DEPTH} levels)."
         ) from None
-    except ValueError as exc:
+    except REFUSALS as exc:  # only the reader's: whatever else a part raises is a bug of ours
         raise ApiError(400, f"The request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         if not _depth(body, max_depth):

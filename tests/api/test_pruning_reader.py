@@ -316,3 +316,20 @@ _CALLS = st.builds(
 def test_generated_hook_calls_are_pruned_as_the_filter_says(text, chunk):
     pruning_reader.CHUNK = chunk  # the small_chunks fixture's monkeypatch restores it
     assert_same_as_plain(text)
+
+
+def test_a_bug_in_the_entry_filter_is_not_answered_as_a_bad_body(app, monkeypatch):
+    """Through the API: what the filter raises (a ValueError here) is our fault, a 500 logged as
+    such, never a 400 telling the EHR its body was not valid JSON."""
+    scenario = load_scenario("pv-many-findings")
+    raw = json.dumps(scenario.hook_request(dict(scenario.service.prefetch))).encode()
+    monkeypatch.setattr(body_module, "PRUNE_ABOVE_BYTES", 0)
+
+    def broken(entry: Any) -> bool:
+        raise ValueError("bug in the filter")
+
+    monkeypatch.setattr(app.extensions["cds"].pipeline, "keeps_entry", broken)
+    answer = app.test_client().post(f"/cds-services/{scenario.service.id}", data=raw,
+                                    content_type="application/json")
+    assert answer.status_code == 500, answer.get_data(as_text=True)
+    assert "not valid JSON" not in answer.get_data(as_text=True)
