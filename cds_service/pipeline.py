@@ -162,8 +162,11 @@ class HookPipeline:
                 record.add(model)
             else:
                 drafts.append(model)
-        ordered = [d for d in drafts if d.get_resource_type() == "MedicationRequest"]
-        missing = missing_medications([*record.medication_requests, *ordered], record.medications)
+        orders = [
+            *record.medication_requests,
+            *(d for d in drafts if d.get_resource_type() == "MedicationRequest"),
+        ]
+        missing = missing_medications(orders, record.medications)
         reads = read_medications(
             missing,
             fhir_server=request.fhirServer,
@@ -179,13 +182,9 @@ class HookPipeline:
                 "referenced-medications": f"{len(reads.failed)} Medication(s) that orders name "
                 f"could not be read from fhirServer ({reasons})"
             })
-        for resource in reads.found:
-            model = validate(resource)
-            if model is None:
-                record.skipped_invalid += 1
-            else:
-                record.add(model)
-        unresolved = sum(f"Medication/{each}" not in record.medications for each in missing)
+        if reads.found:
+            build_record(reads.found, patient_id, self.knowledge, into=record)
+        unresolved = len(missing_medications(orders, record.medications)) if missing else 0
         selections = context.selections if isinstance(context, OrderSelectContext) else None
         facts = build_facts(
             patient_id=patient_id,

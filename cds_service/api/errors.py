@@ -94,11 +94,14 @@ def register_error_handlers(app: Flask) -> None:
         message = error.description or error.name
         if status == 413:
             message = "The request body is larger than this service accepts."
-        response = error_response(status, [message], code=_HTTP_CODES.get(status, "exception"))
+        # A 405 MUST say which methods are allowed (RFC 9110 section 15.5.6).
         allow = dict(error.get_headers()).get("Allow")
-        if allow:  # a 405 MUST say which methods are allowed (RFC 9110 section 15.5.6)
-            response.headers["Allow"] = allow
-        return response
+        return error_response(
+            status,
+            [message],
+            code=_HTTP_CODES.get(status, "exception"),
+            headers={"Allow": allow} if allow else None,
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from cds_service.analytics import parse_instant
 from cds_service.fhir.models import FHIR_ID, ID_CHARACTERS
 
 REFERENCE = rf"^[A-Za-z]+/{ID_CHARACTERS}$"
@@ -201,7 +201,7 @@ class FeedbackEntry(_CdsObject):
     def _an_instant(cls, value: str) -> str:
         """The pattern checks the shape; this, that the date and time exist (not 30 February)."""
         try:
-            datetime.fromisoformat(value)
+            parse_instant(value)  # as the feedback report reads it
         except ValueError:
             raise ValueError("outcomeTimestamp is not a real date and time") from None
         return value

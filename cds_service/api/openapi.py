@@ -296,7 +296,7 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
 
 def _context_schema(hook: str) -> dict[str, Any]:
     properties: dict[str, Any] = {
-        "userId": {"type": "string", "minLength": 1},
+        "userId": _TEXT,
         "patientId": {"type": "string", "pattern": FHIR_ID},
         "encounterId": _OPTIONAL_TEXT,
         "extension": _EXTENSION,

@@ -197,10 +197,14 @@ def validate(resource: dict[str, Any]) -> Resource | None:
 
 
 def build_record(
-    resources: Iterable[dict[str, Any]], patient_id: str, knowledge: Knowledge
+    resources: Iterable[dict[str, Any]],
+    patient_id: str,
+    knowledge: Knowledge,
+    into: PatientRecord | None = None,
 ) -> PatientRecord:
-    """Filter, validate and sort resources into a :class:`PatientRecord`."""
-    record = PatientRecord()
+    """Filter, validate and sort resources into a :class:`PatientRecord` (``into``, to add to
+    one already built)."""
+    record = PatientRecord() if into is None else into
     for resource in resources:
         if not isinstance(resource, dict) or not is_relevant(resource, knowledge):
             record.skipped_irrelevant += 1
