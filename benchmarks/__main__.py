@@ -1,6 +1,6 @@
 """``python -m benchmarks`` (or ``make bench``): every benchmark, a table, and a JSON file.
 
-Options trade time for precision; the defaults take about five minutes on two cores. The JSON
+Options trade time for precision; the defaults take about two minutes on two cores. The JSON
 (``benchmarks/results/bench-<time>.json``, and ``latest.json``) holds every run, not only the
 medians printed here, plus the machine, its load average and the git commit measured.
 """
@@ -128,11 +128,12 @@ def table(results: dict[str, Any]) -> str:
             f"{h['request_bytes']} B in, {h['response_bytes']} B out)"
         )
         redone = h.get("unbalanced_runs_redone", {})
+        kept = sum(r.get("unbalanced", False) for r in h["floor_runs"] + h["service_runs"])
         lines.append(
             f"  floor {h['floor_requests_per_s']:.0f} req/s, service "
             f"{h['service_requests_per_s']:.0f} req/s, ratio {h['ratio']:.2f} (runs redone "
             f"because one worker took every connection: floor {redone.get('floor', 0)}, "
-            f"service {redone.get('service', 0)})"
+            f"service {redone.get('service', 0)}; kept although never even: {kept})"
         )
         mem = h["memory_after_10k"]
         before = max((w["peak_rss_mb"] for w in mem["workers_before"].values()), default=None)
@@ -145,21 +146,11 @@ def table(results: dict[str, Any]) -> str:
     f = results.get("fallback")
     if f:
         lines.append("")
-        lines.append(
-            f"FHIR fallback ({f['queries']} queries, {f['delay_ms']:.0f} ms server delay each): "
-            f"total {f['total_ms_median']:.1f} ms, slowest single query "
-            f"{f['slowest_query_ms']:.1f} ms, ratio {f['ratio_total_to_slowest']:.2f} "
-            f"(sequential would be {f['sum_of_queries_ms']:.0f} ms)"
-        )
+        lines.append(fallback.summary(f))
     g = results.get("fetched")
     if g:
         lines.append("")
-        lines.append(
-            f"Long chart fetched from a FHIR server ({g['resources']} resources, no prefetch, "
-            f"pages of {g['page_size']}; reference, not a target): p50 {g['p50_ms']:.1f} ms; "
-            f"the slowest query's pages alone ({g['slowest_query']}) "
-            f"{g['slowest_query_all_pages_ms']:.1f} ms, ratio {g['ratio_total_to_slowest']:.2f}"
-        )
+        lines.append(fetched.summary(g))
     lines.append("")
     lines.append(f"{'target':42}{'limit':>8}{'measured':>10}  met")
     for row in results["targets"]:

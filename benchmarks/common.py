@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks.charts import Chart, build_chart
 from cds_service.api.services import ServiceDefinition
+from cds_service.devtools.scenarios import render_template
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BIG_BODY_BYTES = 64 * 1024 * 1024  # a 10,000-resource prefetch is ~5 MB (default limit: 1 MiB)
@@ -45,6 +46,13 @@ def hook_call(scenario: str, size: int, *, prefetch: bool = True, fhir_server: s
     request = chart.scenario.hook_request(service.prefetch if prefetch else None,
                                           fhir_server=fhir_server)
     return HookCall(chart, service, json.dumps(request).encode("utf-8"))
+
+
+def queries_of(call: HookCall) -> dict[str, str]:
+    """The FHIR queries the call's service would send, per prefetch key, for its chart."""
+    context = call.chart.scenario.context()
+    return {key: render_template(template, context) for key, template in
+            call.service.prefetch.items()}
 
 
 def wsgi_post(app: Any, path: str, body: bytes) -> tuple[int, bytes]:
