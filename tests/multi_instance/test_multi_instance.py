@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -78,14 +77,18 @@ def issuer(tmp_path_factory) -> tuple[Issuer, Path]:
     return Issuer(pem, kid), config
 
 
-def _instance(database_url: str, issuers_file: Path, workdir: Path) -> ServedProcess:
-    """A production-profile instance (JWT required) behind :data:`PUBLIC`, not yet started."""
+def _instance(
+    database_url: str, issuers_file: Path, workdir: Path, **env: str
+) -> ServedProcess:
+    """A production-profile instance (JWT required) behind :data:`PUBLIC`, not yet started;
+    ``env`` adds or overrides variables."""
     return ServedProcess(workdir, workers=2, database_url=database_url, env={
         "CDS_PROFILE": "production",
         "CDS_AUTH": "required",
         "CDS_TRUSTED_ISSUERS_FILE": str(issuers_file),
         "CDS_PUBLIC_BASE_URL": PUBLIC,
         "CDS_FHIR_SERVER_ALLOWLIST": "https://fhir.example.test/r4",
+        **env,
     })
 
 
@@ -202,11 +205,9 @@ def test_graceful_shutdown_writes_buffered_served_cards(database_url, issuer, tm
     service = scenario.service
     path = f"/cds-services/{service.id}"
     before = _count(database_url, served_cards)
-    os.environ["CDS_SERVED_CARDS_FLUSH_S"] = "600"  # nothing is written until shutdown
-    try:
-        instance = _instance(database_url, issuers_file, tmp_path).launch()
-    finally:
-        del os.environ["CDS_SERVED_CARDS_FLUSH_S"]
+    # Nothing is written until shutdown.
+    instance = _instance(database_url, issuers_file, tmp_path,
+                         CDS_SERVED_CARDS_FLUSH_S="600").launch()
     try:
         instance.wait_ready(START_TIMEOUT_S)
         cards = 0
