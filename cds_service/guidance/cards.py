@@ -13,7 +13,6 @@ the JSON is written by pydantic in one pass, with no walk over it afterwards.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -44,7 +43,16 @@ def new_uuid() -> str:
         batch = os.urandom(16 * UUID_BATCH)
         _uuid_bytes.extend(batch[i : i + 16] for i in range(16, len(batch), 16))
         raw = batch[:16]
-    return str(uuid.UUID(bytes=raw, version=4))
+    # What ``str(uuid.UUID(bytes=raw, version=4))`` gives (version and variant bits set), in a
+    # third of its time: nine uuids a call made it a measurable part of a typical one.
+    value = int.from_bytes(raw) & _UUID_CLEAR | _UUID_SET
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+# RFC 4122 version 4: the version nibble is 0100, the variant's two top bits are 10.
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 os.register_at_fork(after_in_child=_uuid_bytes.clear)

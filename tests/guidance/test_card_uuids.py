@@ -50,3 +50,15 @@ def test_serialising_cards_draws_no_uuids():
         s.uuid for s in card.suggestions
     ]
     assert len({card.uuid, *(s.uuid for s in card.suggestions)}) == 3
+
+
+def test_each_uuid_is_what_the_uuid_module_makes_of_the_same_bytes(monkeypatch):
+    batch = bytes(range(256)) * (cards.UUID_BATCH // 16)  # every byte value, in every position
+    monkeypatch.setattr(cards.os, "urandom", lambda n: batch[:n])
+    cards._uuid_bytes.clear()
+    made = [new_uuid() for _ in range(cards.UUID_BATCH)]
+    raws = [batch[i : i + 16] for i in range(0, 16 * cards.UUID_BATCH, 16)]
+    expected = [str(uuid.UUID(bytes=raws[0], version=4))]
+    expected += [str(uuid.UUID(bytes=raw, version=4)) for raw in reversed(raws[1:])]
+    assert made == expected
+    cards._uuid_bytes.clear()
