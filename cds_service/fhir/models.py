@@ -202,6 +202,17 @@ class Patient(Resource):
     birthDate: Date | None = None
 
 
+# Condition.abatement[x], and the clinical statuses an abated condition may have (con-4).
+ABATEMENT = (
+    "abatementDateTime",
+    "abatementAge",
+    "abatementPeriod",
+    "abatementRange",
+    "abatementString",
+)
+ABATED_STATUSES = frozenset({"inactive", "resolved", "remission"})
+
+
 class Condition(Resource):
     resourceType: Literal["Condition"]
     clinicalStatus: CodeableConcept | None = None
@@ -213,6 +224,11 @@ class Condition(Resource):
     onsetPeriod: Period | None = None
     onsetRange: Range | None = None
     onsetString: String | None = None
+    abatementDateTime: DateTime | None = None
+    abatementAge: Quantity | None = None
+    abatementPeriod: Period | None = None
+    abatementRange: Range | None = None
+    abatementString: String | None = None
     recordedDate: DateTime | None = None
 
     choices = (
@@ -220,7 +236,25 @@ class Condition(Resource):
             "onset[x]",
             ("onsetDateTime", "onsetAge", "onsetPeriod", "onsetRange", "onsetString"),
         ),
+        Choice("abatement[x]", ABATEMENT),
     )
+
+    @model_validator(mode="after")
+    def _abated_only_when_no_longer_active(self) -> Condition:
+        """FHIR R4 invariant con-4: an abated condition's clinicalStatus is inactive, resolved
+        or remission. Without it, an abated condition with no status would read as active
+        (rules.md counts an absent status as active), and one marked active would contradict
+        itself; either is refused like any invalid resource (skipped and counted).
+        fhir.resources checks no invariants, so this is stricter than it, by design."""
+        if any(getattr(self, name) is not None for name in ABATEMENT):
+            codes = [c.code for c in (self.clinicalStatus and self.clinicalStatus.coding) or ()]
+            status = next((code for code in codes if code), None)
+            if status not in ABATED_STATUSES:
+                raise ValueError(
+                    "con-4: an abated condition's clinicalStatus must be inactive, resolved "
+                    "or remission"
+                )
+        return self
 
 
 class ObservationComponent(Element):

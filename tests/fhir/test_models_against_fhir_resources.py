@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from cds_service.devtools import scenarios as sc
-from cds_service.fhir.models import MODELS
+from cds_service.fhir.models import ABATEMENT, MODELS
 from cds_service.fhir.record import validate
 
 FIXTURES = sc.fixtures_dir()
@@ -157,6 +157,25 @@ def _add(resource_type: str, name: str, value: Any) -> Mutation:
     return mutate
 
 
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+
+
+def _abated(status: str | None, **abatement: Any) -> Mutation:
+    """A Condition given ``abatement[x]`` (in place of its own) and the clinical status (None:
+    none at all)."""
+
+    def mutate(resource: dict[str, Any]) -> dict[str, Any] | None:
+        if resource["resourceType"] != "Condition":
+            return None
+        for name in ("clinicalStatus", *ABATEMENT):
+            resource.pop(name, None)
+        if status is not None:
+            resource["clinicalStatus"] = {"coding": [{"system": CLINICAL, "code": status}]}
+        return {**resource, **abatement}
+
+    return mutate
+
+
 MUTATIONS: dict[str, Mutation] = {
     "unchanged": lambda r: r,
     "no status": _drop("status"),
@@ -199,6 +218,12 @@ MUTATIONS: dict[str, Mutation] = {
         else None
     ),
     "no device code": _drop("codeReference"),
+    "resolved, with its abatement date": _abated("resolved", abatementDateTime="2024-03-01"),
+    "in remission since an age": _abated(
+        "remission", abatementAge={"value": 30, "system": "http://unitsofmeasure.org", "code": "a"}
+    ),
+    "abatement date as words": _abated("resolved", abatementDateTime="last spring"),
+    "two abatements": _abated("inactive", abatementDateTime="2024-03-01", abatementString="x"),
     "component without a code": (
         lambda r: {**r, "component": [{"valueQuantity": {"value": 1}}]} if "component" in r
         else None
@@ -233,6 +258,26 @@ def test_both_validators_agree(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(STRICTER))
 def test_numbers_must_be_json_numbers(name: str) -> None:
     changed = [m for r in RESOURCES if (m := STRICTER[name](copy.deepcopy(r))) is not None]
+    assert changed
+    for resource in changed:
+        assert validate(resource) is None
+        assert _reference_accepts(resource)  # the difference is deliberate, and still there
+
+
+# FHIR R4 invariant con-4 (an abated condition is inactive, resolved or in remission):
+# fhir.resources checks no invariants, the slim Condition checks this one.
+STILL_ACTIVE_BUT_ABATED: dict[str, Mutation] = {
+    "no status": _abated(None, abatementDateTime="2024-03-01"),
+    "active": _abated("active", abatementString="after physiotherapy"),
+    "relapse": _abated("relapse", abatementPeriod={"start": "2024-01-01", "end": "2024-03-01"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STILL_ACTIVE_BUT_ABATED))
+def test_an_abated_condition_must_not_be_active(name: str) -> None:
+    changed = [
+        m for r in RESOURCES if (m := STILL_ACTIVE_BUT_ABATED[name](copy.deepcopy(r))) is not None
+    ]
     assert changed
     for resource in changed:
         assert validate(resource) is None
