@@ -173,24 +173,35 @@ def response_json(cards: Iterable[Card]) -> bytes:
     return b'{"cards":' + _CARDS.dump_json(tuple(cards), exclude_defaults=True) + b"}"
 
 
-_MAY_BE_EMPTY = frozenset({str, list, dict})
+_CONTAINERS = (dict, list, tuple)
 
 
-def _empty(value: Any) -> bool:
-    return value is None or (type(value) in _MAY_BE_EMPTY and not value)
+def _kept(item: Any) -> bool:
+    """Not ``None`` and not an empty string (containers are judged once pruned)."""
+    return item is not None and (type(item) is not str or item != "")
 
 
 def prune(value: Any) -> Any:
-    """Recursively drop ``None``, empty strings, empty lists and empty objects."""
+    """Recursively drop ``None``, empty strings, empty lists and empty objects (a tuple comes
+    back as a list). Containers are pruned first, so one that empties is dropped too."""
     if isinstance(value, dict):
         kept = {}
         for key, item in value.items():
-            if isinstance(item, dict | list | tuple):
+            if isinstance(item, _CONTAINERS):
                 item = prune(item)
-            if not _empty(item):
+                if item:
+                    kept[key] = item
+            elif _kept(item):
                 kept[key] = item
         return kept
     if isinstance(value, list | tuple):
-        items = [prune(item) if isinstance(item, dict | list | tuple) else item for item in value]
-        return [item for item in items if not _empty(item)]
+        items = []
+        for item in value:
+            if isinstance(item, _CONTAINERS):
+                item = prune(item)
+                if item:
+                    items.append(item)
+            elif _kept(item):
+                items.append(item)
+        return items
     return value
