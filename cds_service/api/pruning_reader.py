@@ -18,12 +18,12 @@ depth limit holds where it did); the names, braces and commas around them are re
 which checks them as strictly (names must be UTF-8). Repeated member names are caught at every
 level: the members the span finder reads are counted, and their string tokens plus those of
 every parsed part must add up to the tokens of the whole text; a name repeated where spans were
-found drops a member and breaks the sum. Whenever anything is not as expected (not an object, a
-member a hook call does not have, a prefetch value neither an object nor null, a repeat, a
-syntax error, a span finder limit), the whole body is read again the plain way with
-:func:`cds_service.strict_json.loads`, which names the problem exactly as it always has (and
-drops nothing). Bodies the plain way refuses are refused the same way; bodies it accepts give
-the same value, less the dropped entries.
+found drops a member and breaks the sum. Members a hook call does not define (a vendor's) are
+kept, parsed like the others. Whenever anything is not as expected (not an object, a prefetch
+value neither an object nor null, a repeat, a syntax error, a span finder limit), the whole body
+is read again the plain way with :func:`cds_service.strict_json.loads`, which names the problem
+exactly as it always has (and drops nothing). Bodies the plain way refuses are refused the same
+way; bodies it accepts give the same value, less the dropped entries.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ _ABSENT = msgspec.UNSET
 
 class _HookCall(msgspec.Struct, forbid_unknown_fields=True):
     """Spans of a CDS Hooks request's members, found in one pass: ``prefetch`` down to the
-    members of each of its values (a member of another name, or a prefetch value neither an
-    object nor null, sends the body the plain way)."""
+    members of each of its values (a member of another name is looked for again by
+    :data:`_MEMBERS`; a prefetch value neither an object nor null sends the body the plain
+    way)."""
 
     hook: _Span | _Absent = _ABSENT
     hookInstance: _Span | _Absent = _ABSENT
@@ -68,6 +69,10 @@ class _HookCall(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _HOOK_CALL = msgspec.json.Decoder(_HookCall)
+# A body with a member a hook call does not define (a vendor's, say): every member's span, then
+# those inside prefetch, in a second pass (rare, and cheap next to parsing the entries).
+_MEMBERS = msgspec.json.Decoder(dict[str, _Span])
+_PREFETCH = msgspec.json.Decoder(dict[str, dict[str, _Span] | None] | None)
 _ITEMS = msgspec.json.Decoder(list[_Span])
 # What sends a body the plain way: the span finder's refusals (msgspec.ValidationError is a
 # DecodeError; names that are not UTF-8 raise UnicodeDecodeError; its recursion limit depends
@@ -94,6 +99,22 @@ def loads_pruned(raw: bytes, keep: Callable[[Any], bool]) -> tuple[Any, int]:
         return loads(raw), 0
 
 
+def _members(raw: bytes) -> list[tuple[str, Any]]:
+    """The body's members as (name, span), ``prefetch`` as the spans of its values' members."""
+    try:
+        call = _HOOK_CALL.decode(raw)
+    except msgspec.ValidationError:  # not an object, an unknown member, an odd prefetch value
+        members = _MEMBERS.decode(raw)
+        if "prefetch" in members:
+            members["prefetch"] = _PREFETCH.decode(members["prefetch"])
+        return list(members.items())
+    return [
+        (name, member)
+        for name in call.__struct_fields__
+        if (member := getattr(call, name)) is not _ABSENT
+    ]
+
+
 class _Reader:
     def __init__(self, keep: Callable[[Any], bool]) -> None:
         self.keep = keep
@@ -101,12 +122,8 @@ class _Reader:
         self.dropped = 0
 
     def body(self, raw: bytes) -> tuple[Any, int]:
-        call = _HOOK_CALL.decode(raw)
         body: dict[str, Any] = {}
-        for name in call.__struct_fields__:
-            member = getattr(call, name)
-            if member is _ABSENT:
-                continue
+        for name, member in _members(raw):
             self.tokens += 2  # each member name is one string token
             body[name] = self._prefetch(member) if name == "prefetch" else self._leaf(member, 1)
         if self.tokens != string_tokens_x2(raw):

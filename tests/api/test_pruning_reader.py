@@ -38,12 +38,13 @@ def keep(item: Any) -> bool:
 def pruned(value: Any) -> tuple[Any, int]:
     """What the plain reading becomes once the filter has run on every prefetch Bundle.
 
-    Only a hook call is filtered: a member a hook call does not have, or a prefetch value that
-    is neither an object nor null (both refused by the service anyway), leaves it as it is.
+    Only a JSON object is filtered (members a hook call does not define, a vendor's say, are
+    kept as they are); a prefetch value that is neither an object nor null (refused by the
+    service anyway) leaves it as it is.
     """
     value = copy.deepcopy(value)
     dropped = 0
-    if not isinstance(value, dict) or not set(value) <= HOOK_CALL_MEMBERS:
+    if not isinstance(value, dict):
         return value, 0
     prefetch = value.get("prefetch")
     if isinstance(prefetch, dict) and all(
@@ -99,11 +100,24 @@ def test_drops_and_counts_the_entries_keep_refuses():
     assert_same_as_plain(text)
 
 
+def test_a_member_a_hook_call_does_not_define_is_kept_and_entries_are_still_dropped():
+    """A vendor's member used to send a long body the plain way: every entry parsed and kept."""
+    vendor = ', "com.example.trace": {"id": [1, "x"]}, "context": {"patientId": "p"}'
+    text = hook_body(",".join([ENTRY_KEEP, ENTRY_DROP, ENTRY_DROP]), top_extra=vendor)
+    value, dropped = loads_pruned(text, keep)
+    assert dropped == 2
+    assert value["com.example.trace"] == {"id": [1, "x"]} and value["context"] == {"patientId": "p"}
+    assert_same_as_plain(text)
+
+
 @pytest.mark.parametrize(
     "text",
     [
         # A name repeated at each level where spans are found, and inside an entry in a later chunk.
         hook_body(ENTRY_KEEP, top_extra=', "hook": "order-sign"'),
+        hook_body(ENTRY_DROP, top_extra=', "vendor": 1, "vendor": 2'),
+        hook_body(ENTRY_DROP, top_extra=', "vendor": 1, "hook": "order-sign"'),
+        b'{"vendor": 1, "prefetch": {"a": 5}}',
         hook_body(ENTRY_KEEP, prefetch_extra=', "a": null'),
         hook_body(ENTRY_KEEP, bundle_extra=', "resourceType": "Bundle"'),
         hook_body(",".join([ENTRY_KEEP] * 5 + ['{"resource": {"id": 1, "id": 2}}'])),
