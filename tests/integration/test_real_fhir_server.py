@@ -6,6 +6,8 @@ node:http) is started outside pytest, by ``.ci/run`` or by hand, and named by
 service then finds each patient's data only through its own FHIR queries, so reference search by
 bare id, ``status`` token search, reads, 404s and ``next`` paging are all a real server's answers
 rather than our in-memory stand-in's (``tests/scenarios`` covers that path with ``responses``).
+Patients of the tests' own (at the end) name an opioid only by a ``Medication/<id>`` reference,
+which the service must then read from the server.
 
 Without ``CDS_TEST_FHIR_URL`` every test here is skipped, so ``make test`` passes on a machine
 without node. ``make integration`` (run by ``.ci/run``) starts the server, sets the URL and
@@ -14,16 +16,18 @@ without node. ``make integration`` (run by ``.ci/run``) starts the server, sets 
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
 from cds_service import create_app
 from cds_service.cli import main
-from cds_service.devtools.load_fixtures import load_fixtures
+from cds_service.devtools.load_fixtures import load_fixtures, transaction
 from cds_service.devtools.scenarios import (
     QUERIED_TYPES,
     list_patients,
@@ -202,3 +206,132 @@ def test_scenario_with_the_service_querying_the_server(client, name):
     assert fired == set(scenario.expected_cards), (
         f"{name} at {datetime.now(UTC):%Y-%m-%d}: {scenario.notes}"
     )
+
+
+# An opioid named only in a referenced Medication, which the service must read from the server.
+# No fixture scenario names its drug by `medicationReference: {"reference": "Medication/<id>"}`
+# alone, so these tests PUT patients of their own: copies of the in-cohort `cohort-back-pain`
+# (every assessment on record, a recent rehabilitation order: no cards, scenario
+# `pv-in-cohort-nothing-due`) under fresh ids, each with an active MedicationRequest naming a
+# Medication by reference only. One of those Medications (the hydrocodone/acetaminophen of
+# `select-opioid-contained-medication`) is PUT too; the other is not, so its read is a real 404.
+# Everything PUT is deleted afterwards; no fixture file or fixture id is touched.
+
+PATIENT_VIEW = "/cds-services/hypermobility-pain-patient-view"
+BASE_PATIENT = "cohort-back-pain"
+BASE_SCENARIO = "pv-in-cohort-nothing-due"
+# Fresh for every run, so that neither a server kept between runs nor a fixture id collides.
+RUN = f"itest-medread-{uuid.uuid4().hex[:12]}"
+HELD, ABSENT = f"{RUN}-held", f"{RUN}-absent"  # the two patients
+MEDICATION_ID, MISSING_MEDICATION_ID = f"{RUN}-med", f"{RUN}-med-not-on-server"
+
+
+def base_cards() -> set[str]:
+    """The exact cards the base patient gets (none); the copies differ only by their order."""
+    scenario = load_scenario(BASE_SCENARIO)
+    assert (scenario.patient_id, scenario.hook) == (BASE_PATIENT, "patient-view")
+    return set(scenario.expected_cards)
+
+
+def opioid_medication() -> dict:
+    """The fixtures' contained Medication coded RxNorm 857002 (in the CDC opioid value set), as
+    a resource of its own."""
+    (draft,) = load_scenario("select-opioid-contained-medication").draft_orders
+    (medication,) = draft["contained"]
+    assert medication["code"]["coding"][0]["code"] == "857002"
+    return {**medication, "id": MEDICATION_ID}
+
+
+def patient_naming_by_reference(patient_id: str, medication_id: str) -> list[dict]:
+    """``cohort-back-pain`` (dates shifted to today) re-id'd as ``patient_id``, plus an active
+    MedicationRequest whose drug is only ``medicationReference`` to ``Medication/<id>``."""
+    text = json.dumps(load_patient(BASE_PATIENT))
+    resources = json.loads(text.replace(f'"{BASE_PATIENT}', f'"{patient_id}')
+                           .replace(f'"Patient/{BASE_PATIENT}"', f'"Patient/{patient_id}"'))
+    assert BASE_PATIENT not in json.dumps(resources)
+    assert not any(r["resourceType"] in ("MedicationRequest", "Medication") for r in resources)
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": f"{patient_id}-opioid",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": f"Medication/{medication_id}"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "authoredOn": (datetime.now(UTC).date() - timedelta(days=47)).isoformat(),
+    }
+    return [*resources, order]
+
+
+@pytest.fixture(scope="module")
+def referencing_patients(session, loaded):
+    """PUT both patients and the one Medication as the loader does (a transaction of PUTs);
+    DELETE every one of them afterwards."""
+    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+    put = [
+        *patient_naming_by_reference(HELD, MEDICATION_ID),
+        *patient_naming_by_reference(ABSENT, MISSING_MEDICATION_ID),
+        opioid_medication(),
+    ]
+    try:
+        response = session.post(FHIR_URL, json=transaction(put), headers=headers, timeout=30)
+        assert response.status_code < 300, response.text[:300]
+        yield
+    finally:
+        deleted = {
+            f"{r['resourceType']}/{r['id']}": session.delete(
+                f"{FHIR_URL}/{r['resourceType']}/{r['id']}", headers=headers, timeout=10
+            ).status_code
+            for r in reversed(put)
+        }
+        assert all(status < 300 for status in deleted.values()), deleted
+
+
+def patient_view(client, patient_id: str, log_lines) -> tuple[set[str], dict]:
+    """Call patient-view with ``fhirServer`` and no prefetch: the rule ids of its cards, and the
+    call's ``hook answered`` log line."""
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": FHIR_URL,
+        "context": {"userId": "Practitioner/example", "patientId": patient_id},
+    }
+    response = client.post(PATIENT_VIEW, json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (line,) = [line for line in log_lines() if line["message"] == "hook answered"]
+    assert line["prefetch_keys"] == [] and "medications" in line["fetched_keys"]
+    assert RUN not in log_lines.text()  # ids are patient data: only counts are logged
+    return {card["source"]["topic"]["code"] for card in response.get_json()["cards"]}, line
+
+
+def test_referencing_patients_are_on_the_server_as_meant(session, referencing_patients):
+    """One Medication is there to be read, the other is not, and each patient's only active
+    order names its drug by reference alone."""
+    held = session.get(f"{FHIR_URL}/Medication/{MEDICATION_ID}",
+                       headers={"Accept": FHIR_JSON}, timeout=10)
+    assert held.status_code == 200 and held.json()["code"] == opioid_medication()["code"]
+    missing = session.get(f"{FHIR_URL}/Medication/{MISSING_MEDICATION_ID}",
+                          headers={"Accept": FHIR_JSON}, timeout=10)
+    assert missing.status_code == 404
+    for patient_id in (HELD, ABSENT):
+        bundle = session.get(f"{FHIR_URL}/MedicationRequest",
+                             params={"patient": patient_id, "status": "active"},
+                             headers={"Accept": FHIR_JSON}, timeout=10).json()
+        (order,) = [e["resource"] for e in bundle.get("entry", [])]
+        assert set(order) & {"medicationCodeableConcept", "contained"} == set()
+
+
+def test_an_opioid_in_a_medication_read_from_the_server_gets_its_card(
+    client, referencing_patients, log_lines
+):
+    cards, line = patient_view(client, HELD, log_lines)
+    assert cards == base_cards() | {"opioid-active"}
+    assert (line["medications_read"], line["unresolved_medications"]) == (1, 0)
+
+
+def test_a_medication_the_server_does_not_hold_leaves_its_order_unclassified(
+    client, referencing_patients, log_lines
+):
+    cards, line = patient_view(client, ABSENT, log_lines)
+    assert cards == base_cards()
+    assert "opioid-active" not in cards
+    assert (line["medications_read"], line["unresolved_medications"]) == (0, 1)
