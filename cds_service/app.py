@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             timeout_s=settings.fhir_timeout_s,
             deadline_s=settings.fhir_deadline_s,
             max_pages=settings.fhir_max_pages,
+            page_size=settings.fhir_page_size,
         ),
         max_workers=settings.fhir_max_workers,
     )

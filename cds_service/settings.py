@@ -53,7 +53,8 @@ class Settings:
     max_draft_orders: int = 100
     fhir_timeout_s: float = 1.5
     fhir_deadline_s: float = 2.0
-    fhir_max_pages: int = 10
+    fhir_max_pages: int = 50
+    fhir_page_size: int = 1000
     # Threads fetching FHIR data, shared by all hook calls of a worker process. Keep it >=
     # (concurrent hook calls, CDS_THREADS) x (prefetch keys, 7): otherwise the fetches of a call
     # to a healthy EHR queue behind those of calls stuck on a hanging one (tests/reliability).
@@ -113,6 +114,7 @@ class Settings:
             ("CDS_MAX_DRAFT_ORDERS", "max_draft_orders"),
             ("CDS_MAX_PREFETCH_KEYS", "max_prefetch_keys"),
             ("CDS_FHIR_MAX_PAGES", "fhir_max_pages"),
+            ("CDS_FHIR_PAGE_SIZE", "fhir_page_size"),
             ("CDS_FHIR_MAX_WORKERS", "fhir_max_workers"),
             ("CDS_DATABASE_POOL_SIZE", "database_pool_size"),
         ):

@@ -73,7 +73,11 @@ class FetchLimits:
 
     timeout_s: float = 1.5  # per HTTP call (connect + read, including the body)
     deadline_s: float = 2.0  # overall budget for all queries of one hook call
-    max_pages: int = 10  # per query, the first (or prefetched) page included
+    max_pages: int = 50  # per query, the first (or prefetched) page included
+    # Asked of the server (``_count``) on the searches this client starts, unless the query
+    # names its own: many servers page by 10 or 20 by default, and a few years of vital signs
+    # then take more pages than a hook call can wait for. Servers may answer with fewer.
+    page_size: int = 1000  # 0: no _count sent
     max_resources: int = 20000  # per query
     max_response_bytes: int = 20 * 1024 * 1024  # per HTTP response, after decompression
 
@@ -433,6 +437,10 @@ class FhirClient:
             if rtype != read.group("type"):  # includes OperationOutcome with a 200
                 raise FetchError(key, "not-fhir")
             return [resource]
+        page_size = self._limits.page_size
+        if page_size and "_count" not in _param_names(params):
+            separator = "&" if params else ("" if relative.endswith("?") else "?")
+            url = f"{url}{separator}_count={page_size}"
         bundle = self._get_json(call, key, url, read=False)  # never None for a search
         return self._collect(call, key, bundle, url)
 
@@ -672,3 +680,8 @@ def _links(key: str, bundle: dict[str, Any], current_url: str) -> dict[str, list
         if isinstance(relation, str) and isinstance(href, str) and href.strip():
             out.setdefault(relation, []).append(urljoin(current_url, href.strip()))
     return out
+
+
+def _param_names(params: str) -> set[str]:
+    """The parameter names of a query string (``a=1&b:exact=2`` gives ``a`` and ``b:exact``)."""
+    return {part.partition("=")[0] for part in params.split("&") if part}

@@ -8,7 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 python="${1:-python3}"
 shift || true
-page_size="${CDS_TEST_FHIR_PAGE_SIZE:-2}"  # small, so the service's queries follow `next` links
+page_size="${CDS_TEST_FHIR_PAGE_SIZE:-2}"  # small and the most it gives (the service asks _count=1000), so its queries follow `next` links
 
 command -v npm >/dev/null || { echo "integration: npm is required (Node.js >= 20)" >&2; exit 1; }
 if [ ! -f "$here/node_modules/.package-lock.json" ] \
@@ -31,7 +31,8 @@ stop() {
 }
 trap stop EXIT
 
-"$node" "$here/server.mjs" --host 127.0.0.1 --port 0 --page-size "$page_size" --quiet \
+"$node" "$here/server.mjs" --host 127.0.0.1 --port 0 --page-size "$page_size" \
+  --max-page-size "$page_size" --quiet \
   --url-file "$work/url" >"$work/server.log" 2>&1 &
 server_pid=$!
 

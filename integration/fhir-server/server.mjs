@@ -8,7 +8,7 @@
 // are Medplum's.
 //
 // Usage: node server.mjs [--port 0] [--host 127.0.0.1] [--base /fhir] [--page-size 20]
-//                        [--url-file PATH] [--quiet]
+//                        [--max-page-size 1000] [--url-file PATH] [--quiet]
 // Prints "listening <base URL>" once ready (and writes the base URL to --url-file, so a script
 // that asked for port 0 learns which port it got). Loopback only: the data is test data, and the
 // server has no authentication.
@@ -40,7 +40,7 @@ const { FhirRouter, MemoryRepository, makeSimpleRequest } = await import('@medpl
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const MAX_BODY_BYTES = 20 * 1024 * 1024;
-const MAX_PAGE_SIZE = 1000;
+const LARGEST_PAGE_SIZE = 1000;
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 const INTERACTIONS = [
   'read',
@@ -58,6 +58,7 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: '0' },
     base: { type: 'string', default: '/fhir' },
     'page-size': { type: 'string', default: '20' },
+    'max-page-size': { type: 'string', default: String(LARGEST_PAGE_SIZE) },
     'url-file': { type: 'string' },
     quiet: { type: 'boolean', default: false },
   },
@@ -67,9 +68,15 @@ if (!LOOPBACK.has(args.host) && !args.host.startsWith('127.')) {
   process.exit(2);
 }
 const basePath = '/' + args.base.replace(/^\/+|\/+$/g, '');
+// A server's default page size (no _count) and the most it gives whatever _count asks for.
 const pageSize = Number.parseInt(args['page-size'], 10);
-if (!(pageSize >= 1 && pageSize <= MAX_PAGE_SIZE)) {
-  console.error(`--page-size must be 1..${MAX_PAGE_SIZE}`);
+const maxPageSize = Number.parseInt(args['max-page-size'], 10);
+if (!(maxPageSize >= 1 && maxPageSize <= LARGEST_PAGE_SIZE)) {
+  console.error(`--max-page-size must be 1..${LARGEST_PAGE_SIZE}`);
+  process.exit(2);
+}
+if (!(pageSize >= 1 && pageSize <= maxPageSize)) {
+  console.error(`--page-size must be 1..${maxPageSize} (--max-page-size)`);
   process.exit(2);
 }
 
@@ -178,7 +185,7 @@ function pageParams(query) {
   if (!(count >= 0) || !(offset >= 0)) {
     return undefined;
   }
-  const pageCount = Math.min(count, MAX_PAGE_SIZE);
+  const pageCount = Math.min(count, maxPageSize);
   query.set('_count', String(pageCount));
   query.set('_offset', String(offset));
   return { count: pageCount, offset };

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -34,7 +35,9 @@ def authorization():
             "scope": "patient/*.read", "subject": "hypermobility-cds"}
 
 
-def serve_chart(rsps, conditions=None, **condition_response):
+def serve_chart(rsps, conditions=None, observations=None, **condition_response):
+    """The cohort chart (or ``conditions``); ``observations``, a callback, answers their
+    searches (else none)."""
     rsps.get(f"{FHIR}/Patient/p1", json=patient("p1"))
     if not condition_response:
         chosen = conditions if conditions is not None else cohort_conditions("p1")
@@ -42,7 +45,11 @@ def serve_chart(rsps, conditions=None, **condition_response):
     rsps.get(re.compile(rf"{re.escape(FHIR)}/Condition\?patient=p1.*"), **condition_response)
     for resource_type in ("Observation", "MedicationRequest", "ServiceRequest",
                           "DiagnosticReport", "Procedure"):
-        rsps.get(re.compile(rf"{re.escape(FHIR)}/{resource_type}\?patient=p1.*"), json=bundle())
+        searches = re.compile(rf"{re.escape(FHIR)}/{resource_type}\?patient=p1.*")
+        if resource_type == "Observation" and observations is not None:
+            rsps.add_callback(responses.GET, searches, callback=observations)
+        else:
+            rsps.get(searches, json=bundle())
 
 
 def rule_ids(response):
@@ -190,3 +197,54 @@ def test_fetched_resources_no_rule_reads_are_dropped_but_counted(client, log_lin
     assert handed_over == [relevant]  # the noise never reached the record
     answered = [x for x in log_lines() if x["message"] == "hook answered"][-1]
     assert answered["resources"] == relevant + len(noise)
+
+
+def vital_signs(count: int) -> list[dict]:
+    return [
+        {"resourceType": "Observation", "id": f"hr{n}", "status": "final",
+         "subject": {"reference": "Patient/p1"},
+         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}],
+                  "text": "Heart rate"},
+         "valueQuantity": {"value": 70, "unit": "/min"}}
+        for n in range(count)
+    ]
+
+
+def paged_observations(observations: list[dict], page_size: int, honour_count: bool):
+    """A searchset paged ``page_size`` at a time, or by ``_count`` when the server honours it
+    (as most do, up to a maximum of their own)."""
+
+    def answer(request):
+        query = dict(p.split("=", 1) for p in request.url.split("?", 1)[1].split("&"))
+        size = int(query["_count"]) if honour_count and "_count" in query else page_size
+        offset = int(query.get("_offset", 0))
+        page = bundle(*observations[offset : offset + size])
+        if offset + size < len(observations):
+            nxt = f"{FHIR}/Observation?patient=p1&_offset={offset + size}&_count={size}"
+            page["link"] = [{"relation": "next", "url": nxt}]
+        return 200, {"Content-Type": "application/fhir+json"}, json.dumps(page)
+
+    return answer
+
+
+@responses.activate
+def test_a_long_chart_on_a_server_paging_by_twenty_is_read_whole(client):
+    """250 vital signs at 20 a page (a server that ignores _count): 13 pages, which the old
+    limit of 10 pages per query answered with a 412 and no cards."""
+    serve_chart(responses, observations=paged_observations(vital_signs(250), 20, False))
+    assert "rehab-referral" in rule_ids(client.post(PV, json=call()))
+    pages = [c for c in responses.calls if "/Observation?" in c.request.url]
+    assert len(pages) == 13
+
+
+@responses.activate
+def test_own_searches_ask_for_large_pages(client, app):
+    """Every search the service starts carries _count (the setting), so a server that honours
+    it answers a long chart in one page."""
+    serve_chart(responses, observations=paged_observations(vital_signs(250), 20, True))
+    assert "rehab-referral" in rule_ids(client.post(PV, json=call()))
+    size = app.extensions["cds"].settings.fhir_page_size
+    searches = [c.request.url for c in responses.calls if "/Patient/" not in c.request.url]
+    assert len(searches) == len(KEYS) - 1  # one page each, Observations included
+    assert all(url.endswith(f"&_count={size}") and url.count("_count") == 1
+               for url in searches), searches

@@ -98,6 +98,7 @@ def test_configuration_defaults_are_the_code_defaults(monkeypatch):
         "CDS_FHIR_TIMEOUT_S": settings.fhir_timeout_s,
         "CDS_FHIR_DEADLINE_S": settings.fhir_deadline_s,
         "CDS_FHIR_MAX_PAGES": settings.fhir_max_pages,
+        "CDS_FHIR_PAGE_SIZE": settings.fhir_page_size,
         "CDS_FHIR_MAX_WORKERS": settings.fhir_max_workers,
         "CDS_CORS_ORIGINS": settings.cors_origins,
         "CDS_BEIGHTON_THRESHOLD_MODE": guidance.beighton_threshold_mode,

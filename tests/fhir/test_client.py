@@ -8,6 +8,7 @@ only real sockets show real timeouts and real parallelism.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -39,6 +40,12 @@ def bundle(*resources: dict, next_url: str | None = None, self_url: str | None =
     }
 
 
+def limits_(**given) -> FetchLimits:
+    """Budgets for these tests, which mock exact URLs: searches get no ``_count`` added (that
+    is tested on its own, below)."""
+    return FetchLimits(**{"page_size": 0, **given})
+
+
 def cond(i: int) -> dict:
     return {"resourceType": "Condition", "id": f"c{i}"}
 
@@ -51,7 +58,7 @@ OUTCOME = {
 
 @pytest.fixture
 def client() -> Iterator[FhirClient]:
-    c = FhirClient(limits=FetchLimits(timeout_s=1.0, deadline_s=3.0, max_pages=5))
+    c = FhirClient(limits=limits_(timeout_s=1.0, deadline_s=3.0, max_pages=5))
     yield c
     c.close()
 
@@ -291,7 +298,7 @@ def test_too_many_pages(client, mocked) -> None:
 
 
 def test_too_many_resources(mocked) -> None:
-    with FhirClient(limits=FetchLimits(max_resources=3)) as small:
+    with FhirClient(limits=limits_(max_resources=3)) as small:
         mocked.get(f"{BASE}/Condition?patient=p1", json=bundle(*(cond(i) for i in range(4))))
         out = small.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
     assert isinstance(out["c"], FetchError) and out["c"].reason == "too-many-resources"
@@ -308,7 +315,7 @@ def test_keep_filters_every_page_and_the_limit_counts_every_match(mocked) -> Non
         seen.append(resource["id"])
         return int(resource["id"][1:]) % 2 == 1
 
-    with FhirClient(limits=FetchLimits(max_resources=5)) as small:
+    with FhirClient(limits=limits_(max_resources=5)) as small:
         out = small.fetch(BASE, {"c": "Condition?patient=p1"}, token=None, keep=odd_only)
         assert ids(out["c"]) == ["c1", "c3", "c5"]
         assert sorted(seen) == ["c1", "c2", "c3", "c4", "c5"]
@@ -345,7 +352,7 @@ def test_prefetched_bundle_next_off_server_is_refused(client, mocked) -> None:
 
 
 def test_body_over_size_cap_is_refused(mocked) -> None:
-    with FhirClient(limits=FetchLimits(max_response_bytes=1000)) as small:
+    with FhirClient(limits=limits_(max_response_bytes=1000)) as small:
         big = bundle(*(cond(i) for i in range(200)))
         mocked.get(f"{BASE}/Condition?patient=p1", json=big)
         out = small.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
@@ -467,7 +474,7 @@ def test_deadline_cuts_off_slow_work_and_returns_on_time(mocked) -> None:
 
     mocked.add_callback(responses.GET, f"{BASE}/Condition", callback=slow)
     mocked.get(f"{BASE}/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
-    with FhirClient(limits=FetchLimits(timeout_s=5.0, deadline_s=0.4)) as c:
+    with FhirClient(limits=limits_(timeout_s=5.0, deadline_s=0.4)) as c:
         started = time.monotonic()
         out = c.fetch(BASE, {"c": "Condition?patient=p1", "p": "Patient/p1"}, token=None)
         elapsed = time.monotonic() - started
@@ -574,7 +581,7 @@ def local_fhir(monkeypatch) -> Iterator[tuple[str, _Server]]:
 
 def test_real_slow_server_times_out_within_deadline(local_fhir) -> None:
     base, _ = local_fhir
-    limits = FetchLimits(timeout_s=0.5, deadline_s=1.0)
+    limits = limits_(timeout_s=0.5, deadline_s=1.0)
     with FhirClient(limits=limits) as c:
         started = time.monotonic()
         out = c.fetch(base, {"slow": "Slow?patient=p1"}, token=TOKEN)
@@ -589,7 +596,7 @@ def test_real_slow_body_is_cut_at_the_per_call_timeout(local_fhir, path: str) ->
     # Drip: every socket read succeeds quickly, only the elapsed-time check can stop it.
     # Stall: the read timeout fires while streaming the body (requests wraps it oddly).
     base, _ = local_fhir
-    limits = FetchLimits(timeout_s=0.5, deadline_s=3.0)
+    limits = limits_(timeout_s=0.5, deadline_s=3.0)
     with FhirClient(limits=limits) as c:
         started = time.monotonic()
         out = c.fetch(base, {"k": f"{path}?patient=p1"}, token=None)
@@ -603,7 +610,7 @@ def test_real_dripped_headers_free_the_fetching_thread_at_the_deadline(local_fhi
     deadline the fetching thread stayed blocked for as long as the server went on (here 10 s),
     and with every thread so held, calls to healthy EHRs got 412."""
     base, _ = local_fhir
-    limits = FetchLimits(timeout_s=0.5, deadline_s=1.0)
+    limits = limits_(timeout_s=0.5, deadline_s=1.0)
     with FhirClient(limits=limits, max_workers=1) as c:  # one thread: held, nothing else runs
         started = time.monotonic()
         out = c.fetch(base, {"k": "HeaderDrip?patient=p1"}, token=None)
@@ -615,7 +622,7 @@ def test_real_dripped_headers_free_the_fetching_thread_at_the_deadline(local_fhi
 
 
 def _drip_then_fast(base: str, conn) -> None:  # noqa: ANN001 - a multiprocessing Connection
-    limits = FetchLimits(timeout_s=0.5, deadline_s=1.0)
+    limits = limits_(timeout_s=0.5, deadline_s=1.0)
     with FhirClient(limits=limits, max_workers=1) as c:
         first = c.fetch(base, {"k": "HeaderDrip?patient=p1"}, token=None)["k"]
         time.sleep(0.3)
@@ -630,7 +637,7 @@ def test_a_forked_worker_cuts_dripped_headers_too(local_fhir) -> None:
     import multiprocessing
 
     base, _ = local_fhir
-    limits = FetchLimits(timeout_s=0.5, deadline_s=1.0)
+    limits = limits_(timeout_s=0.5, deadline_s=1.0)
     with FhirClient(limits=limits, max_workers=1) as c:  # the parent's watchdog is running
         c.fetch(base, {"k": "HeaderDrip?patient=p1"}, token=None)
     ours, theirs = multiprocessing.get_context("fork").Pipe(duplex=False)
@@ -645,7 +652,7 @@ def test_a_forked_worker_cuts_dripped_headers_too(local_fhir) -> None:
 
 def test_real_slow_server_hits_overall_deadline(local_fhir) -> None:
     base, _ = local_fhir
-    limits = FetchLimits(timeout_s=5.0, deadline_s=0.6)
+    limits = limits_(timeout_s=5.0, deadline_s=0.6)
     with FhirClient(limits=limits) as c:
         started = time.monotonic()
         out = c.fetch(base, {"slow": "Slow?patient=p1", "fast": "Obs?patient=p1"}, token=None)
@@ -658,7 +665,7 @@ def test_real_slow_server_hits_overall_deadline(local_fhir) -> None:
 def test_real_queries_run_in_parallel(local_fhir) -> None:
     base, state = local_fhir
     queries = {f"q{i}": f"Obs?patient=p1&n={i}" for i in range(4)}
-    with FhirClient(limits=FetchLimits(timeout_s=2.0, deadline_s=3.0), max_workers=8) as c:
+    with FhirClient(limits=limits_(timeout_s=2.0, deadline_s=3.0), max_workers=8) as c:
         started = time.monotonic()
         out = c.fetch(base, queries, token=None)
         elapsed = time.monotonic() - started
@@ -677,7 +684,7 @@ def test_real_connection_refused_is_a_connection_error(monkeypatch) -> None:
     with socket.socket() as s:  # find a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with FhirClient(limits=FetchLimits(timeout_s=0.5, deadline_s=1.0)) as c:
+    with FhirClient(limits=limits_(timeout_s=0.5, deadline_s=1.0)) as c:
         started = time.monotonic()
         out = c.fetch(f"http://127.0.0.1:{port}/fhir", {"p": "Patient/p1"}, token=TOKEN)
         elapsed = time.monotonic() - started
@@ -727,7 +734,7 @@ def test_a_late_cut_never_lands_on_the_next_request_of_the_same_connection(monke
 
     monkeypatch.setattr(client_module, "_cut", late_cut)
     try:
-        with FhirClient(limits=FetchLimits(timeout_s=1.5, deadline_s=0.5), max_workers=1) as c:
+        with FhirClient(limits=limits_(timeout_s=1.5, deadline_s=0.5), max_workers=1) as c:
             c.fetch(base, {"A": "A?patient=p1"}, token=None)
             time.sleep(0.1)
             b = c.fetch(base, {"B": "B?patient=p2"}, token=None, deadline=time.monotonic() + 2)
@@ -735,3 +742,21 @@ def test_a_late_cut_never_lands_on_the_next_request_of_the_same_connection(monke
         server.shutdown()
         server.server_close()
     assert b["B"] == [], b["B"]
+
+
+@pytest.mark.parametrize(
+    ("query", "sent"),
+    [
+        ("Condition?patient=p1", "Condition?patient=p1&_count=500"),
+        ("Observation?patient=p1&_count=7", "Observation?patient=p1&_count=7"),  # its own kept
+        ("Observation?", "Observation?_count=500"),
+        ("Observation", "Observation?_count=500"),
+        ("Patient/p1", "Patient/p1"),  # a read is not a search
+    ],
+)
+def test_searches_ask_for_the_page_size_unless_they_name_one(mocked, query, sent) -> None:
+    mocked.get(re.compile(re.escape(BASE) + r"/.*"), json=bundle())
+    mocked.get(f"{BASE}/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
+    with FhirClient(limits=FetchLimits(page_size=500)) as c:
+        c.fetch(BASE, {"k": query}, token=None)
+    assert [call.request.url for call in mocked.calls] == [f"{BASE}/{sent}"]
