@@ -179,7 +179,9 @@ def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
     ref = resource.get("subject") or resource.get("patient")
     if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
         return True  # Medication has no subject; unreferenced resources are taken as given
-    reference = ref["reference"]
+    # A version-specific reference ("Patient/p1/_history/2", FHIR R4 3.4.4) names the same
+    # patient: its version is cut off before comparing.
+    reference = ref["reference"].partition("/_history/")[0]
     return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
 
 
