@@ -1,5 +1,6 @@
 """Bad requests get a 4xx with an OperationOutcome saying what is wrong, never a 500."""
 
+import io
 import json
 
 import pytest
@@ -134,6 +135,33 @@ def test_body_too_large(client, app, make_request):
     body = make_request()
     body["extension"] = {"x": "a" * (app.extensions["cds"].settings.max_body_bytes + 10)}
     outcome(client.post(PV, json=body), 413)
+
+
+def post_chunked(client, app, body: dict, size_over_cap: int):
+    """POST ``body`` padded to the cap plus ``size_over_cap`` bytes, without Content-Length
+    (chunked, as gunicorn hands such a body on)."""
+    cap = app.extensions["cds"].settings.max_body_bytes
+    raw = json.dumps(body).encode()
+    raw += b" " * (cap + size_over_cap - len(raw))
+    return client.post(
+        PV,
+        input_stream=io.BytesIO(raw),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize("over", [1, 10_000])
+def test_a_chunked_body_too_large_is_413_not_cut_short(client, app, make_request, over):
+    """Such a body used to be cut at the cap and read as it was: bad JSON (400) or, cut in
+    trailing space, a valid request."""
+    outcome(post_chunked(client, app, make_request(), over), 413)
+
+
+def test_a_chunked_body_of_exactly_the_cap_is_read(client, app, make_request):
+    response = post_chunked(client, app, make_request(), 0)
+    assert response.status_code == 200, response.get_data(as_text=True)
 
 
 def test_unknown_service_is_404(client, make_request):
