@@ -29,6 +29,9 @@ from cds_service.analytics import parse_instant
 from cds_service.fhir.models import FHIR_ID, ID_CHARACTERS
 
 REFERENCE = rf"^[A-Za-z]+/{ID_CHARACTERS}$"
+# context.userId: "Type/id", the type one the hooks name (patient-view: any of the four; the
+# order hooks: Practitioner or PractitionerRole, accepted from the same list).
+USER_ID = rf"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/{ID_CHARACTERS}$"
 
 
 def problems(exc: ValidationError, under: str = "") -> list[tuple[str, str]]:
@@ -91,7 +94,7 @@ class DraftOrders(_Open):
 
 
 class Context(_CdsObject):
-    userId: str = Field(min_length=1)  # REQUIRED by all three hooks
+    userId: str = Field(pattern=USER_ID)  # REQUIRED by all three hooks
     patientId: str = Field(pattern=FHIR_ID)
     encounterId: str | None = None
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from cds_service.api.models import FHIR_ID, REFERENCE
+from cds_service.api.models import FHIR_ID, REFERENCE, USER_ID
 from cds_service.api.services import SERVICES
 
 bp = Blueprint("openapi", __name__)
@@ -296,7 +296,7 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
 
 def _context_schema(hook: str) -> dict[str, Any]:
     properties: dict[str, Any] = {
-        "userId": _TEXT,
+        "userId": {"type": "string", "pattern": USER_ID},
         "patientId": {"type": "string", "pattern": FHIR_ID},
         "encounterId": _OPTIONAL_TEXT,
         "extension": _EXTENSION,

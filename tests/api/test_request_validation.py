@@ -225,6 +225,27 @@ def test_user_id_is_required(client, make_request, hook, path):
     assert "context.userId" in outcome(client.post(path, json=body), 400)
 
 
+@pytest.mark.parametrize("hook,path", [("patient-view", PV), ("order-sign", SIGN),
+                                       ("order-select", SELECT)])
+@pytest.mark.parametrize("user", ["abc", "Device/1", "Practitioner/", "Practitioner/a b",
+                                  "practitioner/1", "Practitioner/1/_history/2"])
+def test_a_user_id_not_of_the_form_type_slash_id_is_refused(client, make_request, hook, path,
+                                                          user):
+    """CDS Hooks 2.0: userId is "Type/id", of a Practitioner, PractitionerRole, Patient or
+    RelatedPerson."""
+    body = make_request(hook)
+    body["context"]["userId"] = user
+    assert "context.userId" in outcome(client.post(path, json=body), 400)
+
+
+@pytest.mark.parametrize("user", ["Practitioner/COREPRACTITIONER1", "PractitionerRole/r-9.x",
+                                  "Patient/p1", "RelatedPerson/mum"])
+def test_each_user_type_the_hooks_name_is_accepted(client, make_request, user):
+    body = make_request("patient-view")
+    body["context"]["userId"] = user
+    assert client.post(PV, json=body).status_code == 200
+
+
 @pytest.mark.parametrize("value", ["300", True, 1.5])
 def test_expires_in_must_be_an_integer(client, make_request, value):
     body = make_request(fhirServer="https://fhir.example.test/r4", fhirAuthorization={
