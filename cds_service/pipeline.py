@@ -155,7 +155,7 @@ class HookPipeline:
             resource_type = resource.get("resourceType")
             if not isinstance(resource_type, str) or resource_type not in DRAFT_TYPES:
                 continue
-            model = validate(resource)
+            model = validate(resource, draft=True)
             if model is None:
                 record.skipped_invalid += 1
             elif model.get_resource_type() == "Medication":

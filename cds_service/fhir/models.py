@@ -335,6 +335,19 @@ class MedicationRequest(Resource):
     )
 
 
+class DraftMedicationRequest(MedicationRequest):
+    """A MedicationRequest drafted in the EHR (context.draftOrders), whose ``intent`` may be
+    missing: the CDS Hooks sandbox sets it only once a dispense request is entered
+    (shared/spec/cds-hooks-notes.md, "Context contents" and pitfall 19). No rule reads it, and
+    refusing the draft would hide the very order being signed from the opioid check."""
+
+    intent: Code | None = None  # type: ignore[assignment]
+
+    @classmethod
+    def get_resource_type(cls) -> str:
+        return "MedicationRequest"
+
+
 class ServiceRequest(Resource):
     resourceType: Literal["ServiceRequest"]
     status: Code
@@ -408,3 +421,5 @@ MODELS: dict[str, type[Resource]] = {
         Procedure,
     )
 }
+# Draft orders as EHRs send them: as MODELS, but a drafted MedicationRequest may lack intent.
+DRAFT_MODELS: dict[str, type[Resource]] = {**MODELS, "MedicationRequest": DraftMedicationRequest}

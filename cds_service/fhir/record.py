@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds_service.fhir.models import (
+    DRAFT_MODELS,
     MODELS,
     Condition,
     DeviceRequest,
@@ -185,11 +186,13 @@ def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
     return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
 
 
-def validate(resource: dict[str, Any]) -> Resource | None:
+def validate(resource: dict[str, Any], *, draft: bool = False) -> Resource | None:
     """A model of the resource (see :mod:`cds_service.fhir.models`), or None when the JSON is not
-    a valid resource of a type the rules read."""
+    a valid resource of a type the rules read. ``draft``: an order from context.draftOrders
+    (see :data:`~cds_service.fhir.models.DRAFT_MODELS`)."""
     resource_type = resource.get("resourceType")
-    model_class = MODELS.get(resource_type) if isinstance(resource_type, str) else None
+    models = DRAFT_MODELS if draft else MODELS
+    model_class = models.get(resource_type) if isinstance(resource_type, str) else None
     if model_class is None:
         return None
     try:

@@ -188,6 +188,31 @@ def test_served_cards_written_during_the_call_never_fail_it(settings, monkeypatc
         ("served-card records not written", "OperationalError", 1)]
 
 
+@pytest.mark.parametrize("path,hook", [(SIGN, "order-sign"), (SELECT, "order-select")])
+def test_a_sandbox_draft_without_intent_is_still_checked(core_client, path, hook):
+    """The CDS Hooks sandbox drafts a MedicationRequest with no ``intent`` until a dispense
+    request is entered, in a draftOrders Bundle with no ``type`` (cds-hooks-notes.md, "Context
+    contents"). It was refused as invalid FHIR, so the opioid went unflagged."""
+    opioid = medication_request("p1", "request-123", code="1049621")
+    del opioid["intent"]
+    body = request_for(
+        hook, cohort_conditions("p1"), drafts=[opioid],
+        selections=["MedicationRequest/request-123"] if hook == "order-select" else None,
+    )
+    body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": opioid}]}
+    assert rule_ids(core_client.post(path, json=body)) == ["opioid-order"]
+
+
+def test_a_recorded_order_without_intent_is_still_invalid(client):
+    """Only drafts are let off: an order on record without intent is invalid FHIR R4."""
+    opioid = medication_request("p1", "rec", code="1049621", status="active")
+    body = request_for("patient-view", cohort_conditions("p1"))
+    body["prefetch"]["medications"] = bundle(opioid)
+    assert "opioid-active" in rule_ids(client.post(PV, json=body))
+    del opioid["intent"]
+    assert "opioid-active" not in rule_ids(client.post(PV, json=body))
+
+
 def test_opioid_by_cdc_product_code(core_client):
     # 1049621: oxycodone hydrochloride 5 MG Oral Tablet, in the CDC opioid value set.
     opioid = medication_request("p1", "rx", code="1049621")

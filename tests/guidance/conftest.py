@@ -44,7 +44,7 @@ def make_facts(knowledge) -> Callable[..., ClinicalFacts]:
         record = build_record(list(resources), patient_id, knowledge)
         if strict:
             assert record.skipped_invalid == record.skipped_irrelevant == 0
-        draft_models = [m for m in (validate(d) for d in drafts) if m is not None]
+        draft_models = [m for m in (validate(d, draft=True) for d in drafts) if m is not None]
         return build_facts(
             patient_id=patient_id,
             record=record,

@@ -54,7 +54,7 @@ def test_rules_on_facts(name):
     knowledge = load_knowledge()
     settings = GuidanceSettings()
     record = build_record(scenario.resources, scenario.patient_id, knowledge)
-    drafts = [validate(r) for r in scenario.draft_orders]
+    drafts = [validate(r, draft=True) for r in scenario.draft_orders]
     assert all(d is not None for d in drafts)
     facts = build_facts(
         patient_id=scenario.patient_id,
