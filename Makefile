@@ -50,7 +50,7 @@ fuzz: $(STAMP)
 SOAK_SECONDS ?= 300
 SOAK_RATE ?= 20
 soak: $(STAMP)
-	$(BIN)/python tools/soak.py --duration $(SOAK_SECONDS) --rate $(SOAK_RATE) \
+	$(BIN)/python -m tools.soak --duration $(SOAK_SECONDS) --rate $(SOAK_RATE) \
 		--json var/soak-report.json
 
 ## Slow reliability tests: kill -9 of workers under concurrent feedback writers, SIGTERM drain,

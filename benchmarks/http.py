@@ -28,14 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.charts import PATIENT_VIEW_SCENARIO
-from benchmarks.common import (
-    BIG_BODY_BYTES,
-    children_of,
-    cpu_seconds_of,
-    hook_call,
-    median,
-    rss_of,
-)
+from benchmarks.common import BIG_BODY_BYTES, hook_call, median
+from tools.proc import cpu_seconds, live_children, memory
 from tools.soak import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -97,7 +91,7 @@ class Server:
         )
 
     def workers(self) -> list[int]:
-        return children_of(self.proc.pid)
+        return live_children(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -207,10 +201,10 @@ def balanced_wrk(wrk: str, server: Server, path: str, body_file: Path, *, durati
     """
     discarded = []
     for _ in range(tries):
-        before = {pid: cpu_seconds_of(pid) for pid in server.workers()}
+        before = {pid: cpu_seconds(pid) for pid in server.workers()}
         result = run_wrk(wrk, server.port, path, body_file, duration=duration,
                          connections=connections, threads=threads)
-        result["worker_spread"] = spread(before, {pid: cpu_seconds_of(pid) for pid in before})
+        result["worker_spread"] = spread(before, {pid: cpu_seconds(pid) for pid in before})
         if result["worker_spread"] >= MIN_SPREAD:
             result["discarded_unbalanced"] = discarded
             return result
@@ -225,6 +219,18 @@ def balanced_wrk(wrk: str, server: Server, path: str, body_file: Path, *, durati
     return result
 
 
+def _mb(kib: int | None) -> float:
+    return float("nan") if kib is None else round(kib / 1024, 1)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS now and at its peak, and PSS (see :class:`tools.proc.Memory`), in MB to one decimal;
+    nan for a figure that could not be read."""
+    used = memory(pid)
+    return {"rss_mb": _mb(used.rss_kib), "peak_rss_mb": _mb(used.peak_kib),
+            "pss_mb": _mb(used.pss_kib)}
+
+
 def worker_memory(server: Server, big_body: bytes, path: str, calls: int) -> dict[str, Any]:
     """Send ``calls`` 10k-resource hook calls, two at a time (both workers), then read RSS."""
 
@@ -235,17 +241,17 @@ def worker_memory(server: Server, big_body: bytes, path: str, calls: int) -> dic
             raise RuntimeError(f"10k call answered {status}: {data[:200]!r}")
         return time.perf_counter() - started
 
-    before = {str(pid): rss_of(pid) for pid in server.workers()}
+    before = {str(pid): memory_mb(pid) for pid in server.workers()}
     with ThreadPoolExecutor(max_workers=2) as pool:
         seconds = list(pool.map(one, range(calls)))
-    workers = {str(pid): rss_of(pid) for pid in server.workers()}
+    workers = {str(pid): memory_mb(pid) for pid in server.workers()}
     return {
         "calls": calls,
         "workers_before": before,
         "call_seconds_median": round(median(seconds), 3),
         "workers": workers,
         "peak_rss_mb_max": max((w["peak_rss_mb"] for w in workers.values()), default=None),
-        "master": rss_of(server.proc.pid),
+        "master": memory_mb(server.proc.pid),
     }
 
 

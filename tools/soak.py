@@ -17,9 +17,9 @@ feedback must be acknowledged. At the end, the database must hold every acknowle
 entry exactly once. Worker RSS is sampled every few seconds after a warm-up; the report gives
 RSS at start and end, and the run fails if it grew more than ``--max-rss-growth-mib``.
 
-    python tools/soak.py                       # 5 minutes at 20 req/s (make soak)
-    python tools/soak.py --duration 30         # what CI runs
-    python tools/soak.py --json var/soak.json  # also write the report as JSON
+    python -m tools.soak                       # 5 minutes at 20 req/s (make soak)
+    python -m tools.soak --duration 30         # what CI runs
+    python -m tools.soak --json var/soak.json  # also write the report as JSON
 
 Exit status 0 when there was no error, nothing was lost and memory stayed flat.
 """
@@ -48,6 +48,8 @@ from typing import Any
 
 import requests
 
+from tools.proc import live_children, memory
+
 # ---------------------------------------------------------------------------- the server
 
 
@@ -65,15 +67,6 @@ def _serve_command() -> list[str]:
         return [str(script)]
     found = shutil.which("hypermobility-cds")
     return [found] if found else [sys.executable, "-m", "cds_service.cli"]
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of one process, from /proc (Linux)."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class ServedProcess:
@@ -150,32 +143,16 @@ class ServedProcess:
         return self.process.pid
 
     def worker_pids(self) -> list[int]:
-        """The gunicorn workers: the master's live children, from /proc (Linux).
-
-        Every /proc/<pid>/stat is read (the master's ``task/*/children`` lists only children
-        forked by that one thread); dying (``Z``) and exited processes are left out.
-        """
-        workers = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            state, parent = fields[0], int(fields[1])
-            if parent == self.pid and state not in ("Z", "X"):
-                workers.append(int(entry))
-        return sorted(workers)
+        """The gunicorn workers: the master's live children (:func:`tools.proc.live_children`)."""
+        return live_children(self.pid)
 
     def worker_rss_kib(self) -> dict[int, int]:
+        """Each worker's RSS (PSS is not read: see :func:`tools.proc.memory`)."""
         out = {}
         for pid in self.worker_pids():
-            try:
-                out[pid] = rss_kib(pid)
-            except OSError:
-                continue  # exited between listing and reading
+            rss = memory(pid, pss=False).rss_kib
+            if rss is not None:  # None: exited between listing and reading
+                out[pid] = rss
         return out
 
     def stop(self, timeout: float = 30.0) -> int:

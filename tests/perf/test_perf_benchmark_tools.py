@@ -261,7 +261,7 @@ def test_a_wrk_run_that_one_worker_took_alone_is_run_again(monkeypatch, tmp_path
         return {"requests_per_s": 1000.0 * (first + second)}
 
     monkeypatch.setattr(http, "run_wrk", fake_wrk)
-    monkeypatch.setattr(http, "cpu_seconds_of", lambda pid: clock[pid])
+    monkeypatch.setattr(http, "cpu_seconds", lambda pid: clock[pid])
     logged = []
     result = http.balanced_wrk("wrk", FakeServer(), "/p", tmp_path / "b", duration=1,
                                connections=8, threads=2, log=logged.append)
