@@ -60,13 +60,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _serve_command() -> list[str]:
-    """The installed ``hypermobility-cds`` next to this interpreter, else ``python -m``."""
-    script = Path(sys.executable).with_name("hypermobility-cds")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("hypermobility-cds")
-    return [found] if found else [sys.executable, "-m", "cds_service.cli"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _with_repo_on_path(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this checkout first on PYTHONPATH: the served process imports this
+    checkout's ``cds_service``, as the caller does when run from it. The installed
+    ``hypermobility-cds`` script would import whatever checkout the virtualenv was installed from
+    (an editable install maps one checkout; several git worktrees may share one virtualenv)."""
+    paths = [str(REPO), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 class ServedProcess:
@@ -94,13 +97,13 @@ class ServedProcess:
         self.database_url = database_url or f"sqlite:///{self.workdir / 'cds.sqlite3'}"
         self.log_path = self.workdir / f"serve-{self.port}.log"
         self.workers, self.threads = workers, threads
-        self.env = {
+        self.env = _with_repo_on_path({
             **os.environ,
             "CDS_PROFILE": "development",
             "CDS_AUTH": "off",
             "CDS_DATABASE_URL": self.database_url,
             **(env or {}),
-        }
+        })
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0, wait_for: str = "/readyz") -> ServedProcess:
@@ -110,7 +113,8 @@ class ServedProcess:
     def launch(self) -> ServedProcess:
         """Start the process and return at once (several can then start side by side)."""
         command = [
-            *_serve_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1",
+            "--port", str(self.port),
             "--workers", str(self.workers), "--threads", str(self.threads),
         ]
         log = self.log_path.open("ab")
