@@ -4,6 +4,7 @@ It parses the request JSON (as a bare Flask view would, with ``request.get_json(
 with a fixed JSON body of exactly ``FLOOR_RESPONSE_BYTES`` bytes, the size of the real service's
 answer. Served by gunicorn with the same workers and threads as the service, its requests/s are
 the ceiling the service is measured against: what remains between the two is our own work.
+``GET /readyz`` answers 200, so that it is started and waited for like the service.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def create_floor_app(response_bytes: int) -> Flask:
         if not isinstance(request.get_json(), dict):
             abort(400)
         return Response(body, mimetype="application/json")
+
+    @app.get("/readyz")
+    def ready() -> str:  # what ServedProcess waits for, as it does for the service
+        return "ready"
 
     return app
 

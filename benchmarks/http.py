@@ -17,7 +17,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,9 @@ from typing import Any
 
 from benchmarks.charts import PATIENT_VIEW_SCENARIO
 from benchmarks.common import BIG_BODY_BYTES, hook_call, median
-from tools.proc import cpu_seconds, live_children, memory
-from tools.soak import free_port
+from tools.proc import cpu_seconds
+from tools.proc import memory as process_memory
+from tools.soak import ServedProcess, free_port
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "wrk_post.lua"
@@ -64,75 +64,27 @@ def post(port: int, path: str, body: bytes, timeout: float = 60) -> tuple[int, b
         conn.close()
 
 
-def wait_ready(port: int, proc: subprocess.Popen, path: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server on port {port} did not start within {timeout} s")
+def start_service(directory: Path, workers: int, threads: int) -> ServedProcess:
+    """``hypermobility-cds serve`` as deployed: the production profile (not the development
+    one ServedProcess defaults to), auth off (wrk sends no JWT), and bodies up to
+    :data:`BIG_BODY_BYTES` for the 10,000-resource chart."""
+    env = {"CDS_PROFILE": "production", "CDS_MAX_BODY_BYTES": str(BIG_BODY_BYTES)}
+    return ServedProcess(directory, workers=workers, threads=threads, env=env,
+                         own_session=True).start()
 
 
-class Server:
-    """A gunicorn process group started by the benchmark, stopped by its own pid."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
-        self.port = port
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def workers(self) -> list[int]:
-        return live_children(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # gunicorn: graceful shutdown of its workers
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # our own session only
-                self.proc.wait()
-        self._log.close()
-
-
-def start_service(directory: Path, workers: int, threads: int) -> Server:
+def start_floor(directory: Path, workers: int, threads: int,
+                response_bytes: int) -> ServedProcess:
+    """The floor app under plain gunicorn, with the service's workers and threads."""
     port = free_port()
-    env = {
-        **os.environ,
-        "CDS_DATABASE_URL": f"sqlite:///{directory / 'http-bench.sqlite3'}",
-        "CDS_MAX_BODY_BYTES": str(BIG_BODY_BYTES),
-    }
-    env.pop("CDS_PROFILE", None)
-    argv = [
-        sys.executable, "-m", "cds_service.cli", "serve", "--auth", "off",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--threads", str(threads),
-    ]
-    server = Server(argv, env, port, directory / "service.log")
-    wait_ready(port, server.proc, "/cds-services")
-    return server
-
-
-def start_floor(directory: Path, workers: int, threads: int, response_bytes: int) -> Server:
-    port = free_port()
-    env = {**os.environ, "FLOOR_RESPONSE_BYTES": str(response_bytes)}
-    argv = [
+    command = [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers), "--threads", str(threads), "--timeout", "30",
         "--chdir", str(HERE.parent), "benchmarks.floor_app:app",
     ]
-    server = Server(argv, env, port, directory / "floor.log")
-    wait_ready(port, server.proc, "/")
-    return server
+    return ServedProcess(directory, workers=workers, threads=threads, command=command,
+                         port=port, env={"FLOOR_RESPONSE_BYTES": str(response_bytes)},
+                         own_session=True, name="floor").start()
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -186,7 +138,7 @@ def spread(before: dict[int, float], after: dict[int, float]) -> float:
     return round(min(used) / busiest, 3) if busiest > 0 else 1.0
 
 
-def balanced_wrk(wrk: str, server: Server, path: str, body_file: Path, *, duration: int,
+def balanced_wrk(wrk: str, server: ServedProcess, path: str, body_file: Path, *, duration: int,
                  connections: int, threads: int, tries: int = MAX_TRIES,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """A wrk run in which every worker did its share, retried up to ``tries`` times.
@@ -201,7 +153,7 @@ def balanced_wrk(wrk: str, server: Server, path: str, body_file: Path, *, durati
     """
     discarded = []
     for _ in range(tries):
-        before = {pid: cpu_seconds(pid) for pid in server.workers()}
+        before = {pid: cpu_seconds(pid) for pid in server.worker_pids()}
         result = run_wrk(wrk, server.port, path, body_file, duration=duration,
                          connections=connections, threads=threads)
         result["worker_spread"] = spread(before, {pid: cpu_seconds(pid) for pid in before})
@@ -226,12 +178,12 @@ def _mb(kib: int | None) -> float:
 def memory_mb(pid: int) -> dict[str, float]:
     """RSS now and at its peak, and PSS (see :class:`tools.proc.Memory`), in MB to one decimal;
     nan for a figure that could not be read."""
-    used = memory(pid)
+    used = process_memory(pid)
     return {"rss_mb": _mb(used.rss_kib), "peak_rss_mb": _mb(used.peak_kib),
             "pss_mb": _mb(used.pss_kib)}
 
 
-def worker_memory(server: Server, big_body: bytes, path: str, calls: int) -> dict[str, Any]:
+def worker_memory(server: ServedProcess, big_body: bytes, path: str, calls: int) -> dict[str, Any]:
     """Send ``calls`` 10k-resource hook calls, two at a time (both workers), then read RSS."""
 
     def one(_: int) -> float:
@@ -241,17 +193,17 @@ def worker_memory(server: Server, big_body: bytes, path: str, calls: int) -> dic
             raise RuntimeError(f"10k call answered {status}: {data[:200]!r}")
         return time.perf_counter() - started
 
-    before = {str(pid): memory_mb(pid) for pid in server.workers()}
+    before = {str(pid): memory_mb(pid) for pid in server.worker_pids()}
     with ThreadPoolExecutor(max_workers=2) as pool:
         seconds = list(pool.map(one, range(calls)))
-    workers = {str(pid): memory_mb(pid) for pid in server.workers()}
+    workers = {str(pid): memory_mb(pid) for pid in server.worker_pids()}
     return {
         "calls": calls,
         "workers_before": before,
         "call_seconds_median": round(median(seconds), 3),
         "workers": workers,
         "peak_rss_mb_max": max((w["peak_rss_mb"] for w in workers.values()), default=None),
-        "master": memory_mb(server.proc.pid),
+        "master": memory_mb(server.pid),
     }
 
 

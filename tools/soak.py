@@ -73,11 +73,19 @@ def _with_repo_on_path(env: dict[str, str]) -> dict[str, str]:
 
 
 class ServedProcess:
-    """``hypermobility-cds serve`` on a free loopback port, as a child process.
+    """A server on a free loopback port, as a child process: ``hypermobility-cds serve`` unless
+    given another ``command``.
 
-    Used by this soak, ``tests/reliability/test_processes.py`` and
-    ``tests/multi_instance/test_multi_instance.py``. Its stderr (JSON logs)
-    goes to ``log_path``. Stop it with :meth:`stop` (SIGTERM: gunicorn drains, then exits).
+    The one way this repository starts a server to send requests to: the soak, the benchmarks
+    (``benchmarks/http.py``: the service and the bare Flask floor under plain gunicorn;
+    ``benchmarks/scale_out.py``: several instances side by side) and the process tests
+    (``tests/reliability/test_processes.py``, ``tests/multi_instance/``). By default the
+    service runs with the development profile, auth off and a SQLite database in ``workdir``;
+    ``env`` adds or overrides variables. A ``command`` must listen on ``port`` (so pass both),
+    run ``workers`` gunicorn workers and answer 200 on the ``wait_for`` path when ready. Output
+    goes to ``log_path`` in ``workdir``. ``own_session`` gives it a process group of its own,
+    so that a server that hangs is killed whole, workers included, and nothing else.
+    Stop it with :meth:`stop` (SIGTERM: gunicorn drains, then exits).
     """
 
     def __init__(
@@ -89,14 +97,28 @@ class ServedProcess:
         env: dict[str, str] | None = None,
         database_url: str | None = None,
         port: int | None = None,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+        own_session: bool = False,
+        name: str = "serve",
     ) -> None:
+        if command is not None and port is None:
+            raise ValueError("a command must name its port: pass port= too")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url or f"sqlite:///{self.workdir / 'cds.sqlite3'}"
-        self.log_path = self.workdir / f"serve-{self.port}.log"
+        self.name = name
+        self.log_path = self.workdir / f"{name}-{self.port}.log"
         self.workers, self.threads = workers, threads
+        self.command = command or [
+            sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", str(workers), "--threads", str(threads),
+        ]
+        self.cwd = cwd or self.workdir
+        self.own_session = own_session
         self.env = _with_repo_on_path({
             **os.environ,
             "CDS_PROFILE": "development",
@@ -112,14 +134,10 @@ class ServedProcess:
 
     def launch(self) -> ServedProcess:
         """Start the process and return at once (several can then start side by side)."""
-        command = [
-            sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--workers", str(self.workers), "--threads", str(self.threads),
-        ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+            start_new_session=self.own_session,
         )
         log.close()
         return self
@@ -130,7 +148,8 @@ class ServedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.process.returncode}: {self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}: {self.tail()}")
             try:
                 ready = requests.get(self.url + wait_for, timeout=1).status_code == 200
                 if ready and len(self.worker_pids()) >= self.workers:
@@ -139,7 +158,7 @@ class ServedProcess:
                 pass
             time.sleep(0.1)
         self.kill()
-        raise RuntimeError(f"serve did not become ready in {timeout} s: {self.tail()}")
+        raise RuntimeError(f"{self.name} did not become ready in {timeout} s: {self.tail()}")
 
     @property
     def pid(self) -> int:
@@ -160,7 +179,8 @@ class ServedProcess:
         return out
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (graceful: in-flight requests finish), then wait; returns the exit code."""
+        """SIGTERM (graceful: in-flight requests finish), then wait; killed if still running
+        after ``timeout`` s. Returns the exit code (negative: the signal that ended it)."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
         self.process.send_signal(signal.SIGTERM)
@@ -168,15 +188,20 @@ class ServedProcess:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise
+            return self.process.returncode
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """SIGKILL to the server and its workers (a worker would outlive a killed master)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if self.own_session:
+            os.killpg(self.pid, signal.SIGKILL)  # its own group: all of it, nothing else
+        else:
             for pid in self.worker_pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.process.kill()
-            self.process.wait(10)
+        self.process.wait(10)
 
     def tail(self, lines: int = 20) -> str:
         try:

@@ -11,9 +11,7 @@ Needs ``CDS_TEST_POSTGRES_URL`` (``.ci/run`` starts a server); bounded to well u
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -106,8 +104,7 @@ def instances(database_url, issuer, tmp_path_factory) -> Iterator[list[ServedPro
         yield pair
     finally:
         for instance in pair:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                instance.stop()  # SIGTERM; killed if it has not stopped within 30 s
+            instance.stop()  # SIGTERM; killed if it has not stopped within 30 s
 
 
 def _count(database_url: str, table) -> int:

@@ -94,6 +94,7 @@ def test_floor_answers_with_exactly_the_requested_size():
     status, data = wsgi_post(app, "/cds-services/x", b'{"hook": "patient-view"}')
     assert (status, len(data)) == (200, 5_000)
     assert wsgi_post(app, "/cds-services/x", b"[1]")[0] == 400
+    assert app.test_client().get("/readyz").status_code == 200  # ServedProcess waits for it
 
 
 def test_wsgi_post_drives_the_real_app(app):
@@ -248,7 +249,7 @@ def test_a_wrk_run_that_one_worker_took_alone_is_run_again(monkeypatch, tmp_path
     class FakeServer:
         port = 1
 
-        def workers(self):
+        def worker_pids(self):
             return [11, 12]
 
     clock = {11: 0.0, 12: 0.0}
