@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -40,7 +39,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
@@ -54,7 +52,7 @@ from cds_service.storage.database import Database
 from cds_service.storage.feedback import FeedbackStore
 from cds_service.storage.schema import feedback as feedback_table
 from tools.postgres_schema import fresh_schema
-from tools.soak import free_port
+from tools.soak import ServedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -201,45 +199,22 @@ def make_signer(folder: Path) -> Signer:
 @contextmanager
 def instances(count: int, workers: int, database_url: str, signer: Signer,
               folder: Path) -> Iterator[list[str]]:
-    script = Path(sys.executable).with_name("hypermobility-cds")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "cds_service.cli"]
-    env = {**os.environ, "CDS_PROFILE": "production", "CDS_AUTH": "required",
+    """``count`` production instances (JWT required) on one database, launched side by side
+    and then waited for; their base URLs."""
+    env = {"CDS_PROFILE": "production", "CDS_AUTH": "required",
            "CDS_TRUSTED_ISSUERS_FILE": str(signer.issuers_file), "CDS_PUBLIC_BASE_URL": PUBLIC,
-           "CDS_DATABASE_URL": database_url,
            "CDS_FHIR_SERVER_ALLOWLIST": "https://fhir.bench.test/r4"}
-    procs, bases = [], []
+    served = [ServedProcess(folder, workers=workers, database_url=database_url, env=env,
+                            cwd=REPO, own_session=True) for _ in range(count)]
     try:
-        for n in range(count):
-            port = free_port()
-            log = (folder / f"instance-{n}.log").open("w")
-            procs.append(subprocess.Popen(
-                [*command, "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", str(workers)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-            bases.append(f"http://127.0.0.1:{port}")
-        for proc, base in zip(procs, bases, strict=True):
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"instance {base} exited; see {folder}")
-                try:
-                    if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"instance {base} not ready in 60 s")
-                time.sleep(0.2)
-        yield bases
+        for instance in served:
+            instance.launch()
+        for instance in served:
+            instance.wait_ready(60)
+        yield [instance.url for instance in served]
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        for instance in served:
+            instance.stop()
 
 
 # -- load ----------------------------------------------------------------------------------------
