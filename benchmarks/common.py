@@ -41,7 +41,11 @@ class HookCall:
 
 def hook_call(scenario: str, size: int, *, prefetch: bool = True, fhir_server: str | None = None,
               ) -> HookCall:
-    chart = build_chart(scenario, size)
+    return call_of(build_chart(scenario, size), prefetch=prefetch, fhir_server=fhir_server)
+
+
+def call_of(chart: Chart, *, prefetch: bool = True, fhir_server: str | None = None) -> HookCall:
+    """The hook call for a chart already built."""
     service = chart.scenario.service
     request = chart.scenario.hook_request(service.prefetch if prefetch else None,
                                           fhir_server=fhir_server)

@@ -22,18 +22,19 @@ from typing import Any
 import requests
 
 from benchmarks.charts import PATIENT_VIEW_SCENARIO, build_chart
-from benchmarks.common import hook_call, median, queries_of, summary_ms
+from benchmarks.common import call_of, median, queries_of, summary_ms
 from benchmarks.inprocess import check_call, close_app, make_app, timed
 
 PAGE_SIZE = 1_000
 
 
-def _serve_chart(scenario: str, size: int, page_size: int, conn: Connection) -> None:
-    """Child process: serve the chart (rebuilt here: it is deterministic) until killed."""
+def _serve(resources: list[dict[str, Any]], page_size: int, conn: Connection) -> None:
+    """Child process: serve the chart's resources until killed. They come from the parent's
+    chart (pickled by the spawn), not built again: the server holds exactly what the call is
+    checked against, and the chart is built once."""
     from cds_service.devtools import memory_fhir
 
-    chart = build_chart(scenario, size)
-    _server, base = memory_fhir.serve(chart.scenario.resources, page_size=page_size)
+    _server, base = memory_fhir.serve(resources, page_size=page_size)
     conn.send(base)
     conn.close()
     threading.Event().wait()  # the server runs in its own thread until this process is ended
@@ -62,17 +63,18 @@ def run(
     calls: int = 5,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
+    chart = build_chart(PATIENT_VIEW_SCENARIO, size)
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe(duplex=False)
     server = context.Process(
-        target=_serve_chart, args=(PATIENT_VIEW_SCENARIO, size, page_size, theirs), daemon=True
+        target=_serve, args=(chart.scenario.resources, page_size, theirs), daemon=True
     )
     server.start()
     try:
         if not ours.poll(120):
             raise RuntimeError("the FHIR server process did not start within 120 s")
         base = ours.recv()
-        call = hook_call(PATIENT_VIEW_SCENARIO, size, prefetch=False, fhir_server=base)
+        call = call_of(chart, prefetch=False, fhir_server=base)
         with tempfile.TemporaryDirectory(prefix="cds-fetched-") as directory:
             app = make_app(directory, allow_loopback_http=True, fhir_server_allowlist=(base,))
             try:
