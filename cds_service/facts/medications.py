@@ -64,7 +64,8 @@ def _referenced_medication(order: Any, medications: Mapping[str, Any]) -> Any | 
             if contained.id == reference[1:]:
                 return contained
         return None
-    key = "Medication/" + reference.rsplit("Medication/", 1)[-1]
+    # Relative or absolute, and without a version: the record keys Medications "Medication/<id>".
+    key = "Medication/" + reference.partition("/_history/")[0].rsplit("Medication/", 1)[-1]
     return medications.get(key)
 
 

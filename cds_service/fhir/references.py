@@ -29,7 +29,9 @@ from cds_service.fhir.client import FetchError, FhirClient
 from cds_service.fhir.models import ID_CHARACTERS
 from cds_service.fhir.server_policy import FhirServerRefused, check_fhir_server
 
-_RELATIVE_MEDICATION = re.compile(rf"^Medication/({ID_CHARACTERS})$")
+# "Medication/<id>", or a version of it ("Medication/<id>/_history/<vid>"): the Medication is
+# read, and matched, by its id (a Medication's versions name the same drug).
+_RELATIVE_MEDICATION = re.compile(rf"^Medication/({ID_CHARACTERS})(?:/_history/{ID_CHARACTERS})?$")
 # Reads per hook call, at most: a patient's active orders seldom name more than a few
 # Medications by reference; the cap bounds what one call can ask of the EHR's server.
 MAX_READS = 32

@@ -50,6 +50,16 @@ def test_missing_are_the_relative_references_not_at_hand_each_once_in_order():
     assert missing_medications([], have) == []
 
 
+def test_a_version_of_a_medication_is_read_by_its_id():
+    orders = [
+        order("a", "Medication/oxy/_history/3"),
+        order("b", "Medication/oxy"),  # the same Medication: once
+        order("c", "Medication/have/_history/1"),  # at hand already, whatever the version
+        order("d", "Medication/x/_history/"),  # no version: not a reference
+    ]
+    assert missing_medications(orders, {"Medication/have": object()}) == ["oxy"]
+
+
 @pytest.fixture
 def client():
     c = FhirClient(limits=FetchLimits(timeout_s=1.0, deadline_s=3.0))

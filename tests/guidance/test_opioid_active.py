@@ -139,3 +139,21 @@ def test_rule_metadata(knowledge):
     assert RULE.indicator == "warning"
     assert RULE.evaluate is opioid_active.evaluate
     assert "cdc-opioids-2022" in RULE.sources
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "Medication/m1",
+        "Medication/m1/_history/4",
+        "https://ehr.example.org/fhir/Medication/m1/_history/4",
+    ],
+)
+def test_an_opioid_in_a_referenced_medication_counts_whatever_version_is_named(run, reference):
+    order = active("oxy")
+    del order["medicationCodeableConcept"]
+    order["medicationReference"] = {"reference": reference}
+    medication = {"resourceType": "Medication", "id": "m1",
+                  "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                       "code": "1049621"}]}}
+    assert run(cohort(order, medication)) is not None
