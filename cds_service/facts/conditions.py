@@ -27,9 +27,19 @@ def is_recorded(condition: Any) -> bool:
 
 
 def is_active(condition: Any) -> bool:
-    """rules.md "Active condition": clinical status active/recurrence/relapse or absent."""
+    """rules.md "Active condition": clinical status active/recurrence/relapse or absent.
+
+    An abated condition (``abatement[x]`` given) is not active, whatever its status says:
+    FHIR R4 (invariant con-4) gives an abated Condition an inactive, resolved or remission
+    status, so an absent status there does not mean active, and an active one contradicts the
+    abatement. It stays on the record (``is_recorded``): a resolved diagnosis is still one.
+    """
     clinical = status_code(condition.clinicalStatus)
-    return is_recorded(condition) and (clinical is None or clinical in ACTIVE_CLINICAL)
+    return (
+        is_recorded(condition)
+        and (clinical is None or clinical in ACTIVE_CLINICAL)
+        and not condition.abated
+    )
 
 
 UCUM = "http://unitsofmeasure.org"

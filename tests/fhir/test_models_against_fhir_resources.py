@@ -224,6 +224,10 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "abatement date as words": _abated("resolved", abatementDateTime="last spring"),
     "two abatements": _abated("inactive", abatementDateTime="2024-03-01", abatementString="x"),
+    # Against FHIR invariant con-4, which neither validator checks: the facts read an abated
+    # Condition as not active whatever its status says (tests/guidance/test_chronic_pain.py).
+    "abated with no status": _abated(None, abatementDateTime="2024-03-01"),
+    "abated yet active": _abated("active", abatementString="after physiotherapy"),
     "component without a code": (
         lambda r: {**r, "component": [{"valueQuantity": {"value": 1}}]} if "component" in r
         else None
@@ -258,26 +262,6 @@ def test_both_validators_agree(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(STRICTER))
 def test_numbers_must_be_json_numbers(name: str) -> None:
     changed = [m for r in RESOURCES if (m := STRICTER[name](copy.deepcopy(r))) is not None]
-    assert changed
-    for resource in changed:
-        assert validate(resource) is None
-        assert _reference_accepts(resource)  # the difference is deliberate, and still there
-
-
-# FHIR R4 invariant con-4 (an abated condition is inactive, resolved or in remission):
-# fhir.resources checks no invariants, the slim Condition checks this one.
-STILL_ACTIVE_BUT_ABATED: dict[str, Mutation] = {
-    "no status": _abated(None, abatementDateTime="2024-03-01"),
-    "active": _abated("active", abatementString="after physiotherapy"),
-    "relapse": _abated("relapse", abatementPeriod={"start": "2024-01-01", "end": "2024-03-01"}),
-}
-
-
-@pytest.mark.parametrize("name", sorted(STILL_ACTIVE_BUT_ABATED))
-def test_an_abated_condition_must_not_be_active(name: str) -> None:
-    changed = [
-        m for r in RESOURCES if (m := STILL_ACTIVE_BUT_ABATED[name](copy.deepcopy(r))) is not None
-    ]
     assert changed
     for resource in changed:
         assert validate(resource) is None

@@ -89,6 +89,17 @@ def test_resolved_diagnosis_still_counts_as_diagnosed(run):
     assert run(chart(beighton(6), old)) is None
 
 
+@pytest.mark.parametrize("clinical", [None, "active", "resolved"])
+def test_an_abated_diagnosis_still_counts_as_diagnosed(run, clinical):
+    """An abated diagnosis is not active (FHIR con-4), but it is a diagnosis of some type all
+    the same, whatever its status says, or without one."""
+    old = condition("p1", "dx", ICD10CM, "Q79.62", clinical=clinical or "active")
+    old["abatementDateTime"] = "2024-03-01"
+    if clinical is None:
+        del old["clinicalStatus"]
+    assert run(chart(beighton(6), old)) is None
+
+
 def test_diagnosis_entered_in_error_does_not_count(run):
     wrong = condition("p1", "dx", ICD10CM, "M35.7", verification="entered-in-error")
     assert run(chart(beighton(6), wrong)) is not None
