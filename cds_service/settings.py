@@ -109,17 +109,17 @@ class Settings:
             changes["fhir_server_allowlist"] = _split(env["CDS_FHIR_SERVER_ALLOWLIST"])
         if "CDS_CORS_ORIGINS" in env:
             changes["cors_origins"] = _split(env["CDS_CORS_ORIGINS"])
-        for var, attr in (
-            ("CDS_MAX_BODY_BYTES", "max_body_bytes"),
-            ("CDS_MAX_DRAFT_ORDERS", "max_draft_orders"),
-            ("CDS_MAX_PREFETCH_KEYS", "max_prefetch_keys"),
-            ("CDS_FHIR_MAX_PAGES", "fhir_max_pages"),
-            ("CDS_FHIR_PAGE_SIZE", "fhir_page_size"),
-            ("CDS_FHIR_MAX_WORKERS", "fhir_max_workers"),
-            ("CDS_DATABASE_POOL_SIZE", "database_pool_size"),
+        for var, attr, least in (
+            ("CDS_MAX_BODY_BYTES", "max_body_bytes", 1),
+            ("CDS_MAX_DRAFT_ORDERS", "max_draft_orders", 0),
+            ("CDS_MAX_PREFETCH_KEYS", "max_prefetch_keys", 0),
+            ("CDS_FHIR_MAX_PAGES", "fhir_max_pages", 1),
+            ("CDS_FHIR_PAGE_SIZE", "fhir_page_size", 0),  # 0: no _count sent
+            ("CDS_FHIR_MAX_WORKERS", "fhir_max_workers", 1),
+            ("CDS_DATABASE_POOL_SIZE", "database_pool_size", 1),
         ):
             if var in env:
-                changes[attr] = _int(env, var)
+                changes[attr] = _int(env, var, least)
         for var, attr in (
             ("CDS_FHIR_TIMEOUT_S", "fhir_timeout_s"),
             ("CDS_FHIR_DEADLINE_S", "fhir_deadline_s"),
@@ -164,11 +164,14 @@ def _bool(env: Mapping[str, str], var: str) -> bool:
     raise SettingsError(f"{var} must be true or false")
 
 
-def _int(env: Mapping[str, str], var: str) -> int:
+def _int(env: Mapping[str, str], var: str, least: int) -> int:
     try:
-        return int(env[var])
+        value = int(env[var])
     except ValueError:
         raise SettingsError(f"{var} must be an integer") from None
+    if value < least:
+        raise SettingsError(f"{var} must be at least {least}")
+    return value
 
 
 def _float(env: Mapping[str, str], var: str) -> float:

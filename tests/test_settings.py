@@ -51,6 +51,9 @@ def test_environment_overrides():
     ({"CDS_AUTH": "maybe"}, "CDS_AUTH"),
     ({"CDS_MAX_BODY_BYTES": "lots"}, "CDS_MAX_BODY_BYTES"),
     ({"CDS_FHIR_TIMEOUT_S": "soon"}, "CDS_FHIR_TIMEOUT_S"),
+    ({"CDS_FHIR_PAGE_SIZE": "-5"}, "CDS_FHIR_PAGE_SIZE must be at least 0"),
+    ({"CDS_FHIR_MAX_PAGES": "0"}, "CDS_FHIR_MAX_PAGES must be at least 1"),
+    ({"CDS_MAX_BODY_BYTES": "-1"}, "CDS_MAX_BODY_BYTES must be at least 1"),
     ({"CDS_GUIDANCE_FILE": "/nonexistent/guidance.json"}, "cannot read"),
 ])
 def test_bad_values_name_the_variable(env, needle):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from time import monotonic
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import parse_qsl, urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -439,8 +439,7 @@ class FhirClient:
             return [resource]
         page_size = self._limits.page_size
         if page_size and "_count" not in _param_names(params):
-            separator = "&" if params else ("" if relative.endswith("?") else "?")
-            url = f"{url}{separator}_count={page_size}"
+            url = f"{url.rstrip('?&')}{'&' if params.strip('&') else '?'}_count={page_size}"
         bundle = self._get_json(call, key, url, read=False)  # never None for a search
         return self._collect(call, key, bundle, url)
 
@@ -683,5 +682,7 @@ def _links(key: str, bundle: dict[str, Any], current_url: str) -> dict[str, list
 
 
 def _param_names(params: str) -> set[str]:
-    """The parameter names of a query string (``a=1&b:exact=2`` gives ``a`` and ``b:exact``)."""
-    return {part.partition("=")[0] for part in params.split("&") if part}
+    """The parameter names of a query string, percent-decoded as the server will read them and
+    without a modifier (``a=1&b:exact=2&%5Fc=3`` gives ``a``, ``b`` and ``_c``)."""
+    pairs = parse_qsl(params, keep_blank_values=True)
+    return {name.partition(":")[0] for name, _ in pairs}

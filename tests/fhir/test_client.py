@@ -751,6 +751,11 @@ def test_a_late_cut_never_lands_on_the_next_request_of_the_same_connection(monke
         ("Observation?patient=p1&_count=7", "Observation?patient=p1&_count=7"),  # its own kept
         ("Observation?", "Observation?_count=500"),
         ("Observation", "Observation?_count=500"),
+        ("Observation?patient=p1&", "Observation?patient=p1&_count=500"),
+        ("Observation?patient=p1&_count:exact=5", "Observation?patient=p1&_count:exact=5"),
+        # Its own, percent-encoded (requests sends "_" for "%5F"): kept, never sent twice.
+        ("Observation?patient=p1&%5Fcount=5", "Observation?patient=p1&_count=5"),
+        ("Observation?code=_count", "Observation?code=_count&_count=500"),  # a value, not a name
         ("Patient/p1", "Patient/p1"),  # a read is not a search
     ],
 )
