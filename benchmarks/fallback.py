@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from benchmarks.charts import PATIENT_VIEW_SCENARIO
-from benchmarks.common import hook_call, median, queries_of
+from benchmarks.charts import PATIENT_VIEW_SCENARIO, build_chart
+from benchmarks.common import call_of, median, queries_of
 from benchmarks.inprocess import check_call, close_app, make_app, timed
 from cds_service.devtools import memory_fhir
 
@@ -28,11 +28,10 @@ def run(
     calls: int = 7,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    probe = hook_call(PATIENT_VIEW_SCENARIO, size)
-    resources = probe.chart.scenario.resources
-    server, base = memory_fhir.serve(resources, delay_s=delay_s)
+    chart = build_chart(PATIENT_VIEW_SCENARIO, size)
+    server, base = memory_fhir.serve(chart.scenario.resources, delay_s=delay_s)
     try:
-        call = hook_call(PATIENT_VIEW_SCENARIO, size, prefetch=False, fhir_server=base)
+        call = call_of(chart, prefetch=False, fhir_server=base)
         queries = queries_of(call)
         with tempfile.TemporaryDirectory(prefix="cds-fallback-") as directory:
             app = make_app(directory, allow_loopback_http=True, fhir_server_allowlist=(base,))
@@ -56,7 +55,7 @@ def run(
     total_ms = round(median(totals) * 1000, 2)
     result = {
         "scenario": PATIENT_VIEW_SCENARIO,
-        "resources": probe.chart.size,
+        "resources": chart.size,
         "delay_ms": delay_s * 1000,
         "queries": len(queries),
         "calls": calls,
