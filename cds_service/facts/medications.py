@@ -100,9 +100,9 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
     """Why this order is a medication for opioid use disorder (never flagged), or None.
 
     rules.md "MOUD": (a) always, by a moud-always code or brand name, or by the buprenorphine
-    name beside naloxone or a sublingual / extended-release injectable form; (b) with an opioid
-    use disorder diagnosis, any product of the buprenorphine/methadone value set, by code or by
-    the buprenorphine or methadone name.
+    name beside naloxone or a sublingual, subcutaneous or extended-release injectable form;
+    (b) with an opioid use disorder diagnosis, any product of the buprenorphine/methadone value
+    set, by code or by the buprenorphine or methadone name.
     """
     # What the drug is comes from its names only: dosage instructions may name another drug
     # ("keep a naloxone kit at home", advised beside any opioid). Its form and route may also
@@ -113,9 +113,14 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
     ):
         return MOUD_ALWAYS
     buprenorphine = _first_term(knowledge, "buprenorphine-name", names)
+    forms = names + drug.form_words
     if buprenorphine and (
         _first_term(knowledge, "naloxone", names)
-        or _first_term(knowledge, "buprenorphine-moud-form", names + drug.form_words)
+        or _first_term(knowledge, "buprenorphine-moud-form", forms)
+        or (
+            _first_term(knowledge, "extended-release-form", forms)
+            and _first_term(knowledge, "injection-form", forms)
+        )
     ):
         return MOUD_ALWAYS
     if has_oud:

@@ -59,6 +59,13 @@ def test_moud_named_by_brand_or_sl_is_never_flagged(run, text):
         ("buprenorphine 8 mg / naloxone 2 mg sublingual film", None),
         ("buprenorphine-naloxone 8-2 mg film", None),
         ("buprenorphine 300 mg extended-release injection", None),
+        # Extended-release and injection apart, abbreviated, or the route or device saying it:
+        ("buprenorphine extended-release 300 mg/1.5 mL subcutaneous injection", None),
+        ("buprenorphine ER 100 mg/0.5 mL injection", None),
+        ("buprenorphine XR injectable 300 mg", None),
+        ("buprenorphine 300 mg/1.5 mL prefilled syringe", None),
+        ("buprenorphine 300 mg/1.5 mL solution", "Subcutaneous"),
+        ("buprenorphine 100 mg/0.5 mL SC injection", None),
         ("buprenorphine 8 mg tablet", "Sublingual"),  # the route says it
         ("buprenorphine 8 mg tablet", "SL"),
     ],
@@ -75,6 +82,8 @@ def test_moud_named_by_ingredient_and_form_is_never_flagged(run, text, route):
         "buprenorphine 10 mcg/hr transdermal patch",
         "Belbuca (buprenorphine) 300 mcg buccal film",
         "buprenorphine 0.3 mg slow IV injection",  # "slow" is not "SL"
+        "buprenorphine ER 10 mcg/hr transdermal patch",  # extended-release, not injected
+        "buprenorphine 0.3 mg/mL injection, 1 mL IM",  # injected, not extended-release
     ],
 )
 def test_buprenorphine_for_pain_is_an_opioid_without_opioid_use_disorder(run, text):

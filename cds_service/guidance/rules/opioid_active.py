@@ -86,6 +86,8 @@ RULE = Rule(
         "buprenorphine-name",
         "methadone-name",
         "buprenorphine-moud-form",
+        "extended-release-form",
+        "injection-form",
         "naloxone",
         "opioid-use-disorder",
         "malignant-cancer",

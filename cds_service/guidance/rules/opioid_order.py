@@ -104,6 +104,8 @@ RULE = Rule(
         "buprenorphine-name",
         "methadone-name",
         "buprenorphine-moud-form",
+        "extended-release-form",
+        "injection-form",
         "naloxone",
         "acetaminophen",
         "nsaid",
