@@ -50,6 +50,9 @@ class ConceptInfo:
     terms: tuple[str, ...]
     file: str
     derived_from: Mapping[str, Any] | None = field(default=None)
+    # "terms_match": "anywhere" in the data: a term matches inside a longer word too (the
+    # Beighton score's "contains 'Beighton'"); by default terms match whole words only.
+    terms_anywhere: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from .model import MATCH_TYPES, CodeEntry, Coding, ConceptInfo, GuidelineSource
 from .systems import SystemTable
-from .terms import TermScreen, compile_terms, term_key
+from .terms import TermScreen, compile_terms, term_key, union_of_terms
 
 PROJECT_SYSTEM = "urn:hypermobility-cds:codes"
 _EMPTY: frozenset[str] = frozenset()
@@ -46,7 +46,7 @@ class _Concept:
     def __init__(self, info: ConceptInfo, entries: tuple[CodeEntry, ...]) -> None:
         self.info = info
         self.entries = entries
-        self.pattern, self.term_by_key = compile_terms(info.terms)
+        self.pattern, self.term_by_key = compile_terms(info.terms, anywhere=info.terms_anywhere)
         self.by_code: dict[str, CodeEntry] = {}
         for entry in entries:
             self.by_code.setdefault(entry.code, entry)
@@ -175,6 +175,7 @@ class Knowledge:
             derived_from=MappingProxyType(dict(raw["derived_from"]))
             if "derived_from" in raw
             else None,
+            terms_anywhere=_terms_anywhere(concept_id, raw),
         )
         return _Concept(info, tuple(entries))
 
@@ -277,8 +278,9 @@ class Knowledge:
     def _union(self, concepts: tuple[str, ...]) -> tuple[TermScreen, re.Pattern[str]] | None:
         """One pattern whose search succeeds exactly when some concept's pattern would, and
         the screen that spares it the texts it cannot match."""
-        terms = [term for concept in concepts for term in self._get(concept).info.terms]
-        pattern = compile_terms(terms)[0] if terms else None
+        infos = [self._get(concept).info for concept in concepts]
+        terms = [term for info in infos for term in info.terms]
+        pattern = union_of_terms([(info.terms, info.terms_anywhere) for info in infos])
         return None if pattern is None else (TermScreen(terms), pattern)
 
     def coding(self, concept: str, code: str) -> Coding:
@@ -311,6 +313,13 @@ class Knowledge:
 
     def source_keys(self) -> frozenset[str]:
         return frozenset(self._sources)
+
+
+def _terms_anywhere(concept_id: str, raw: Mapping[str, Any]) -> bool:
+    mode = raw.get("terms_match", "whole-words")
+    if mode not in ("whole-words", "anywhere"):
+        raise ValueError(f"concept {concept_id!r}: terms_match must be whole-words or anywhere")
+    return mode == "anywhere"
 
 
 def _read(path: Path) -> dict[str, Any]:

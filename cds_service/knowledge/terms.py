@@ -1,4 +1,4 @@
-"""Whole-word text terms, compiled once per concept.
+"""Text terms, compiled once per concept: whole words, unless the concept says "anywhere".
 
 Free-text orders ("traMADol 50 mg tab") must match an ingredient name, but a name must not match
 inside another word ("codeinex", or "cortisone" inside "fludrocortisone"). A word boundary here
@@ -24,8 +24,35 @@ def term_key(text: str) -> str:
     return _SEPARATOR.sub(" ", text.strip()).casefold()
 
 
-def compile_terms(terms: Iterable[str]) -> tuple[re.Pattern[str] | None, dict[str, str]]:
-    """One alternation per concept, longest term first so the most specific phrase wins."""
+def compile_terms(
+    terms: Iterable[str], *, anywhere: bool = False
+) -> tuple[re.Pattern[str] | None, dict[str, str]]:
+    """One alternation per concept, longest term first so the most specific phrase wins;
+    between word boundaries unless ``anywhere`` (then a term matches inside a word too)."""
+    by_key = _by_key(terms)
+    if not by_key:
+        return None, by_key
+    return re.compile(_alternation(by_key, anywhere), re.IGNORECASE), by_key
+
+
+def union_of_terms(groups: Iterable[tuple[Iterable[str], bool]]) -> re.Pattern[str] | None:
+    """One pattern that matches where any group's :func:`compile_terms` pattern would; each
+    group is (terms, anywhere)."""
+    parts = [_alternation(by_key, anywhere) for terms, anywhere in groups
+             if (by_key := _by_key(terms))]
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
+def _alternation(by_key: dict[str, str], anywhere: bool) -> str:
+    alternatives = [
+        r"[\s\-]+".join(re.escape(part) for part in key.split(" "))
+        for key in sorted(by_key, key=lambda k: (-len(k), k))
+    ]
+    inner = "(?:" + "|".join(alternatives) + ")"
+    return inner if anywhere else _BEFORE + inner + _AFTER
+
+
+def _by_key(terms: Iterable[str]) -> dict[str, str]:
     by_key: dict[str, str] = {}
     for term in terms:
         key = term_key(term)
@@ -37,13 +64,7 @@ def compile_terms(terms: Iterable[str]) -> tuple[re.Pattern[str] | None, dict[st
         if "|" in key or not (key[0].isalnum() and key[-1].isalnum()):
             raise ValueError(f"text term {term!r} must hold no '|' and begin and end alphanumeric")
         by_key.setdefault(key, term)
-    if not by_key:
-        return None, by_key
-    alternatives = []
-    for key in sorted(by_key, key=lambda k: (-len(k), k)):
-        alternatives.append(r"[\s\-]+".join(re.escape(part) for part in key.split(" ")))
-    pattern = re.compile(_BEFORE + "(?:" + "|".join(alternatives) + ")" + _AFTER, re.IGNORECASE)
-    return pattern, by_key
+    return by_key
 
 
 class TermScreen:

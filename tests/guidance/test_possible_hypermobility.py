@@ -64,6 +64,16 @@ def test_fires_for_beighton_5_without_diagnosis(run):
     assert_conformant(card.to_json())
 
 
+@pytest.mark.parametrize("display", ["BeightonScore", "Beighton9", "Beightons score",
+                                     "HYPERMOBILITY-BEIGHTON"])
+def test_beighton_anywhere_in_a_display_makes_a_score(run, display):
+    """rules.md: a display that *contains* "Beighton" (EHR flowsheet names run words
+    together); only whole words counted."""
+    score = beighton(6)
+    score["code"]["coding"][0]["display"] = display
+    assert run(chart(score)) is not None
+
+
 def test_score_of_exactly_the_threshold_fires(run):
     assert run(chart(beighton(4))) is not None
 

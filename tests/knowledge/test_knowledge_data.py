@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from cds_service.knowledge import DEFAULT_DATA_DIR, load_knowledge
+from cds_service.knowledge import DEFAULT_DATA_DIR, Knowledge, load_knowledge
 from cds_service.knowledge.terms import compile_terms
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,3 +226,25 @@ def test_terms_begin_and_end_with_a_letter_or_digit_and_hold_no_bar():
 def test_terms_that_would_break_the_joined_search_are_refused_at_load(term):
     with pytest.raises(ValueError, match="must hold no"):
         compile_terms([term])
+
+
+def test_terms_match_whole_words_unless_the_concept_says_anywhere(tmp_path):
+    """Only "whole-words" (the default) and "anywhere" are understood; a term of an "anywhere"
+    concept matches inside a word, whole-word terms never do, and a union of both kinds answers
+    as each would alone."""
+    knowledge = load_knowledge()
+    assert knowledge.concept("beighton-score").terms_anywhere
+    assert knowledge.text_matches("beighton-score", "BeightonScore (flowsheet)") == "beighton"
+    assert not knowledge.concept("opioid-ingredient").terms_anywhere
+    assert knowledge.text_matches("opioid-ingredient", "codeinex") is None
+    both = ("beighton-score", "opioid-ingredient")
+    assert knowledge.text_matches_any(both, "Beighton9")
+    assert not knowledge.text_matches_any(both, "codeinex")
+    data = tmp_path / "data"
+    shutil.copytree(DEFAULT_DATA_DIR, data)
+    path = data / "observations.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["concepts"]["beighton-score"]["terms_match"] = "substring"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ValueError, match="terms_match must be whole-words or anywhere"):
+        Knowledge(data)
