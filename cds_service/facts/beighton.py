@@ -8,16 +8,17 @@ code's text or displays. Only final/amended/corrected integers 0..9 count.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from cds_service.facts.fhirpath import codings, first_date, period_start, texts
+from cds_service.facts.fhirpath import codings, period_start, texts, to_date, to_instant
 from cds_service.facts.model import BeightonFact
 from cds_service.guidance.settings import GuidanceSettings
 from cds_service.knowledge import Knowledge
 
 COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
+_NEVER = datetime.min.replace(tzinfo=UTC)  # a score with no date is the oldest
 
 
 def is_beighton(observation: Any, knowledge: Knowledge) -> bool:
@@ -43,13 +44,21 @@ def score_value(observation: Any) -> int | None:
     return value
 
 
-def effective_date(observation: Any) -> date | None:
-    return first_date(
+def _effective(observation: Any) -> str | None:
+    """The observation's effective time as written (its first one present)."""
+    for value in (
         observation.effectiveDateTime,
         observation.effectiveInstant,
         period_start(observation.effectivePeriod),
         observation.issued,
-    )
+    ):
+        if value is not None:
+            return value
+    return None
+
+
+def effective_date(observation: Any) -> date | None:
+    return to_date(_effective(observation))
 
 
 def valid_scores(
@@ -85,7 +94,9 @@ def most_recent_beighton(
     scores = valid_scores(observations, knowledge)
     if not scores:
         return None
-    score, on, obs = max(scores, key=lambda item: item[1] or date.min)
+    # rules.md: "the most recent by effective date wins", compared as moments, not calendar
+    # days (two scores on one day, or across a date line, are told apart by their times).
+    score, on, obs = max(scores, key=lambda item: to_instant(_effective(item[2])) or _NEVER)
     threshold, basis = threshold_for(age, settings)
     return BeightonFact(
         score=score, on=on, observation_id=obs.id, threshold=threshold, threshold_basis=basis

@@ -8,7 +8,7 @@ the facts need, so the clinical code never has to guard against ``None`` chains 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 
@@ -72,6 +72,18 @@ def to_date(value: str | None) -> date | None:
         return None
     year, month, day = (value[:10].split("-") + ["1", "1"])[:3]
     return date(int(year), int(month), int(day))
+
+
+def to_instant(value: str | None) -> datetime | None:
+    """The moment a FHIR date/dateTime/instant names, in UTC, to order values by time: a
+    dateTime with its time and offset exactly, a date (or a partial one) at the start of its
+    first day in UTC. Values come from the models, which have already checked the pattern."""
+    if value is None:
+        return None
+    if "T" not in value:
+        day = to_date(value)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def period_start(period: Any) -> str | None:

@@ -125,6 +125,23 @@ def test_most_recent_score_wins(run):
     assert "Beighton score 6/9 on 2026-05-01" in card.detail
 
 
+def test_most_recent_is_by_the_moment_not_the_calendar_day(run):
+    """23:00 at UTC-5 on 1 June is 04:00Z on 2 June: later than 01:00Z on 2 June."""
+    later = beighton(6, rid="b6", when="2026-06-01T23:00:00-05:00")
+    earlier = beighton(2, rid="b2", when="2026-06-02T01:00:00Z")
+    assert run(chart(later, earlier)) is not None
+    assert run(chart(earlier, later)) is not None
+
+
+def test_two_scores_on_one_day_are_ordered_by_time_whatever_the_bundle_order(run):
+    morning = beighton(3, rid="b3", when="2026-06-02T09:00:00Z")
+    afternoon = beighton(6, rid="b6", when="2026-06-02T15:00:00Z")
+    assert run(chart(morning, afternoon)) is not None
+    assert run(chart(afternoon, morning)) is not None
+    assert run(chart(beighton(6, rid="b6", when="2026-06-02T09:00:00Z"),
+                     beighton(3, rid="b3", when="2026-06-02T15:00:00Z"))) is None
+
+
 def test_preliminary_score_does_not_count(run):
     assert run(chart(beighton(7, status="preliminary"))) is None
 
