@@ -100,6 +100,12 @@ class MedicationOrder:
         return f"{self.resource_type}/{self.id}" if self.id else None
 
 
+# Statuses of an order, procedure or report that is not on record (rules.md "on record": any
+# status except entered-in-error, revoked or cancelled; a Procedure's not-done says it never
+# happened, so a hospice admission or an assessment "not done" is not one on record).
+NOT_ON_RECORD = frozenset({"entered-in-error", "revoked", "cancelled", "not-done"})
+
+
 @dataclass(frozen=True)
 class ServiceOrder:
     """A ServiceRequest, DeviceRequest, Procedure or DiagnosticReport, classified by concept."""
@@ -122,8 +128,9 @@ class ServiceOrder:
 
     @property
     def on_record(self) -> bool:
-        """Counts as ordered or done: any status but entered-in-error, revoked or cancelled."""
-        return self.status not in ("entered-in-error", "revoked", "cancelled")
+        """Counts as ordered or done: any status but entered-in-error, revoked or cancelled,
+        and, for a Procedure, not-done (it was not performed)."""
+        return self.status not in NOT_ON_RECORD
 
 
 @dataclass(frozen=True)

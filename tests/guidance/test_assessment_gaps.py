@@ -176,6 +176,8 @@ NOT_SATISFIED_BY = {
     "entered-in-error GAD-7": [
         observation("gad7", code="70274-6", status="entered-in-error")],
     "invalid Beighton value (12)": [beighton_local(12)],
+    "tilt table not done": [{**procedure("tilt", SNOMED, "14769009"), "status": "not-done"}],
+    "anorectal manometry not done": [{**procedure("arm", CPT, "91122"), "status": "not-done"}],
 }
 
 

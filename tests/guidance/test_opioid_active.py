@@ -111,6 +111,15 @@ def test_exempt_patient_is_not_flagged(run):
     assert run(cohort(cancer, active("oxy", text="oxycodone 5 mg tablet"))) is None
 
 
+@pytest.mark.parametrize("status, exempt", [("completed", True), ("not-done", False)])
+def test_a_hospice_admission_exempts_only_if_it_happened(run, status, exempt):
+    hospice = {"resourceType": "Procedure", "id": "hosp", "status": status,
+               "subject": {"reference": "Patient/p1"}, "performedDateTime": "2026-10-01",
+               "code": {"coding": [{"system": SNOMED, "code": "305336008"}]}}
+    card = run(cohort(hospice, active("oxy", text="oxycodone 5 mg tablet")))
+    assert (card is None) is exempt
+
+
 def test_buprenorphine_naloxone_is_never_flagged(run):
     moud = active("bup", text="buprenorphine 8 mg / naloxone 2 mg sublingual film")
     assert run(cohort(moud)) is None
