@@ -20,12 +20,14 @@ from cds_service.knowledge import Knowledge
 
 @dataclass(frozen=True)
 class DrugDescription:
-    """Everything an order says about its drug: codes, names, dose form and route words."""
+    """Everything an order says about its drug: codes, names, its coded dose form and routes
+    (``form_words``), and the free text of its dosage instructions (``instructions``)."""
 
     name: str
     codings: tuple[tuple[str | None, str | None], ...]
     names: tuple[str, ...]
     form_words: tuple[str, ...]
+    instructions: tuple[str, ...] = ()
 
 
 def describe(
@@ -36,6 +38,7 @@ def describe(
     pairs = list(codings(concept))
     names = list(texts(concept))
     form_words: list[str] = []
+    instructions: list[str] = []
     medication = _referenced_medication(order, medications)
     if medication is not None:
         pairs += codings(medication.code)
@@ -50,9 +53,11 @@ def describe(
     for dosage in order.dosageInstruction or []:
         form_words += texts(dosage.route)
         if dosage.text:
-            form_words.append(dosage.text)
+            instructions.append(dosage.text)
     name = name_of(knowledge, concept, names[0] if names else "unnamed medication")
-    return DrugDescription(name, tuple(pairs), tuple(names), tuple(form_words))
+    return DrugDescription(
+        name, tuple(pairs), tuple(names), tuple(form_words), tuple(instructions)
+    )
 
 
 def _referenced_medication(order: Any, medications: Mapping[str, Any]) -> Any | None:
@@ -113,7 +118,7 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
     ):
         return MOUD_ALWAYS
     buprenorphine = _first_term(knowledge, "buprenorphine-name", names)
-    forms = names + drug.form_words
+    forms = names + drug.form_words + drug.instructions
     if buprenorphine and (
         _first_term(knowledge, "naloxone", names)
         or _first_term(knowledge, "buprenorphine-moud-form", forms)
@@ -151,16 +156,38 @@ def corticosteroid_classification(
     )
     if not found:
         return None, None
-    words = drug.names + drug.form_words
-    local = _first_term(knowledge, "dose-form-not-systemic", words)
+    local, systemic = _dose_form(knowledge, drug)
     if local:
         return None, f'not systemic ("{local}")'
     if adrenal_insufficiency and _is(knowledge, drug, "hydrocortisone"):
         return None, "hydrocortisone replacement for adrenal insufficiency"
-    systemic = _first_term(knowledge, "dose-form-systemic", words)
     if systemic:
         return f'{found}, systemic form ("{systemic}")', None
     return f"{found}; no topical, inhaled or local form stated, so taken as systemic", None
+
+
+def _dose_form(knowledge: Knowledge, drug: DrugDescription) -> tuple[str | None, str | None]:
+    """(local word, systemic word) that decides rules.md's "dose form in the text"; at most one
+    is given, and neither when nothing says.
+
+    The drug's name and its coded form and routes speak first: a local word there (cream,
+    intra-articular) makes it local, and an oral or IV/IM word systemic. Only then the dosage
+    instructions, which may mention other things ("keep using the diclofenac gel" beside an
+    oral tablet): an oral or IV/IM word there is systemic, then a local word local. An
+    injection word alone is systemic last of all, since a joint injection is one too and its
+    route or instructions say so.
+    """
+    stated = drug.names + drug.form_words
+    for texts_, kinds in (
+        (stated, ("dose-form-not-systemic", "dose-form-systemic")),
+        (drug.instructions, ("dose-form-systemic", "dose-form-not-systemic")),
+    ):
+        for concept in kinds:
+            word = _first_term(knowledge, concept, texts_)
+            if word:
+                return (word, None) if concept == "dose-form-not-systemic" else (None, word)
+    injection = _first_term(knowledge, "injection-form", stated + drug.instructions)
+    return None, injection
 
 
 def medication_order(

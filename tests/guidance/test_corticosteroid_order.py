@@ -152,3 +152,44 @@ def test_outside_cohort_gets_nothing(run):
 def test_rule_metadata(knowledge):
     assert RULE.hooks == frozenset({"order-select", "order-sign"})
     assert RULE.indicator == "warning"
+
+
+def with_instructions(order, text, route=None):
+    dosage = {"text": text}
+    if route:
+        dosage["route"] = {"text": route}
+    return {**order, "dosageInstruction": [dosage]}
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        # Instructions naming another product's local form do not make a tablet local.
+        with_instructions(draft("pred", "predniSONE 20 MG Oral Tablet", code="312617"),
+                          "Take 2 tablets by mouth daily. Keep using the diclofenac gel.",
+                          route="Oral"),
+        with_instructions(draft("pred", "prednisone 20 mg"),
+                          "1 tablet oral daily for 5 days; apply the ketoprofen gel as before"),
+        # An injection is systemic when nothing says where it goes.
+        draft("mp", "methylprednisolone acetate 40 mg/mL injectable suspension"),
+    ],
+)
+def test_the_drug_s_own_form_decides_before_its_instructions(run, order):
+    assert run([order]) is not None
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        # A joint injection: the route, or the instructions, say where the injection goes.
+        with_instructions(draft("ia", "triamcinolone acetonide 40 MG/ML Injectable Suspension"),
+                          "Inject 1 mL into the left hip joint", route="Intra-articular"),
+        with_instructions(draft("ia", "triamcinolone acetonide 40 MG/ML Injectable Suspension"),
+                          "1 mL intra-articular injection, left knee"),
+        # A cream stays local whatever its instructions say.
+        with_instructions(draft("top", "hydrocortisone 1% cream"), "apply twice daily; oral "
+                          "antihistamine as needed"),
+    ],
+)
+def test_a_local_form_stated_by_route_name_or_instructions_is_not_flagged(run, order):
+    assert run([order]) is None

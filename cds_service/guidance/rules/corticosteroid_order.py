@@ -85,6 +85,7 @@ RULE = Rule(
         "hydrocortisone",
         "adrenal-insufficiency",
         "dose-form-systemic",
+        "injection-form",
         "dose-form-not-systemic",
         "override-corticosteroid-order",
     ),
