@@ -58,7 +58,6 @@ class Knowledge:
     __slots__ = (
         "_any_text",
         "_code_memo",
-        "_text_memo",
         "_concepts",
         "_exact",
         "_ingredients",
@@ -126,7 +125,6 @@ class Knowledge:
         self._ranges = {system: tuple(items) for system, items in ranges.items()}
         self._code_memo: dict[tuple[str | None, str], frozenset[str]] = {}
         self._any_text: dict[tuple[str, ...], tuple[TermScreen, re.Pattern[str]] | None] = {}
-        self._text_memo: dict[tuple[tuple[str, ...], str], bool] = {}
 
     # ----------------------------------------------------------------- loading helpers
     def _concept(
@@ -256,24 +254,13 @@ class Knowledge:
         """
         if not text or type(text) is not str:
             return False
-        # A chart repeats a handful of texts ("Heart rate", "Body weight") across most of its
-        # resources, so answers are remembered, under the same bounds as codes.
-        key = (concepts, text)
-        found = self._text_memo.get(key)
-        if found is not None:
-            return found
         try:
             union = self._any_text[concepts]
         except KeyError:
             union = self._any_text[concepts] = self._union(concepts)
-        found = (
+        return (
             union is not None and union[0].may_match(text) and union[1].search(text) is not None
         )
-        if len(text) <= _MEMO_KEY_MAX_CHARS:
-            if len(self._text_memo) >= _MEMO_MAX:
-                self._text_memo.clear()
-            self._text_memo[key] = found
-        return found
 
     def _union(self, concepts: tuple[str, ...]) -> tuple[TermScreen, re.Pattern[str]] | None:
         """One pattern whose search succeeds exactly when some concept's pattern would, and

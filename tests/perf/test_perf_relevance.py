@@ -222,24 +222,6 @@ def test_a_client_s_very_long_code_is_looked_up_but_never_remembered():
     assert max(len(code) + len(system or "") for system, code in knowledge._code_memo) < 300
 
 
-def test_text_memo_gives_the_same_answers_stays_bounded_and_skips_long_texts(monkeypatch):
-    monkeypatch.setattr(store_module, "_MEMO_MAX", 16)
-    knowledge = Knowledge(DEFAULT_DATA_DIR)
-    concepts = ("lumbar-orthosis",)
-    assert knowledge.text_matches_any(concepts, "lumbar support") is True
-    for n in range(100):  # far more distinct texts than the memo holds
-        assert knowledge.text_matches_any(concepts, f"heart rate {n}") is False
-        assert len(knowledge._text_memo) <= 16
-    assert knowledge.text_matches_any(concepts, "lumbar support") is True  # asked again
-    assert knowledge._text_memo[(concepts, "heart rate 99")] is False  # remembered
-    knowledge._text_memo[(concepts, "heart rate 99")] = True  # and the answer comes from there
-    assert knowledge.text_matches_any(concepts, "heart rate 99") is True
-    long_text = "lumbar support " + "x" * 100_000
-    assert knowledge.text_matches_any(concepts, long_text) is True
-    assert knowledge.text_matches_any(concepts, long_text) is True
-    assert max(len(text) for _, text in knowledge._text_memo) < 300
-
-
 @pytest.mark.parametrize(
     "text,display,relevant",
     [
