@@ -137,6 +137,20 @@ def test_body_too_large(client, app, make_request):
     outcome(client.post(PV, json=body), 413)
 
 
+@pytest.mark.parametrize("instance", [
+    "urn:uuid:d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    "{d1577c69-dfbe-44ad-ba6d-3e05e953b2ea}",
+    "d1577c69dfbe44adba6d3e05e953b2ea",
+    "urn:" * 1000 + "{" + "-" * 1000 + "d1577c69dfbe44adba6d3e05e953b2ea}",
+])
+def test_hook_instance_must_be_a_canonical_uuid(client, make_request, instance):
+    """uuid.UUID() reads all of these; the last one, a megabyte long, reached every log line."""
+    body = make_request(hookInstance=instance)
+    assert "hookInstance" in outcome(client.post(PV, json=body), 400)
+    body["hookInstance"] = "D1577C69-DFBE-44AD-BA6D-3E05E953B2EA"  # case does not matter
+    assert client.post(PV, json=body).status_code == 200
+
+
 def post_chunked(client, app, body: dict, size_over_cap: int):
     """POST ``body`` padded to the cap plus ``size_over_cap`` bytes, without Content-Length
     (chunked, as gunicorn hands such a body on)."""
