@@ -8,6 +8,7 @@ card this service has no record of serving is reported under the rule ``unknown`
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -70,7 +71,7 @@ class FeedbackReport:
                     f"{t.no_feedback:>11} {rate:>8}"
                 )
                 for reason, count in t.override_reasons.most_common():
-                    lines.append(f"{'':4}override: {reason} ({count})")
+                    lines.append(f"{'':4}override: {printable(reason)} ({count})")
             lines.append("")
         if self.unreadable_feedback:
             count = self.unreadable_feedback
@@ -80,6 +81,18 @@ class FeedbackReport:
                 "outcomeTimestamp is not a date and time"
             )
         return "\n".join(lines).rstrip() + "\n"
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters (ESC, BEL, bidi overrides...) written as
+    escapes: override reasons come from EHRs, and this report is read in a terminal, where they
+    could rewrite the lines around them."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cf")
+        else ch
+        for ch in text
+    )
 
 
 def parse_instant(value: str | None) -> datetime | None:

@@ -87,3 +87,15 @@ def test_feedback_with_an_unreadable_time_is_counted_apart_not_fatal():
         "outcomeTimestamp is not a date and time" in report.to_table()
     assert build_report(SERVED, FEEDBACK).unreadable_feedback == 0
     assert "left out" not in build_report(SERVED, FEEDBACK).to_table()
+
+
+def test_control_characters_in_an_override_reason_are_shown_escaped_in_the_table():
+    """The reason comes from an EHR and the table is read in a terminal: ESC and BEL sequences
+    (erase a line, write the clipboard) and bidi overrides are written as escapes."""
+    hostile = "ok\x1b[2K\r\x1b]52;c;ZXZpbA==\x07 \u202egnp.exe"
+    report = build_report(SERVED, [fb("c", "overridden", "2026-11-12T10:01:00Z", hostile,
+                                      service="sign")])
+    table = report.to_table()
+    assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
+    assert "\\x1b[2K\\r\\x1b]52;c;ZXZpbA==\\x07 \\u202egnp.exe" in table
+    assert report.to_json()["by_rule"]["opioid-order"]["override_reasons"] == {hostile: 1}
