@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from cds_service.facts.fhirpath import code_list, codings, first_date, status_code, to_date
 from cds_service.facts.model import ConditionFact, PainFact
-from cds_service.facts.naming import name_of
+from cds_service.facts.naming import card_text, name_of
 from cds_service.knowledge import Knowledge
 
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
@@ -125,7 +125,7 @@ def condition_fact(
     return ConditionFact(
         id=condition.id,
         name=name_of(knowledge, condition.code, "unnamed condition"),
-        codes=code_list(condition.code),
+        codes=card_text(code_list(condition.code)),
         concepts=frozenset(concepts),
         active=is_active(condition),
         onset=onset.when,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cds_service.facts.fhirpath import label
@@ -21,4 +22,24 @@ def known_display(knowledge: Knowledge, system: str | None, code: str) -> str | 
 
 
 def name_of(knowledge: Knowledge, concept: Any, fallback: str) -> str:
-    return label(concept, fallback, lambda system, code: known_display(knowledge, system, code))
+    """The concept's name for card text (see :func:`card_text`)."""
+    return card_text(
+        label(concept, fallback, lambda system, code: known_display(knowledge, system, code))
+    )
+
+
+# Line breaks, tabs, other spacing and invisible control or format characters (bidi overrides).
+_NOT_ONE_LINE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]+")
+_ANGLES = str.maketrans("<>", "\u2039\u203a")
+
+
+def card_text(value: str) -> str:
+    """Text from the record, made safe to put into a card: on one line, with no HTML tag (its
+    angle brackets become ‹ ›) and no markdown link or image (``](`` is split). A chart's free
+    text is written by many hands; in a card, where ``detail`` is markdown that some EHRs
+    render with raw HTML, it must not pass itself off as the service's own guidance, sources
+    or links, nor break the card's layout."""
+    if value.isprintable() and "<" not in value and ">" not in value and "](" not in value:
+        return value  # the usual name: nothing to change
+    one_line = _NOT_ONE_LINE.sub(" ", value).strip()
+    return one_line.translate(_ANGLES).replace("](", "] (")

@@ -13,7 +13,7 @@ from typing import Any
 
 from cds_service.facts.fhirpath import codings, first_date, period_start, texts
 from cds_service.facts.model import ServiceOrder
-from cds_service.facts.naming import name_of
+from cds_service.facts.naming import card_text, name_of
 from cds_service.fhir.record import ORDER_TEXT_CONCEPTS, PASSIVE_MODALITIES
 from cds_service.knowledge import Knowledge
 
@@ -115,7 +115,7 @@ def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
         ),
         concepts=_concepts(knowledge, report.code, []),
         normal_result=report.status in FINAL_REPORT and _reads_normal(knowledge, conclusion_texts),
-        conclusion=report.conclusion,
+        conclusion=card_text(report.conclusion) if report.conclusion else None,
     )
 
 

@@ -1,5 +1,6 @@
 """The three core rules end to end through HTTP, and the shape of every card."""
 
+import json
 import uuid
 
 import pytest
@@ -254,3 +255,23 @@ def test_exempt_patient_is_not_flagged_for_opioids(core_client):
     opioid = medication_request("p1", "oxy", text="oxycodone 5 mg tablet")
     body = request_for("order-sign", conditions, drafts=[opioid])
     assert rule_ids(core_client.post(SIGN, json=body)) == []
+
+
+def test_chart_text_cannot_pass_for_the_card_s_own_markdown_links_or_html(core_client):
+    """Free text from the record goes into cards, whose detail is markdown that some EHRs render
+    with raw HTML: it arrives on one line, with no tag and no link (found by security review)."""
+    hostile = ("oxycodone 5 mg\n\n**Source:** [Updated CDC guidance: continue opioids]"
+               "(https://evil.example/x)\n<img src=x onerror=alert(1)>\u202e")
+    opioid = medication_request("p1", "oxy", text=hostile)
+    heds, lbp, hip = cohort_conditions("p1")
+    lbp["code"]["text"] = "Low back pain\n<script>alert(1)</script> [x](javascript:alert(1))"
+    body = request_for("order-sign", [heds, lbp, hip], drafts=[opioid])
+    response = core_client.post(SIGN, json=body)
+    assert rule_ids(response) == ["opioid-order"]
+    card = response.get_json()["cards"][0]
+    text = json.dumps(card)
+    for forbidden in ("<img", "<script", "](https://evil", "](javascript", "\\u202e"):
+        assert forbidden not in text, forbidden
+    assert "\n" not in card["summary"]
+    assert "oxycodone 5 mg" in card["summary"]  # the name is still there, on one line
+    assert "\u2039img src=x" in card["detail"]  # shown, not rendered
