@@ -80,6 +80,9 @@ class FetchLimits:
     page_size: int = 1000  # 0: no _count sent
     max_resources: int = 20000  # per query
     max_response_bytes: int = 20 * 1024 * 1024  # per HTTP response, after decompression
+    # All responses of one fetch call together (every query and page), so that a hostile or
+    # broken server cannot fill a worker's memory with page after page until the deadline.
+    max_call_bytes: int = 32 * 1024 * 1024
 
 
 class FetchError(Exception):
@@ -126,6 +129,20 @@ class _Auth(AuthBase):
         return "_Auth(<redacted>)"
 
 
+class _ByteBudget:
+    """Bytes one fetch call may still read, shared by its worker threads."""
+
+    def __init__(self, limit: int) -> None:
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def spend(self, size: int) -> bool:
+        """Take ``size`` bytes; False once the budget is spent."""
+        with self._lock:
+            self._left -= size
+            return self._left >= 0
+
+
 @dataclass(frozen=True)
 class _Call:
     """Per-fetch state shared by the worker threads of one hook call."""
@@ -133,6 +150,7 @@ class _Call:
     base_url: str
     auth: _Auth = field(repr=False)
     deadline: float
+    budget: _ByteBudget = field(repr=False)
     keep: Callable[[dict[str, Any]], bool] | None = None
 
 
@@ -382,6 +400,7 @@ class FhirClient:
             base_url=base,
             auth=_Auth(token),
             deadline=monotonic() + self._limits.deadline_s if deadline is None else deadline,
+            budget=_ByteBudget(self._limits.max_call_bytes),
             keep=keep,
         )
 
@@ -527,7 +546,7 @@ class FhirClient:
                     raise _logged(FetchError(key, "forbidden", status=status), started)
                 if not 200 <= status < 300:
                     raise _logged(FetchError(key, f"http-{status}", status=status), started)
-                body = self._read_body(key, response, started, timeout)
+                body = self._read_body(call, key, response, started, timeout)
             _log_ok(key, status, started)
             return _parse_json(key, body)
         raise FetchError(key, "too-many-redirects")
@@ -547,9 +566,10 @@ class FhirClient:
         return target
 
     def _read_body(
-        self, key: str, response: requests.Response, started: float, timeout: float
+        self, call: _Call, key: str, response: requests.Response, started: float, timeout: float
     ) -> bytes:
-        """Stream the body, stopping past the size cap or the per-call time budget.
+        """Stream the body, stopping past the size cap (this response's, or all of the fetch
+        call's together) or the per-call time budget.
 
         The socket timeout applies to each read, so a server dripping a byte at a time could
         otherwise hold a worker far beyond ``timeout_s``. ``read1`` returns whatever one socket
@@ -565,7 +585,7 @@ class FhirClient:
         buf = bytearray()
         for chunk in _chunks(key, response, started):
             buf += chunk
-            if len(buf) > cap:
+            if len(buf) > cap or not call.budget.spend(len(chunk)):
                 raise _logged(FetchError(key, "too-large", status=status), started)
             if monotonic() - started > timeout:
                 raise _logged(FetchError(key, "timeout", status=status), started)

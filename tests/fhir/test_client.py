@@ -359,6 +359,26 @@ def test_body_over_size_cap_is_refused(mocked) -> None:
     assert isinstance(out["c"], FetchError) and out["c"].reason == "too-large"
 
 
+def test_pages_over_the_call_s_byte_budget_are_refused_however_small_each(mocked) -> None:
+    """A server sending page after page (each under the response cap) cannot fill the worker's
+    memory until the deadline: all responses of one call share one budget."""
+    page = bundle(*(cond(i) for i in range(20)))
+    size = len(json.dumps(page))
+    for n in range(1, 9):
+        next_page = bundle(*(cond(i) for i in range(20)), next_url=f"{BASE}/page{n + 1}")
+        mocked.get(f"{BASE}/page{n}", json=next_page)
+    mocked.get(f"{BASE}/Condition?patient=p1",
+               json=bundle(*(cond(i) for i in range(20)), next_url=f"{BASE}/page1"))
+    mocked.get(f"{BASE}/Observation?patient=p1", json=page)
+    budget = 5 * size  # fewer bytes than the ten Condition pages
+    with FhirClient(limits=limits_(max_response_bytes=2 * size, max_call_bytes=budget)) as c:
+        out = c.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
+        assert isinstance(out["c"], FetchError) and out["c"].reason == "too-large"
+        # A new call has a budget of its own.
+        out = c.fetch(BASE, {"o": "Observation?patient=p1"}, token=None)
+        assert len(out["o"]) == 20
+
+
 @pytest.mark.parametrize(
     "query",
     [
