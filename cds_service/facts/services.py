@@ -30,7 +30,14 @@ def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> froz
         if any(knowledge.text_matches(name, text) for text in words):
             found.add(name)
     if "multidisciplinary-programme" in found:
-        found.add("rehabilitation-order")
+        # rules.md: a programme is a rehabilitation order that says multidisciplinary; the word
+        # alone ("multidisciplinary team meeting") does not make an order rehabilitation.
+        if "rehabilitation-order" in found or any(
+            knowledge.text_matches("rehabilitation-words", text) for text in words
+        ):
+            found.add("rehabilitation-order")
+        else:
+            found.discard("multidisciplinary-programme")
     if "mri-lower-extremity-joint-cpt" in found and any(
         knowledge.text_matches("hip-site", text) for text in words
     ):

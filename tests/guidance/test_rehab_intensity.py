@@ -117,3 +117,12 @@ def test_outside_cohort_gets_nothing(run):
 def test_rule_metadata(knowledge):
     assert RULE.hooks == frozenset({"order-select", "order-sign"})
     assert RULE.indicator == "info"
+
+
+def test_a_short_interdisciplinary_meeting_is_not_a_programme(run):
+    meeting = programme("conf", 1, text="Interdisciplinary care conference")
+    del meeting["code"]["coding"]
+    assert run([meeting]) is None
+    typed = programme("typed", 40, text="Interdisciplinary pain rehabilitation programme")
+    del typed["code"]["coding"]
+    assert run([typed]) is not None

@@ -61,3 +61,24 @@ def test_on_hold_procedure_does_not_silence_it(run):
 
 def test_completed_order_older_than_the_look_back_does_not_silence_it(run):
     assert run([*COHORT, physio("completed", authored="2025-06-01")]) is not None
+
+
+def typed_order(text: str):
+    """An order typed as text only, completed two months ago."""
+    return {"resourceType": "ServiceRequest", "id": "typed", "status": "completed",
+            "intent": "order", "subject": {"reference": "Patient/p1"},
+            "authoredOn": "2026-09-01", "code": {"text": text}}
+
+
+@pytest.mark.parametrize("text", ["Multidisciplinary team meeting (tumour board)",
+                                  "Interdisciplinary care conference"])
+def test_multidisciplinary_alone_does_not_make_an_order_rehabilitation(make_facts, make_ctx,
+                                                                       text):
+    facts = make_facts([*COHORT, typed_order(text)])
+    assert evaluate(facts, make_ctx("patient-view")) is not None
+
+
+@pytest.mark.parametrize("text", ["Multidisciplinary pain programme",
+                                  "Interdisciplinary rehabilitation, 4 weeks"])
+def test_a_typed_multidisciplinary_rehabilitation_order_silences_it(run, text):
+    assert run([*COHORT, typed_order(text)]) is None

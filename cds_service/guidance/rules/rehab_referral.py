@@ -118,6 +118,7 @@ RULE = Rule(
     concepts=(
         "rehabilitation-order",
         "multidisciplinary-programme",
+        "rehabilitation-words",
         "physical-therapy",
         "cognitive-behavioural-therapy",
     ),
