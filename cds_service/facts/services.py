@@ -32,8 +32,9 @@ def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> froz
     if "multidisciplinary-programme" in found:
         # rules.md: a programme is a rehabilitation order that says multidisciplinary; the word
         # alone ("multidisciplinary team meeting") does not make an order rehabilitation.
-        if "rehabilitation-order" in found or any(
-            knowledge.text_matches("rehabilitation-words", text) for text in words
+        if "rehabilitation-order" in found or (
+            any(knowledge.text_matches("rehabilitation-words", text) for text in words)
+            and not any(knowledge.text_matches("meeting-words", text) for text in words)
         ):
             found.add("rehabilitation-order")
         else:

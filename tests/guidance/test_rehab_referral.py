@@ -71,7 +71,9 @@ def typed_order(text: str):
 
 
 @pytest.mark.parametrize("text", ["Multidisciplinary team meeting (tumour board)",
-                                  "Interdisciplinary care conference"])
+                                  "Interdisciplinary care conference",
+                                  "Interdisciplinary care conference: chronic pain",
+                                  "Multidisciplinary team meeting re pain plan"])
 def test_multidisciplinary_alone_does_not_make_an_order_rehabilitation(make_facts, make_ctx,
                                                                        text):
     facts = make_facts([*COHORT, typed_order(text)])
@@ -79,6 +81,10 @@ def test_multidisciplinary_alone_does_not_make_an_order_rehabilitation(make_fact
 
 
 @pytest.mark.parametrize("text", ["Multidisciplinary pain programme",
-                                  "Interdisciplinary rehabilitation, 4 weeks"])
+                                  "Interdisciplinary rehabilitation, 4 weeks",
+                                  "Interdisciplinary functional restoration program",
+                                  "Multidisciplinary back school",
+                                  "Multidisciplinary spine programme",
+                                  "Multidisciplinary physio programme"])
 def test_a_typed_multidisciplinary_rehabilitation_order_silences_it(run, text):
     assert run([*COHORT, typed_order(text)]) is None

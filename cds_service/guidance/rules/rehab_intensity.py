@@ -82,6 +82,11 @@ RULE = Rule(
     then="Says programmes under the threshold are no better than usual care, states the planned "
     "hours and the threshold, and advises a more intensive programme; no suggestions.",
     evaluate=evaluate,
-    concepts=("multidisciplinary-programme", "rehabilitation-words", "rehabilitation-order"),
+    concepts=(
+        "multidisciplinary-programme",
+        "rehabilitation-words",
+        "meeting-words",
+        "rehabilitation-order",
+    ),
     sources=("source-guidance", "acp-low-back-pain-2017"),
 )

@@ -119,6 +119,7 @@ RULE = Rule(
         "rehabilitation-order",
         "multidisciplinary-programme",
         "rehabilitation-words",
+        "meeting-words",
         "physical-therapy",
         "cognitive-behavioural-therapy",
     ),
