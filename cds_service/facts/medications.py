@@ -118,13 +118,14 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
     ):
         return MOUD_ALWAYS
     buprenorphine = _first_term(knowledge, "buprenorphine-name", names)
-    forms = names + drug.form_words + drug.instructions
+    stated = names + drug.form_words  # the name, the coded form and the routes
     if buprenorphine and (
         _first_term(knowledge, "naloxone", names)
-        or _first_term(knowledge, "buprenorphine-moud-form", forms)
+        or _first_term(knowledge, "buprenorphine-moud-form", stated + drug.instructions)
+        # Not from the instructions: they may mention a naloxone injection, or the ER.
         or (
-            _first_term(knowledge, "extended-release-form", forms)
-            and _first_term(knowledge, "injection-form", forms)
+            _first_term(knowledge, "extended-release-form", stated)
+            and _first_term(knowledge, "injection-form", stated)
         )
     ):
         return MOUD_ALWAYS
@@ -171,18 +172,15 @@ def _dose_form(knowledge: Knowledge, drug: DrugDescription) -> tuple[str | None,
     is given, and neither when nothing says.
 
     The drug's name and its coded form and routes speak first: a local word there (cream,
-    intra-articular) makes it local, and an oral or IV/IM word systemic. Only then the dosage
-    instructions, which may mention other things ("keep using the diclofenac gel" beside an
-    oral tablet): an oral or IV/IM word there is systemic, then a local word local. An
-    injection word alone is systemic last of all, since a joint injection is one too and its
-    route or instructions say so.
+    intra-articular) makes it local, and an oral or IV/IM word systemic. Only when they say
+    nothing, the dosage instructions, which may mention other things either way ("keep using
+    the diclofenac gel", "continue oral naproxen"): a local word there makes it local, as it
+    always did, else an oral or IV/IM word systemic. An injection word alone is systemic last
+    of all, since a joint injection is one too and its route or instructions say so.
     """
     stated = drug.names + drug.form_words
-    for texts_, kinds in (
-        (stated, ("dose-form-not-systemic", "dose-form-systemic")),
-        (drug.instructions, ("dose-form-systemic", "dose-form-not-systemic")),
-    ):
-        for concept in kinds:
+    for texts_ in (stated, drug.instructions):
+        for concept in ("dose-form-not-systemic", "dose-form-systemic"):
             word = _first_term(knowledge, concept, texts_)
             if word:
                 return (word, None) if concept == "dose-form-not-systemic" else (None, word)

@@ -168,8 +168,6 @@ def with_instructions(order, text, route=None):
         with_instructions(draft("pred", "predniSONE 20 MG Oral Tablet", code="312617"),
                           "Take 2 tablets by mouth daily. Keep using the diclofenac gel.",
                           route="Oral"),
-        with_instructions(draft("pred", "prednisone 20 mg"),
-                          "1 tablet oral daily for 5 days; apply the ketoprofen gel as before"),
         # An injection is systemic when nothing says where it goes.
         draft("mp", "methylprednisolone acetate 40 mg/mL injectable suspension"),
     ],
@@ -189,6 +187,14 @@ def test_the_drug_s_own_form_decides_before_its_instructions(run, order):
         # A cream stays local whatever its instructions say.
         with_instructions(draft("top", "hydrocortisone 1% cream"), "apply twice daily; oral "
                           "antihistamine as needed"),
+        # When the name says nothing, a local word in the instructions is taken as this
+        # drug's, whatever else they mention (found by review of the first version).
+        with_instructions(draft("ia", "methylprednisolone acetate 40 mg/mL"),
+                          "Inject 40 mg intra-articular, right hip. Hold oral anticoagulant"),
+        with_instructions(draft("ia", "triamcinolone acetonide 40 MG/ML Injectable Suspension"),
+                          "40 mg intra-articular injection, left knee; continue oral naproxen"),
+        with_instructions(draft("eye", "dexamethasone 0.1%"),
+                          "1 drop ophthalmic qid; oral dosing not intended"),
     ],
 )
 def test_a_local_form_stated_by_route_name_or_instructions_is_not_flagged(run, order):

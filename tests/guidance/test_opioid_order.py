@@ -92,6 +92,27 @@ def test_buprenorphine_for_pain_is_an_opioid_without_opioid_use_disorder(run, te
     assert card is not None
 
 
+@pytest.mark.parametrize(
+    "text, instructions",
+    [
+        ("Butrans (buprenorphine) 10 mcg/hr extended-release transdermal patch",
+         "Keep naloxone injection (Zimhi) at home."),
+        ("buprenorphine 10 mcg/hr transdermal system",
+         "ER visit if breathing slows; naloxone injection kit at home"),
+        ("Buprenex (buprenorphine) 0.3 mg/mL injection", "0.3 mg IM q6h prn, given in the ER"),
+    ],
+)
+def test_extended_release_and_injection_words_in_instructions_do_not_make_moud(
+    run, text, instructions
+):
+    """Instructions may mention a naloxone injection or the emergency room (ER): only the
+    drug's name, coded form and routes say it is the extended-release injection."""
+    order = draft(text)
+    order["dosageInstruction"] = [{"text": instructions}]
+    card, medication = run(order)
+    assert medication.moud is None and card is not None
+
+
 def test_naloxone_in_the_dosage_instructions_does_not_make_an_opioid_moud(run):
     """Naloxone is advised beside any opioid: instructions that mention it say nothing of the
     drug ordered, which stays an opioid (it was taken for buprenorphine with naloxone)."""
