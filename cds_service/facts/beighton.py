@@ -12,7 +12,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from cds_service.facts.fhirpath import codings, period_start, texts, to_date, to_instant
+from cds_service.facts.fhirpath import (
+    codings,
+    first_present,
+    period_start,
+    texts,
+    to_date,
+    to_instant,
+)
 from cds_service.facts.model import BeightonFact
 from cds_service.guidance.settings import GuidanceSettings
 from cds_service.knowledge import Knowledge
@@ -46,15 +53,12 @@ def score_value(observation: Any) -> int | None:
 
 def _effective(observation: Any) -> str | None:
     """The observation's effective time as written (its first one present)."""
-    for value in (
+    return first_present(
         observation.effectiveDateTime,
         observation.effectiveInstant,
         period_start(observation.effectivePeriod),
         observation.issued,
-    ):
-        if value is not None:
-            return value
-    return None
+    )
 
 
 def effective_date(observation: Any) -> date | None:

@@ -7,6 +7,7 @@ the facts need, so the clinical code never has to guard against ``None`` chains 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -75,15 +76,27 @@ def to_date(value: str | None) -> date | None:
 
 
 def to_instant(value: str | None) -> datetime | None:
-    """The moment a FHIR date/dateTime/instant names, in UTC, to order values by time: a
-    dateTime with its time and offset exactly, a date (or a partial one) at the start of its
-    first day in UTC. Values come from the models, which have already checked the pattern."""
+    """The moment a FHIR date/dateTime/instant names, in UTC, to order values by time.
+
+    A dateTime with its time and offset is exact. A date alone (or a partial one) says only the
+    day, so it stands for the end of that day in UTC: it is not known to come before anything
+    else that day. A leap second (":60", which FHIR allows) counts as the second before it, and
+    a moment beyond what Python can hold (year 1 with a positive offset) as its day's end.
+    """
     if value is None:
         return None
+    day = to_date(value)
+    end_of_day = datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=UTC)
     if "T" not in value:
-        day = to_date(value)
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+        return end_of_day
+    try:
+        moment = datetime.fromisoformat(_LEAP_SECOND.sub(":59", value.replace("Z", "+00:00")))
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return end_of_day
+
+
+_LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60")
 
 
 def period_start(period: Any) -> str | None:
@@ -91,13 +104,14 @@ def period_start(period: Any) -> str | None:
     return period.start if period is not None else None
 
 
+def first_present(*values: str | None) -> str | None:
+    """The first value that is present, else None."""
+    return next((value for value in values if value is not None), None)
+
+
 def first_date(*values: str | None) -> date | None:
     """The date of the first value that is present (see :func:`to_date`), else None."""
-    for value in values:
-        found = to_date(value)
-        if found is not None:
-            return found
-    return None
+    return to_date(first_present(*values))
 
 
 def status_code(concept: Any) -> str | None:

@@ -142,6 +142,23 @@ def test_two_scores_on_one_day_are_ordered_by_time_whatever_the_bundle_order(run
                      beighton(3, rid="b3", when="2026-06-02T15:00:00Z"))) is None
 
 
+def test_a_score_dated_by_its_day_alone_is_not_taken_as_earlier_than_that_day(run):
+    """A date alone may be any time that day: 2 June is not before 23:00 on 1 June at UTC-5
+    (04:00Z on 2 June), so the 2 June score of 2 wins (found by review)."""
+    timed = beighton(6, rid="b6", when="2026-06-01T23:00:00-05:00")
+    dated = beighton(2, rid="b2", when="2026-06-02")
+    assert run(chart(timed, dated)) is None
+    assert run(chart(dated, timed)) is None
+
+
+@pytest.mark.parametrize("when", ["2026-06-30T23:59:60Z", "0001-01-01T00:30:00+01:00",
+                                  "9999-12-31T23:00:00-05:00"])
+def test_odd_but_valid_times_are_read_not_fatal(run, when):
+    """A leap second and the calendar's edges are valid FHIR: they crashed the call with a 500
+    once scores were ordered by moment (found by review)."""
+    assert run(chart(beighton(6, when=when))) is not None
+
+
 def test_preliminary_score_does_not_count(run):
     assert run(chart(beighton(7, status="preliminary"))) is None
 
