@@ -22,10 +22,10 @@ def known_display(knowledge: Knowledge, system: str | None, code: str) -> str | 
 
 
 def name_of(knowledge: Knowledge, concept: Any, fallback: str) -> str:
-    """The concept's name for card text (see :func:`card_text`)."""
-    return card_text(
-        label(concept, fallback, lambda system, code: known_display(knowledge, system, code))
-    )
+    """The concept's name for card text (see :func:`card_text`); "unnamed" when the record's
+    words are nothing but spacing or invisible characters."""
+    name = label(concept, fallback, lambda system, code: known_display(knowledge, system, code))
+    return card_text(name) or "unnamed"
 
 
 # Line breaks, tabs, other spacing and invisible control or format characters (bidi overrides).

@@ -275,3 +275,10 @@ def test_chart_text_cannot_pass_for_the_card_s_own_markdown_links_or_html(core_c
     assert "\n" not in card["summary"]
     assert "oxycodone 5 mg" in card["summary"]  # the name is still there, on one line
     assert "\u2039img src=x" in card["detail"]  # shown, not rendered
+
+
+def test_a_name_of_invisible_characters_is_shown_as_unnamed(core_client):
+    opioid = medication_request("p1", "oxy", code="1049621", text="\u200b\n")
+    body = request_for("order-sign", cohort_conditions("p1"), drafts=[opioid])
+    card = core_client.post(SIGN, json=body).get_json()["cards"][0]
+    assert card["summary"].endswith(": unnamed")
