@@ -137,6 +137,7 @@ class HookPipeline:
             )
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         deadline = monotonic() + self.client.limits.deadline_s  # all of this call's fetching
+        budget = self.client.budget()  # and all the bytes it may read
         data = gather(
             templates=service.prefetch,
             context=request.context,
@@ -148,6 +149,7 @@ class HookPipeline:
             allow_loopback_http=self.settings.allow_loopback_http,
             keep=self.keeps_resource,
             deadline=deadline,
+            budget=budget,
         )
         record = build_record(data.resources, patient_id, self.knowledge)
         drafts = []
@@ -175,6 +177,7 @@ class HookPipeline:
             allowlist=self.settings.fhir_server_allowlist,
             allow_loopback_http=self.settings.allow_loopback_http,
             deadline=deadline,
+            budget=budget,
         )
         if reads.failed:
             reasons = ", ".join(sorted(set(reads.failed.values())))

@@ -80,8 +80,9 @@ class FetchLimits:
     page_size: int = 1000  # 0: no _count sent
     max_resources: int = 20000  # per query
     max_response_bytes: int = 20 * 1024 * 1024  # per HTTP response, after decompression
-    # All responses of one fetch call together (every query and page), so that a hostile or
-    # broken server cannot fill a worker's memory with page after page until the deadline.
+    # All responses of one hook call together (every query, page and Medication read: its
+    # fetches share one ByteBudget), so that a hostile or broken server cannot fill a worker's
+    # memory with page after page until the deadline.
     max_call_bytes: int = 32 * 1024 * 1024
 
 
@@ -129,8 +130,9 @@ class _Auth(AuthBase):
         return "_Auth(<redacted>)"
 
 
-class _ByteBudget:
-    """Bytes one fetch call may still read, shared by its worker threads."""
+class ByteBudget:
+    """Bytes one hook call may still read from the FHIR server, shared by all its fetches and
+    their worker threads, as they share its deadline (see :meth:`FhirClient.budget`)."""
 
     def __init__(self, limit: int) -> None:
         self._left = limit
@@ -150,7 +152,7 @@ class _Call:
     base_url: str
     auth: _Auth = field(repr=False)
     deadline: float
-    budget: _ByteBudget = field(repr=False)
+    budget: ByteBudget = field(repr=False)
     keep: Callable[[dict[str, Any]], bool] | None = None
 
 
@@ -357,6 +359,10 @@ class FhirClient:
 
     # ------------------------------------------------------------------ public API
 
+    def budget(self) -> ByteBudget:
+        """A fresh byte budget of ``max_call_bytes``, for all the fetches of one hook call."""
+        return ByteBudget(self._limits.max_call_bytes)
+
     def fetch(
         self,
         base_url: str,
@@ -366,6 +372,7 @@ class FhirClient:
         follow_bundles: Mapping[str, dict] | None = None,
         keep: Callable[[dict[str, Any]], bool] | None = None,
         deadline: float | None = None,
+        budget: ByteBudget | None = None,
     ) -> dict[str, FetchResult]:
         """Run all ``queries`` (and finish all ``follow_bundles``) in parallel.
 
@@ -384,8 +391,9 @@ class FhirClient:
         several threads at once), so a long chart's pages are not all held in memory at once;
         ``max_resources`` still counts every match.
 
-        ``deadline`` (a ``time.monotonic()`` instant) replaces ``deadline_s`` from now, so that
-        several calls for one hook call can share one budget.
+        ``deadline`` (a ``time.monotonic()`` instant) replaces ``deadline_s`` from now, and
+        ``budget`` a fresh :class:`ByteBudget`, so that several calls for one hook call can
+        share one time and one byte budget.
         """
         follow = dict(follow_bundles or {})
         overlap = set(queries) & set(follow)
@@ -400,7 +408,7 @@ class FhirClient:
             base_url=base,
             auth=_Auth(token),
             deadline=monotonic() + self._limits.deadline_s if deadline is None else deadline,
-            budget=_ByteBudget(self._limits.max_call_bytes),
+            budget=budget or self.budget(),
             keep=keep,
         )
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service.fhir.client import FetchError, FhirClient
+from cds_service.fhir.client import ByteBudget, FetchError, FhirClient
 from cds_service.fhir.server_policy import FhirServerRefused, check_fhir_server
 
 TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
@@ -126,13 +126,15 @@ def gather(
     allow_loopback_http: bool,
     keep: Callable[[dict[str, Any]], bool] | None = None,
     deadline: float | None = None,
+    budget: ByteBudget | None = None,
 ) -> GatheredData:
     """The patient's resources, from prefetch and, for what is missing, the FHIR server.
 
     ``keep``, if given, filters the resources the FHIR client gathers, page by page: those of
     fetched searches, and of a paginated prefetch Bundle it follows (first page included).
     ``dropped`` counts those it refused; other prefetch values are left as they are.
-    ``deadline`` (monotonic) bounds the fetching, as :meth:`FhirClient.fetch` has it.
+    ``deadline`` (monotonic) and ``budget`` bound the fetching, as :meth:`FhirClient.fetch`
+    has them.
     """
     data = GatheredData()
     prefetch = prefetch or {}
@@ -166,7 +168,13 @@ def gather(
         raise DataUnavailable({"fhirServer": refused.reason}) from None
     counted = _Counted(keep) if keep is not None else None
     results = client.fetch(
-        base, to_fetch, token=token, follow_bundles=to_follow, keep=counted, deadline=deadline
+        base,
+        to_fetch,
+        token=token,
+        follow_bundles=to_follow,
+        keep=counted,
+        deadline=deadline,
+        budget=budget,
     )
     data.dropped = counted.refused if counted is not None else 0
     problems: dict[str, str] = {}

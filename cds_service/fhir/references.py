@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service.fhir.client import FetchError, FhirClient
+from cds_service.fhir.client import ByteBudget, FetchError, FhirClient
 from cds_service.fhir.models import ID_CHARACTERS
 from cds_service.fhir.server_policy import FhirServerRefused, check_fhir_server
 
@@ -71,6 +71,7 @@ def read_medications(
     allowlist: tuple[str, ...],
     allow_loopback_http: bool,
     deadline: float,
+    budget: ByteBudget | None = None,
 ) -> MedicationReads:
     """Read the first :data:`MAX_READS` of ``ids`` from ``fhirServer``, at most
     :data:`IN_FLIGHT` at a time (so one call holds no more of the shared fetch threads than its
@@ -88,7 +89,7 @@ def read_medications(
         chunk = wanted[start : start + IN_FLIGHT]
         batch = {f"medication-{n}": each for n, each in enumerate(chunk)}
         queries = {key: f"Medication/{each}" for key, each in batch.items()}
-        results = client.fetch(base, queries, token=token, deadline=deadline)
+        results = client.fetch(base, queries, token=token, deadline=deadline, budget=budget)
         for key, medication_id in batch.items():
             result = results.get(key)
             if isinstance(result, FetchError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from time import monotonic
 
 import pytest
@@ -111,3 +112,20 @@ def test_at_most_max_reads_are_sent_and_at_most_in_flight_at_once(client, monkey
     assert len(reads.found) == MAX_READS and reads.failed == {}
     assert len(responses.calls) == MAX_READS
     assert max(sizes) == IN_FLIGHT and sum(sizes) == MAX_READS
+
+
+@responses.activate
+def test_the_reads_share_the_hook_call_s_byte_budget_across_batches():
+    """One budget for the whole hook call: with one per batch, each batch of 7 would get its
+    own, and 32 reads could take about five budgets."""
+    ids = [f"m{n}" for n in range(2 * IN_FLIGHT)]
+    for mid in ids:
+        responses.get(f"{FHIR}/Medication/{mid}", json=medication(mid))
+    size = len(json.dumps(medication("m0"))) + 8
+    with FhirClient(limits=FetchLimits(max_call_bytes=IN_FLIGHT * size)) as small:
+        budget = small.budget()
+        reads = read_medications(ids, fhir_server=FHIR, token=None, client=small,
+                                 allowlist=(FHIR,), allow_loopback_http=False,
+                                 deadline=monotonic() + 3.0, budget=budget)
+    assert len(reads.found) <= IN_FLIGHT
+    assert len(reads.failed) >= IN_FLIGHT and set(reads.failed.values()) == {"too-large"}
