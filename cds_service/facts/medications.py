@@ -172,11 +172,11 @@ def _dose_form(knowledge: Knowledge, drug: DrugDescription) -> tuple[str | None,
     is given, and neither when nothing says.
 
     The drug's name and its coded form and routes speak first: a local word there (cream,
-    intra-articular) makes it local, and an oral or IV/IM word systemic. Only when they say
-    nothing, the dosage instructions, which may mention other things either way ("keep using
-    the diclofenac gel", "continue oral naproxen"): a local word there makes it local, as it
-    always did, else an oral or IV/IM word systemic. An injection word alone is systemic last
-    of all, since a joint injection is one too and its route or instructions say so.
+    intra-articular) makes it local, and an oral, intravenous or intramuscular word systemic.
+    Only when they say nothing, the dosage instructions, which may mention other things either
+    way ("keep using the diclofenac gel", "continue oral naproxen"): a local word there makes it
+    local, as it always did, else a systemic word systemic. An injection word alone is systemic
+    last of all, since a joint injection is one too and its route or instructions say so.
     """
     stated = drug.names + drug.form_words
     for texts_ in (stated, drug.instructions):
