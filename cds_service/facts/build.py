@@ -130,7 +130,7 @@ def build_facts(
             _with(conditions, "eds-or-hypermobility-any-type", active=False)
         ),
         beighton=beighton,
-        chronic_pain=chronic_pain(conditions, today, settings.chronic_pain_days),
+        chronic_pain=chronic_pain(conditions, now, settings.chronic_pain_days),
         opioid_exemptions=tuple(exemptions),
         has_opioid_use_disorder=has_oud,
         pots=_with(conditions, "pots"),

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from cds_service.facts.fhirpath import code_list, codings, first_date, status_code, to_date
+from cds_service.facts.fhirpath import (
+    code_list,
+    codings,
+    first_date,
+    status_code,
+    to_date,
+    to_instant,
+)
 from cds_service.facts.model import ConditionFact, PainFact
 from cds_service.facts.naming import card_text, name_of
 from cds_service.knowledge import Knowledge
@@ -132,7 +139,14 @@ def condition_fact(
         recorded=first_date(condition.recordedDate),
         onset_age=onset.age,
         onset_undated=onset.undated,
+        onset_at=_timed(condition.onsetDateTime),
+        recorded_at=_timed(condition.recordedDate),
     )
+
+
+def _timed(value: str | None) -> datetime | None:
+    """The moment a dateTime names, when it gives a time of day (else None: a date alone)."""
+    return to_instant(value) if value is not None and "T" in value else None
 
 
 def recorded_facts(
@@ -144,9 +158,10 @@ def recorded_facts(
 
 
 def chronic_pain(
-    facts: list[ConditionFact], today: date, chronic_days: int
+    facts: list[ConditionFact], now: datetime, chronic_days: int
 ) -> tuple[PainFact, ...]:
-    """Active back/hip pain conditions that meet the chronic definition, each with its reason."""
+    """Active back/hip pain conditions that meet the chronic definition (at the evaluation time
+    ``now``), each with its reason."""
     marker = next(
         (f for f in facts if f.active and "chronic-pain-unlocated" in f.concepts), None
     )
@@ -157,14 +172,14 @@ def chronic_pain(
         sites = [s for s in ("back", "hip") if f"{s}-pain" in fact.concepts]
         if not sites:
             continue
-        reason = _chronic_because(fact, today, chronic_days, marker)
+        reason = _chronic_because(fact, now, chronic_days, marker)
         if reason:
             found.extend(PainFact(condition=fact, site=s, chronic_because=reason) for s in sites)
     return tuple(found)
 
 
 def _chronic_because(
-    fact: ConditionFact, today: date, chronic_days: int, marker: ConditionFact | None
+    fact: ConditionFact, now: datetime, chronic_days: int, marker: ConditionFact | None
 ) -> str | None:
     weeks = chronic_days // 7
     if "pain-coded-chronic" in fact.concepts:
@@ -179,9 +194,15 @@ def _chronic_because(
     if fact.onset_undated is not None:
         return f"onset {fact.onset_undated}, so counted as chronic"
     age = f" ({fact.onset_age})" if fact.onset_age else ""
-    for what, when, how in (("onset", fact.onset, age), ("recorded", fact.recorded, "")):
+    for what, when, at, how in (
+        ("onset", fact.onset, fact.onset_at, age),
+        ("recorded", fact.recorded, fact.recorded_at, ""),
+    ):
         if when is not None:
-            if (today - when).days >= chronic_days:
+            # rules.md: "at least 12 weeks (84 days) before the evaluation time": from the
+            # moment when a time of day is given, else from the calendar date.
+            elapsed = now - at if at is not None else timedelta(days=(now.date() - when).days)
+            if elapsed >= timedelta(days=chronic_days):
                 return f"{what} {when.isoformat()}{how}, at least {weeks} weeks ago"
             return None
     return "no onset or recorded date, so counted as chronic"

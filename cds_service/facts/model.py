@@ -46,6 +46,10 @@ class ConditionFact:
     recorded: date | None
     onset_age: str | None = None
     onset_undated: str | None = None
+    # The onset and recorded moments, when given with a time of day: the 84-day test then
+    # counts from the moment, not from its local calendar date.
+    onset_at: datetime | None = None
+    recorded_at: datetime | None = None
 
     def evidence(self) -> str:
         codes = f" ({self.codes})" if self.codes and self.codes != self.name else ""

@@ -150,3 +150,20 @@ def test_an_abated_pain_condition_is_not_pain_whatever_its_status_says(make_fact
     # The same Condition without its abatement is chronic hip pain: the abatement decided.
     del hip["abatementDateTime"]
     assert make_facts(chart(hip), strict=True).in_cohort
+
+
+@pytest.mark.parametrize(
+    ("onset", "chronic"),
+    [
+        ("2026-08-09T20:00:00-10:00", False),  # 06:00Z on 10 Aug: 83 days 6 h before 1 Nov 12:00Z
+        ("2026-08-08T20:00:00-10:00", True),  # 84 days 6 h
+        ("2026-08-09", True),  # a date alone: 84 calendar days
+        ("2026-08-10", False),
+    ],
+)
+def test_the_84_days_count_from_the_onset_moment_when_it_has_a_time(make_facts, onset, chronic):
+    """rules.md: onset "at least 12 weeks (84 days) before the evaluation time" (the tests'
+    evaluation time is 2026-11-01T12:00Z); the local calendar date of a timed onset made one
+    83 days old count (found by clinical review)."""
+    facts = make_facts(chart(hip_pain(onsetDateTime=onset)), strict=True)
+    assert bool(facts.chronic_pain) is chronic
