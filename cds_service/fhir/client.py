@@ -534,13 +534,17 @@ class FhirClient:
                     stream=True,
                 )
             except requests.Timeout:
-                raise _logged(FetchError(key, "timeout"), started) from None
+                raise _logged(FetchError(key, _late(call, "timeout")), started) from None
             except requests.RequestException as exc:
                 reason = "timeout" if _is_read_timeout(exc) else "connection"
-                raise _logged(FetchError(key, reason), started) from None
+                raise _logged(FetchError(key, _late(call, reason)), started) from None
             finally:
                 _SENDING.deadline = None
             with response:
+                if monotonic() >= call.deadline:
+                    # Too late to be used; and the watchdog may have cut its headers short at
+                    # the deadline, which would read as a complete but empty answer.
+                    raise _logged(FetchError(key, "deadline"), started)
                 status = response.status_code
                 if status in _REDIRECT_STATUSES:
                     url = self._redirect_target(call, key, url, response, started)
@@ -598,6 +602,12 @@ class FhirClient:
             if monotonic() - started > timeout:
                 raise _logged(FetchError(key, "timeout", status=status), started)
         return bytes(buf)
+
+
+def _late(call: _Call, reason: str) -> str:
+    """``deadline`` for a request that failed once the call's deadline had passed (the
+    watchdog's cut makes the socket fail), else ``reason``."""
+    return "deadline" if monotonic() >= call.deadline else reason
 
 
 def _chunks(key: str, response: requests.Response, started: float) -> Iterator[bytes]:

@@ -785,3 +785,24 @@ def test_searches_ask_for_the_page_size_unless_they_name_one(mocked, query, sent
     with FhirClient(limits=FetchLimits(page_size=500)) as c:
         c.fetch(BASE, {"k": query}, token=None)
     assert [call.request.url for call in mocked.calls] == [f"{BASE}/{sent}"]
+
+
+def test_an_answer_that_arrives_after_the_deadline_is_not_used(mocked, monkeypatch) -> None:
+    """The watchdog cuts a connection at the deadline; an answer completed after it (possibly
+    cut short: headers ended by the cut read as an empty 200) is a "deadline", whichever of the
+    cut and the caller's wait comes first (the race made a forked-worker test flaky)."""
+    from cds_service.fhir import client as client_module
+
+    late = [0.0]
+    real = client_module.monotonic
+    monkeypatch.setattr(client_module, "monotonic", lambda: real() + late[0])
+
+    def slow_answer(request):
+        late[0] = 100.0  # the server answered, but only after the call's deadline
+        return 200, {"Content-Type": "application/fhir+json"}, json.dumps(bundle(cond(1)))
+
+    mocked.add_callback(responses.GET, f"{BASE}/Condition", callback=slow_answer)
+    with FhirClient(limits=limits_(timeout_s=1.0, deadline_s=3.0)) as c:
+        out = c.fetch(BASE, {"c": "Condition?patient=p1"}, token=None,
+                      deadline=real() + 3.0)
+    assert isinstance(out["c"], FetchError) and out["c"].reason == "deadline"
