@@ -15,6 +15,7 @@ from typing import Any
 from cds_service.facts.fhirpath import codings, first_date, texts
 from cds_service.facts.model import MedicationOrder
 from cds_service.facts.naming import name_of
+from cds_service.fhir.models import unversioned
 from cds_service.knowledge import Knowledge
 
 
@@ -70,7 +71,7 @@ def _referenced_medication(order: Any, medications: Mapping[str, Any]) -> Any | 
                 return contained
         return None
     # Relative or absolute, and without a version: the record keys Medications "Medication/<id>".
-    key = "Medication/" + reference.partition("/_history/")[0].rsplit("Medication/", 1)[-1]
+    key = "Medication/" + unversioned(reference).rsplit("Medication/", 1)[-1]
     return medications.get(key)
 
 

@@ -30,6 +30,7 @@ create is valid to it.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
@@ -125,6 +126,15 @@ class CodeableConcept(Element):
 class Reference(Element):
     reference: String | None = None
     display: String | None = None
+
+
+_VERSION = re.compile(rf"/_history/{ID_CHARACTERS}$")
+
+
+def unversioned(reference: str) -> str:
+    """``reference`` without a version ("Patient/p1/_history/2" -> "Patient/p1"): FHIR R4
+    version-specific references name the same resource, and the rules read resources by id."""
+    return _VERSION.sub("", reference)
 
 
 class Period(Element):

@@ -32,6 +32,7 @@ from cds_service.fhir.models import (
     Procedure,
     Resource,
     ServiceRequest,
+    unversioned,
 )
 from cds_service.knowledge import Knowledge
 
@@ -180,9 +181,7 @@ def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
     ref = resource.get("subject") or resource.get("patient")
     if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
         return True  # Medication has no subject; unreferenced resources are taken as given
-    # A version-specific reference ("Patient/p1/_history/2", FHIR R4 3.4.4) names the same
-    # patient: its version is cut off before comparing.
-    reference = ref["reference"].partition("/_history/")[0]
+    reference = unversioned(ref["reference"])
     return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
 
 

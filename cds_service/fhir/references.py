@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service.fhir.client import ByteBudget, FetchError, FhirClient
-from cds_service.fhir.models import ID_CHARACTERS
+from cds_service.fhir.models import ID_CHARACTERS, unversioned
 from cds_service.fhir.server_policy import FhirServerRefused, check_fhir_server
 
-# "Medication/<id>", or a version of it ("Medication/<id>/_history/<vid>"): the Medication is
-# read, and matched, by its id (a Medication's versions name the same drug).
-_RELATIVE_MEDICATION = re.compile(rf"^Medication/({ID_CHARACTERS})(?:/_history/{ID_CHARACTERS})?$")
+# "Medication/<id>", once any version is cut off (models.unversioned): the Medication is read,
+# and matched, by its id (a Medication's versions name the same drug).
+_RELATIVE_MEDICATION = re.compile(rf"^Medication/({ID_CHARACTERS})$")
 # Reads per hook call, at most: a patient's active orders seldom name more than a few
 # Medications by reference; the cap bounds what one call can ask of the EHR's server.
 MAX_READS = 32
@@ -47,7 +47,7 @@ def missing_medications(orders: Iterable[Any], have: Mapping[str, Any]) -> list[
     missing: list[str] = []
     for order in orders:
         reference = order.medicationReference.reference if order.medicationReference else None
-        found = _RELATIVE_MEDICATION.match(reference) if reference else None
+        found = _RELATIVE_MEDICATION.match(unversioned(reference)) if reference else None
         if found and f"Medication/{found[1]}" not in have and found[1] not in missing:
             missing.append(found[1])
     return missing
