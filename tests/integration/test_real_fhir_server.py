@@ -262,6 +262,23 @@ def patient_naming_by_reference(patient_id: str, medication_id: str) -> list[dic
     return [*resources, order]
 
 
+def assert_on_the_server_as_meant(session) -> None:
+    """The premise of the two tests below: one Medication is there to be read, the other is
+    not, and each patient's only active order names its drug by reference alone."""
+    held = session.get(f"{FHIR_URL}/Medication/{MEDICATION_ID}",
+                       headers={"Accept": FHIR_JSON}, timeout=10)
+    assert held.status_code == 200 and held.json()["code"] == opioid_medication()["code"]
+    missing = session.get(f"{FHIR_URL}/Medication/{MISSING_MEDICATION_ID}",
+                          headers={"Accept": FHIR_JSON}, timeout=10)
+    assert missing.status_code == 404
+    for patient_id in (HELD, ABSENT):
+        bundle = session.get(f"{FHIR_URL}/MedicationRequest",
+                             params={"patient": patient_id, "status": "active"},
+                             headers={"Accept": FHIR_JSON}, timeout=10).json()
+        (order,) = [e["resource"] for e in bundle.get("entry", [])]
+        assert set(order) & {"medicationCodeableConcept", "contained"} == set()
+
+
 @pytest.fixture(scope="module")
 def referencing_patients(session, loaded):
     """PUT both patients and the one Medication as the loader does (a transaction of PUTs);
@@ -275,6 +292,7 @@ def referencing_patients(session, loaded):
     try:
         response = session.post(FHIR_URL, json=transaction(put), headers=headers, timeout=30)
         assert response.status_code < 300, response.text[:300]
+        assert_on_the_server_as_meant(session)
         yield
     finally:
         deleted = {
@@ -301,23 +319,6 @@ def patient_view(client, patient_id: str, log_lines) -> tuple[set[str], dict]:
     assert line["prefetch_keys"] == [] and "medications" in line["fetched_keys"]
     assert RUN not in log_lines.text()  # ids are patient data: only counts are logged
     return {card["source"]["topic"]["code"] for card in response.get_json()["cards"]}, line
-
-
-def test_referencing_patients_are_on_the_server_as_meant(session, referencing_patients):
-    """One Medication is there to be read, the other is not, and each patient's only active
-    order names its drug by reference alone."""
-    held = session.get(f"{FHIR_URL}/Medication/{MEDICATION_ID}",
-                       headers={"Accept": FHIR_JSON}, timeout=10)
-    assert held.status_code == 200 and held.json()["code"] == opioid_medication()["code"]
-    missing = session.get(f"{FHIR_URL}/Medication/{MISSING_MEDICATION_ID}",
-                          headers={"Accept": FHIR_JSON}, timeout=10)
-    assert missing.status_code == 404
-    for patient_id in (HELD, ABSENT):
-        bundle = session.get(f"{FHIR_URL}/MedicationRequest",
-                             params={"patient": patient_id, "status": "active"},
-                             headers={"Accept": FHIR_JSON}, timeout=10).json()
-        (order,) = [e["resource"] for e in bundle.get("entry", [])]
-        assert set(order) & {"medicationCodeableConcept", "contained"} == set()
 
 
 def test_an_opioid_in_a_medication_read_from_the_server_gets_its_card(
