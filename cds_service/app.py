@@ -26,6 +26,7 @@ from cds_service.logs import hook_instance_var, keep_url_loggers_quiet, service_
 from cds_service.pipeline import HookPipeline
 from cds_service.security import (
     AuthError,
+    AuthUnavailable,
     JwtVerifier,
     issuers_from_env,
     load_trusted_issuers,
@@ -167,6 +168,14 @@ def _authenticate() -> None:
     audiences = [base + request.path for base in state.settings.public_base_urls]
     try:
         claims = state.verifier.verify(request.headers.get("Authorization"), audiences)
+    except AuthUnavailable as error:
+        logger.error("authentication unavailable", extra={"reason": error.reason})
+        raise ApiError(
+            503,
+            "The request could not be authenticated just now; nothing was done. Retry later.",
+            code="transient",
+            headers={"Retry-After": "5"},
+        ) from None
     except AuthError as error:
         logger.warning(
             "authentication failed", extra={"reason": error.reason, "path": request.path}

@@ -23,8 +23,14 @@ from typing import Protocol, runtime_checkable
 from sqlalchemy import Connection, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cds_service.storage.database import Database, as_database
+from cds_service.storage.database import Database, RetryPolicy, as_database
 from cds_service.storage.schema import jwt_replay
+
+# The replay check runs while an EHR waits for its hook call, so it may wait for the database
+# about a second in all (two attempts of half a second each), not the half-minute that the
+# store's background writes may take: past that, the call answers 503 (see the verifier).
+LOCK_WAIT_S = 0.5
+RETRY = RetryPolicy(attempts=2, base_delay_s=0.05, max_delay_s=0.1)
 
 
 @runtime_checkable
@@ -86,7 +92,8 @@ class DatabaseReplayCache:
     The commit uses relaxed durability (see :mod:`cds_service.storage.database`): it is visible
     to every other worker at once; only a database *server* crash can forget the last fraction
     of a second of ``jti`` values, for tokens that expire within minutes anyway. Transient
-    errors are retried; anything else propagates, and the verifier fails closed (401).
+    errors are retried once, within :data:`LOCK_WAIT_S` a try; anything else, or a database
+    still locked or down after that, propagates, and the verifier fails closed (503).
     """
 
     def __init__(
@@ -126,7 +133,7 @@ class DatabaseReplayCache:
                 conn.execute(self._purge, {"now": now})
             return conn.execute(self._claim, params).rowcount == 1
 
-        return self.database.run(work, relaxed=True)
+        return self.database.run(work, relaxed=True, retry=RETRY, lock_wait_s=LOCK_WAIT_S)
 
     def _purge_due(self, now: float) -> bool:
         with self._purge_lock:

@@ -20,7 +20,7 @@ Every failure raises ``AuthError(reason)``. Reasons (stable, for logs and tests)
 ``malformed-claim:<name>``, ``untrusted-issuer``, ``jku-not-allowed``, ``jwks-unavailable``,
 ``unknown-kid``, ``ambiguous-kid``, ``key-alg-mismatch``, ``bad-key``, ``bad-signature``,
 ``wrong-audience``, ``expired``, ``iat-in-future``, ``not-yet-valid``, ``lifetime-too-long``,
-``replay``, ``replay-cache-error``.
+``replay``, ``replay-cache-error`` (raised as :class:`AuthUnavailable`: the service's fault).
 
 ``typ``: CDS Hooks 2.0 makes ``typ`` REQUIRED with the value ``JWT`` and the sandbox sends it, so it
 is required by default (compared case-insensitively, per RFC 7515 §4.1.9). ``require_typ=False``
@@ -43,7 +43,7 @@ import requests
 
 from cds_service import strict_json
 
-from .errors import AuthError
+from .errors import AuthError, AuthUnavailable
 from .issuers import TrustedIssuer
 from .jwks import ALG_KEY_TYPES, JwksFetcher, KeyIndex, index_jwks, merge_indexes, verification_key
 from .replay import ReplayCache
@@ -330,6 +330,6 @@ class JwtVerifier:
             is_new = self._replay_cache.add_if_new(iss, jti, exp + self._leeway_s)
         except Exception as exc:  # fail closed: an unusable cache must not disable replay checks
             log.error("JWT replay cache failed: %s", type(exc).__name__)
-            raise AuthError("replay-cache-error") from None
+            raise AuthUnavailable("replay-cache-error") from None
         if not is_new:
             raise AuthError("replay")

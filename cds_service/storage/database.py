@@ -214,7 +214,7 @@ class Database:
                 connect_args={"timeout": self._busy_timeout_s, "check_same_thread": False},
                 **pool_args,
             )
-            _sqlite_events(engine)
+            _sqlite_events(engine, busy_timeout_ms=round(self._busy_timeout_s * 1000))
             return engine
         # No pool_pre_ping: it would cost a round trip on every checkout. A connection the
         # server dropped fails its statement as a disconnect, SQLAlchemy then discards the
@@ -242,21 +242,29 @@ class Database:
         *,
         relaxed: bool = False,
         retry: RetryPolicy | None = None,
+        lock_wait_s: float | None = None,
     ) -> T:
         """Run ``work(connection)`` in one transaction, committed before this returns.
 
         ``work`` may run more than once (after a transient error), so it must only execute
-        statements, never keep state outside the transaction.
+        statements, never keep state outside the transaction. ``lock_wait_s`` bounds each
+        attempt's wait for a lock (SQLite's write lock, a PostgreSQL row or table lock) below
+        the database's own ``sqlite_busy_timeout_s``, for work a caller is waiting on.
         """
         policy = retry or self.retry
+        lock_wait_ms = None if lock_wait_s is None else max(1, round(lock_wait_s * 1000))
         for attempt in range(1, policy.attempts + 1):
             try:
                 with self.engine.connect() as conn:
                     if relaxed:
                         conn.execution_options(cds_relaxed=True)
+                    if lock_wait_ms is not None:
+                        conn.execution_options(cds_lock_wait_ms=lock_wait_ms)
                     with conn.begin():
                         if relaxed and self.backend == "postgresql":
                             conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                        if lock_wait_ms is not None and self.backend == "postgresql":
+                            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_wait_ms}")
                         result = work(conn)
                     return result
             except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:
@@ -347,13 +355,14 @@ class Database:
         return config
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, *, busy_timeout_ms: int) -> None:
     """SQLite settings on every new connection, and explicit write transactions.
 
     The stdlib driver's own transaction handling starts transactions lazily and would let two
     writers deadlock on lock upgrade; the SQLAlchemy-documented remedy is to turn it off and emit
     BEGIN ourselves. ``BEGIN IMMEDIATE`` takes the write lock up front (waiting up to the busy
-    timeout), so every transaction either runs alone or waits its turn.
+    timeout: ``busy_timeout_ms``, or the transaction's own ``cds_lock_wait_ms``), so every
+    transaction either runs alone or waits its turn.
     """
 
     @event.listens_for(engine, "connect")
@@ -372,4 +381,8 @@ def _sqlite_events(engine: Engine) -> None:
         if conn.info.get("cds_synchronous", "FULL") != wanted:
             conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
             conn.info["cds_synchronous"] = wanted
+        wait_ms = conn.get_execution_options().get("cds_lock_wait_ms", busy_timeout_ms)
+        if conn.info.get("cds_busy_timeout_ms", busy_timeout_ms) != wait_ms:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(wait_ms)}")
+            conn.info["cds_busy_timeout_ms"] = wait_ms
         conn.exec_driver_sql("BEGIN IMMEDIATE")

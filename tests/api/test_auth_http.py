@@ -168,3 +168,28 @@ def test_token_for_any_public_base_url_is_accepted_once(settings, key, make_requ
     assert client.post(PV, json=make_request(), headers=auth(tok)).status_code == 401  # replay
     elsewhere = sign_development_token(key[0], kid="k1", iss=ISS, aud="https://x.example" + PV)
     assert client.post(PV, json=make_request(), headers=auth(elsewhere)).status_code == 401
+
+
+def test_a_locked_database_answers_503_soon_not_401(secured, key, make_request, settings):
+    """The replay check cannot run while another process holds the database's write lock: the
+    call is refused (checks are never skipped), but as the service's fault, a 503 to retry, and
+    after two short attempts rather than the store's half-minute of retries."""
+    import sqlite3
+
+    assert secured.post(PV, json=make_request(), headers=auth(token(key, PV))).status_code == 200
+    holder = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"),
+                             isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        response = secured.post(PV, json=make_request(), headers=auth(token(key, PV)))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "WWW-Authenticate" not in response.headers
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "transient"
+    assert "Retry later" in issue["diagnostics"]
+    # The lock gone, a fresh token is accepted again.
+    assert secured.post(PV, json=make_request(), headers=auth(token(key, PV))).status_code == 200
