@@ -7,15 +7,19 @@ so anything ambiguous is refused with a clear 400 before any code looks at it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from cds_service.api.errors import ApiError
 from cds_service.api.large_bodies import wait_if_large
 from cds_service.api.pruning_reader import PRUNE_ABOVE_BYTES, loads_pruned
 from cds_service.strict_json import MAX_DEPTH, REFUSALS, DuplicateKey, TooDeep, loads
+
+logger = logging.getLogger("cds_service.api")
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -84,7 +88,19 @@ def _read(
         )
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise  # a 413 (a chunked body past the cap)
+    except Exception as error:
+        # The server's reader failed: a malformed chunked body (gunicorn's InvalidChunkSize,
+        # ChunkMissingTerminator, ...) or a client that stopped mid-body. The client's fault.
+        logger.warning("request body unreadable", extra={"error": type(error).__name__})
+        raise ApiError(
+            400,
+            "The request body could not be read: its chunked transfer coding is malformed, or it "
+            "ended before it was complete.",
+        ) from None
     if len(raw) > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
     wait_if_large(len(raw))

@@ -4,6 +4,7 @@ import io
 import json
 
 import pytest
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
 
 from cds_service.devtools.scenarios import load_scenario
 
@@ -176,6 +177,34 @@ def test_a_chunked_body_too_large_is_413_not_cut_short(client, app, make_request
 def test_a_chunked_body_of_exactly_the_cap_is_read(client, app, make_request):
     response = post_chunked(client, app, make_request(), 0)
     assert response.status_code == 200, response.get_data(as_text=True)
+
+
+class _BrokenChunks(io.BytesIO):
+    """A body stream that fails as gunicorn's chunked reader does on a malformed chunk."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(b"{}")
+        self.error = error
+
+    def read(self, *_args) -> bytes:
+        raise self.error
+
+    readline = readinto = read1 = read
+
+
+@pytest.mark.parametrize("path", [PV, PV + "/feedback"])
+@pytest.mark.parametrize("error", [InvalidChunkSize(b"zz"), ChunkMissingTerminator(b"XX"),
+                                   NoMoreData(b"")])
+def test_a_malformed_chunked_body_is_400_not_500(client, path, error):
+    """Seen under gunicorn: "zz" as a chunk size answered 500 (an unhandled InvalidChunkSize)."""
+    response = client.post(
+        path,
+        input_stream=_BrokenChunks(error),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert "could not be read" in outcome(response, 400)
 
 
 def test_unknown_service_is_404(client, make_request):
