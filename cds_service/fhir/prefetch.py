@@ -82,15 +82,25 @@ def render(template: str, context: Mapping[str, Any]) -> str | None:
 
 
 def _next_link(key: str, bundle: Mapping[str, Any]) -> str | None:
+    """The Bundle's ``next`` link, if any. Its links are checked as the FHIR client checks a
+    page's, so that a malformed one is the client's 400 here, never a 412 blamed on
+    ``fhirServer`` when the client follows it."""
     links = bundle.get("link")
     if links is None:
         return None
     if not isinstance(links, list):
         raise PrefetchInvalid(key, f"prefetch.{key}.link must be an array")
-    for link in links:
-        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
-            return link["url"]
-    return None
+    found = None
+    for n, link in enumerate(links):
+        if not isinstance(link, dict):
+            raise PrefetchInvalid(key, f"prefetch.{key}.link[{n}] must be an object")
+        if link.get("relation") != "next":
+            continue
+        url = link.get("url")
+        if not isinstance(url, str) or not url.strip():
+            raise PrefetchInvalid(key, f"prefetch.{key}.link[{n}].url must be a URL")
+        found = found or url
+    return found
 
 
 def _classify(key: str, value: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -105,11 +115,12 @@ def _classify(key: str, value: Any) -> tuple[str, list[dict[str, Any]]]:
         entries = value.get("entry", [])  # absent: an empty Bundle
         if not isinstance(entries, list):  # null too, as the FHIR client refuses it on a page
             raise PrefetchInvalid(key, f"prefetch.{key}.entry must be an array")
-        resources = [
-            e["resource"]
-            for e in entries
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-        ]
+        resources = []
+        for n, entry in enumerate(entries):
+            if not isinstance(entry, dict):  # as the FHIR client refuses it on a page
+                raise PrefetchInvalid(key, f"prefetch.{key}.entry[{n}] must be an object")
+            if isinstance(entry.get("resource"), dict):
+                resources.append(entry["resource"])
         return ("follow" if _next_link(key, value) else "use"), resources
     return "use", [value]
 

@@ -325,6 +325,26 @@ def test_a_prefetch_bundle_entry_must_be_an_array(client, make_request, entry):
     assert "prefetch.conditions.entry" in outcome(client.post(PV, json=body), 400)
 
 
+@pytest.mark.parametrize("bundle,where", [
+    ({"entry": ["junk"]}, "prefetch.conditions.entry[0]"),
+    ({"entry": [{}, 5]}, "prefetch.conditions.entry[1]"),
+    ({"link": ["junk"]}, "prefetch.conditions.link[0]"),
+    ({"link": [{"relation": "next", "url": 5}]}, "prefetch.conditions.link[0].url"),
+    ({"link": [{"relation": "next", "url": " "}]}, "prefetch.conditions.link[0].url"),
+])
+@pytest.mark.parametrize("paginated", [True, False])
+def test_a_malformed_prefetch_bundle_is_the_clients_400(client, make_request, bundle, where,
+                                                        paginated):
+    """A paginated one used to be followed and blamed on fhirServer (412 "not-fhir"), or with
+    no fhirServer, 412 "no fhirServer to page"; an unpaginated one had its junk skipped."""
+    body = make_request(fhirServer="https://fhir.example.org/r4")
+    value = {"resourceType": "Bundle", "entry": [], **bundle}
+    if paginated and "link" not in bundle:
+        value["link"] = [{"relation": "next", "url": "https://fhir.example.org/r4/Condition?p=2"}]
+    body["prefetch"]["conditions"] = value
+    assert where in outcome(client.post(PV, json=body), 400)
+
+
 def test_invalid_prefetch_value(client, make_request):
     body = make_request()
     body["prefetch"]["conditions"] = "oops"
