@@ -31,6 +31,10 @@ REFERENCE = rf"^[A-Za-z]+/{ID_CHARACTERS}$"
 # context.userId: "Type/id", the type one the hooks name (patient-view: any of the four; the
 # order hooks: Practitioner or PractitionerRole, accepted from the same list).
 USER_ID = rf"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/{ID_CHARACTERS}$"
+# fhirAuthorization.access_token goes into an "Authorization: Bearer" header, so it must be an
+# RFC 6750 b64token: JWTs, base64, hex and UUIDs all are. Anything else (non-ASCII, spaces,
+# CR/LF) could not be sent, and failed the FHIR fallback as a 412 "internal-error".
+BEARER_TOKEN = r"^[A-Za-z0-9\-._~+/]+=*$"
 
 
 def problems(exc: ValidationError, under: str = "") -> list[tuple[str, str]]:
@@ -72,7 +76,7 @@ class _CdsObject(_Open):
 
 
 class FhirAuthorization(_CdsObject):
-    access_token: str = Field(min_length=1)
+    access_token: str = Field(pattern=BEARER_TOKEN)
     token_type: Literal["Bearer"]
     expires_in: JsonInteger = Field(ge=0)
     scope: str = Field(min_length=1)

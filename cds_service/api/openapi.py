@@ -24,7 +24,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from cds_service.api.models import FHIR_ID, REFERENCE, USER_ID
+from cds_service.api.models import BEARER_TOKEN, FHIR_ID, REFERENCE, USER_ID
 from cds_service.api.services import SERVICES
 
 bp = Blueprint("openapi", __name__)
@@ -208,7 +208,7 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["access_token", "token_type", "expires_in", "scope", "subject"],
         "properties": {
-            "access_token": _TEXT,
+            "access_token": {"type": "string", "pattern": BEARER_TOKEN},
             "token_type": {"const": "Bearer"},
             "expires_in": {"type": "integer", "minimum": 0},
             "scope": _TEXT,
