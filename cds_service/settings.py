@@ -11,6 +11,7 @@ which the pure guidance code receives as an argument.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -120,13 +121,13 @@ class Settings:
         ):
             if var in env:
                 changes[attr] = _int(env, var, least)
-        for var, attr in (
-            ("CDS_FHIR_TIMEOUT_S", "fhir_timeout_s"),
-            ("CDS_FHIR_DEADLINE_S", "fhir_deadline_s"),
-            ("CDS_SERVED_CARDS_FLUSH_S", "served_cards_flush_s"),
+        for var, attr, zero_allowed in (
+            ("CDS_FHIR_TIMEOUT_S", "fhir_timeout_s", False),
+            ("CDS_FHIR_DEADLINE_S", "fhir_deadline_s", False),
+            ("CDS_SERVED_CARDS_FLUSH_S", "served_cards_flush_s", True),  # 0: written in the call
         ):
             if var in env:
-                changes[attr] = _float(env, var)
+                changes[attr] = _float(env, var, zero_allowed=zero_allowed)
         guidance = base.guidance
         if env.get("CDS_GUIDANCE_FILE"):
             guidance = GuidanceSettings.from_mapping(_read_json(env["CDS_GUIDANCE_FILE"]))
@@ -174,11 +175,17 @@ def _int(env: Mapping[str, str], var: str, least: int) -> int:
     return value
 
 
-def _float(env: Mapping[str, str], var: str) -> float:
+def _float(env: Mapping[str, str], var: str, *, zero_allowed: bool) -> float:
+    """A finite number of seconds, above 0 (or at least 0): ``inf`` once killed the FHIR
+    deadline's watchdog thread, and 0 or less failed every fetch."""
     try:
-        return float(env[var])
+        value = float(env[var])
     except ValueError:
         raise SettingsError(f"{var} must be a number") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+        bound = "at least" if zero_allowed else "above"
+        raise SettingsError(f"{var} must be a finite number {bound} 0")
+    return value
 
 
 def _read_json(path: str) -> dict:

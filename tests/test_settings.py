@@ -55,10 +55,19 @@ def test_environment_overrides():
     ({"CDS_FHIR_MAX_PAGES": "0"}, "CDS_FHIR_MAX_PAGES must be at least 1"),
     ({"CDS_MAX_BODY_BYTES": "-1"}, "CDS_MAX_BODY_BYTES must be at least 1"),
     ({"CDS_GUIDANCE_FILE": "/nonexistent/guidance.json"}, "cannot read"),
+    ({"CDS_FHIR_DEADLINE_S": "inf"}, "CDS_FHIR_DEADLINE_S must be a finite number above 0"),
+    ({"CDS_FHIR_DEADLINE_S": "nan"}, "CDS_FHIR_DEADLINE_S must be a finite number above 0"),
+    ({"CDS_FHIR_DEADLINE_S": "-5"}, "CDS_FHIR_DEADLINE_S must be a finite number above 0"),
+    ({"CDS_FHIR_TIMEOUT_S": "0"}, "CDS_FHIR_TIMEOUT_S must be a finite number above 0"),
+    ({"CDS_SERVED_CARDS_FLUSH_S": "-1"}, "CDS_SERVED_CARDS_FLUSH_S must be a finite number at"),
 ])
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):
         Settings.from_env(env)
+
+
+def test_served_cards_may_be_written_during_the_call():
+    assert Settings.from_env({"CDS_SERVED_CARDS_FLUSH_S": "0"}).served_cards_flush_s == 0
 
 
 def test_guidance_file(tmp_path):
