@@ -19,6 +19,7 @@ from cds_service.api.large_bodies import install_large_body_gate
 from cds_service.api.metrics import MeteredFhirClient, Metrics
 from cds_service.api.metrics import install as install_metrics
 from cds_service.api.openapi import bp as openapi_bp
+from cds_service.api.paths import CollapseSlashes, requested_path
 from cds_service.fhir.client import FetchLimits
 from cds_service.fhir.server_policy import validate_allowlist
 from cds_service.knowledge import Knowledge, load_knowledge
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_authenticate)
     install_large_body_gate(app)
     app.after_request(_cors)
+    app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -165,7 +167,9 @@ def _authenticate() -> None:
     if state.verifier is None:
         return
     # The audience is this endpoint's URL under any public base URL; the token is checked once.
-    audiences = [base + request.path for base in state.settings.public_base_urls]
+    # A path asked for with doubled slashes (see api.paths) may be named either way.
+    paths = dict.fromkeys((request.path, requested_path(request)))
+    audiences = [base + path for base in state.settings.public_base_urls for path in paths]
     try:
         claims = state.verifier.verify(request.headers.get("Authorization"), audiences)
     except AuthUnavailable as error:

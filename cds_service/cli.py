@@ -61,6 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from cds_service import create_app
     from cds_service.logs import configure_logging
+    from cds_service.security.verifier import MAX_TOKEN_CHARS
     from cds_service.settings import Settings, SettingsError
 
     cap_malloc_arenas()  # before any thread starts; the workers inherit it
@@ -101,6 +102,9 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)
+            # A header line may carry the longest bearer token the verifier reads (16 KiB), so
+            # that one gets the verifier's 401 OperationOutcome, not gunicorn's HTML 431.
+            self.cfg.set("limit_request_field_size", MAX_TOKEN_CHARS + 1024)
             self.cfg.set("worker_exit", _worker_exit)
             if "control_socket_disable" in self.cfg.settings:
                 # gunicorn >= 25 opens one control socket per user by default; several

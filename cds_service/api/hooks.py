@@ -69,7 +69,7 @@ def _hook_body() -> tuple[dict[str, Any], int]:
     )
 
 
-@bp.get("/cds-services")
+@bp.get("/cds-services", strict_slashes=False)  # "/cds-services/" too, with no redirect
 def discovery() -> Response:
     return jsonify({"services": [s.discovery() for s in SERVICES.values()]})
 

@@ -193,3 +193,25 @@ def test_a_locked_database_answers_503_soon_not_401(secured, key, make_request, 
     assert "Retry later" in issue["diagnostics"]
     # The lock gone, a fresh token is accepted again.
     assert secured.post(PV, json=make_request(), headers=auth(token(key, PV))).status_code == 200
+
+
+def test_a_discovery_url_with_a_trailing_slash_works_as_the_sandbox_uses_it(secured, key,
+                                                                            make_request):
+    """The sandbox calls `${discoveryUrl}/${id}`: with "/cds-services/" entered, discovery is
+    "/cds-services/" and each service "/cds-services//<id>", and each token's aud the same.
+    They answered 404 and a 308 redirect to an HTML page (preflights do not follow it)."""
+    discovery = secured.get("/cds-services/", headers=auth(token(key, "/cds-services/")))
+    assert discovery.status_code == 200
+    assert discovery.get_json()["services"]
+    doubled = PV.replace("/cds-services/", "/cds-services//")
+    for aud_path in (doubled, PV):  # either spelling of this endpoint's URL is its audience
+        response = secured.post(doubled, json=make_request(), headers=auth(token(key, aud_path)))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json() == {"cards": []}
+    preflight = secured.options(doubled, headers={"Origin": "https://sandbox.cds-hooks.org",
+                                                  "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"]
+    other = "/cds-services//hypermobility-pain-order-sign"  # another endpoint's URL is not
+    wrong = secured.post(doubled, json=make_request(), headers=auth(token(key, other)))
+    assert wrong.status_code == 401

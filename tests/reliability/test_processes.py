@@ -226,6 +226,21 @@ def test_readiness_follows_the_database(tmp_path):
         assert requests.get(writable.url + "/readyz", timeout=10).status_code == 200
 
 
+def test_what_gunicorn_would_refuse_reaches_the_service(tmp_path):
+    """A 12 kB bearer token got gunicorn's HTML 431 (the verifier reads up to 16 KiB), and a
+    doubled slash Werkzeug's HTML 308 redirect; both now get the service's own answers."""
+    with ServedProcess(tmp_path / "s", workers=1, threads=2,
+                       env={"CDS_AUTH": "required"}) as server:
+        long_token = requests.get(server.url + "/cds-services", timeout=10,
+                                  headers={"Authorization": "Bearer " + "a" * 12_000})
+        assert long_token.status_code == 401
+        assert_operation_outcome(long_token.status_code, long_token.content)
+        doubled = requests.post(server.url + "/cds-services//hypermobility-pain-patient-view",
+                                json={}, timeout=10, allow_redirects=False)
+        assert doubled.status_code == 401
+        assert_operation_outcome(doubled.status_code, doubled.content)
+
+
 def test_failing_ehr_under_gunicorn(tmp_path):
     """Every failure mode at once against 2 workers x 4 threads, with healthy traffic."""
     scenario = load_scenario("pv-many-findings")
