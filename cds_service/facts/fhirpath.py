@@ -114,10 +114,18 @@ def first_date(*values: str | None) -> date | None:
     return to_date(first_present(*values))
 
 
-def status_code(concept: Any) -> str | None:
-    """The code of a status CodeableConcept (Condition.clinicalStatus etc.)."""
-    for _, code in codings(concept):
-        if code:
+def status_code(concept: Any, system: str) -> str | None:
+    """The code of a status CodeableConcept (Condition.clinicalStatus etc.) in ``system``, the
+    code system FHIR binds it to; else the first code given without a system (taken as that
+    one). Codes of other systems are translations (a local "A" beside HL7's "active") and are
+    never read as the status: that would misread "A" as a status the rules do not know."""
+    unsystemed = None
+    for coding_system, code in codings(concept):
+        if not code:
+            continue
+        if coding_system == system:
             return code
-    return None
+        if coding_system is None and unsystemed is None:
+            unsystemed = code
+    return unsystemed
 

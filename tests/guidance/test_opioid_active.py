@@ -111,6 +111,35 @@ def test_exempt_patient_is_not_flagged(run):
     assert run(cohort(cancer, active("oxy", text="oxycodone 5 mg tablet"))) is None
 
 
+LOCAL = {"system": "urn:oid:1.2.3.4", "code": "A"}
+
+
+def with_local_status_first(resource, member="clinicalStatus"):
+    """A local coding before HL7's in a status, as a translation may be (FHIR allows it)."""
+    resource[member]["coding"].insert(0, dict(LOCAL))
+    return resource
+
+
+def test_a_status_is_read_in_its_own_code_system_not_from_the_first_coding(run):
+    """The first coding's code was read as the status, whatever its system: a local "A" beside
+    HL7's "active" made an active cancer inactive (no exemption) and hEDS inactive (no
+    cohort); a local code beside HL7's "refuted" kept a refuted diagnosis."""
+    oxy = active("oxy", text="oxycodone 5 mg tablet")
+    cancer = with_local_status_first(condition("p1", "ca", ICD10CM, "C50.911"))
+    assert run(cohort(cancer, oxy)) is None
+    heds, lbp, hip = cohort_conditions("p1")
+    assert run([patient("p1"), with_local_status_first(heds), lbp, hip, oxy]) is not None
+    refuted = condition("p1", "heds", ICD10CM, "Q79.62", verification="refuted")
+    with_local_status_first(refuted, "verificationStatus")
+    assert run([patient("p1"), refuted, lbp, hip, oxy]) is None
+
+
+def test_a_status_without_a_system_is_read_as_the_bound_one(run):
+    cancer = condition("p1", "ca", ICD10CM, "C50.911")
+    del cancer["clinicalStatus"]["coding"][0]["system"]
+    assert run(cohort(cancer, active("oxy", text="oxycodone 5 mg tablet"))) is None
+
+
 @pytest.mark.parametrize("status, exempt", [("completed", True), ("not-done", False)])
 def test_a_hospice_admission_exempts_only_if_it_happened(run, status, exempt):
     hospice = {"resourceType": "Procedure", "id": "hosp", "status": status,
