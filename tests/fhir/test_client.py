@@ -686,15 +686,12 @@ def test_real_queries_run_in_parallel(local_fhir) -> None:
     base, state = local_fhir
     queries = {f"q{i}": f"Obs?patient=p1&n={i}" for i in range(4)}
     with FhirClient(limits=limits_(timeout_s=2.0, deadline_s=3.0), max_workers=8) as c:
-        started = time.monotonic()
         out = c.fetch(base, queries, token=None)
-        elapsed = time.monotonic() - started
         # A second call reuses the client's pool instead of creating threads per call.
         c.fetch(base, queries, token=None)
         workers = [t for t in threading.enumerate() if t.name.startswith("fhir-fetch")]
     assert all(ids(out[k]) == ["o1"] for k in queries)
-    assert elapsed < 0.8, f"4 x 0.3 s took {elapsed:.2f} s: not parallel"
-    assert state.peak >= 4
+    assert state.peak >= 4  # the server saw all four at once (no timing: the machine is shared)
     assert len(workers) <= 8
 
 
@@ -705,11 +702,9 @@ def test_real_connection_refused_is_a_connection_error(monkeypatch) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with FhirClient(limits=limits_(timeout_s=0.5, deadline_s=1.0)) as c:
-        started = time.monotonic()
         out = c.fetch(f"http://127.0.0.1:{port}/fhir", {"p": "Patient/p1"}, token=TOKEN)
-        elapsed = time.monotonic() - started
+    # "connection", not "timeout" or "deadline": the refusal was seen at once, not waited out
     assert isinstance(out["p"], FetchError) and out["p"].reason == "connection"
-    assert elapsed < 1.0
 
 
 def test_a_late_cut_never_lands_on_the_next_request_of_the_same_connection(monkeypatch) -> None:
