@@ -43,6 +43,13 @@ def age_on(birth_date: date | None, today: date) -> int | None:
     return today.year - birth_date.year - before_birthday
 
 
+def ordered(requests: Iterable[Any]) -> list[Any]:
+    """The requests that ask for something to be done. A MedicationRequest or ServiceRequest
+    with ``doNotPerform`` says the drug or service must *not* be given (FHIR R4): it is no
+    prescription, referral or imaging order, so no rule reads it as one."""
+    return [r for r in requests if not getattr(r, "doNotPerform", None)]
+
+
 def _with(facts: Iterable[ConditionFact], concept: str, *, active: bool = True) -> tuple:
     return tuple(f for f in facts if concept in f.concepts and (f.active or not active))
 
@@ -71,7 +78,7 @@ def build_facts(
     has_oud = bool(_with(conditions, "opioid-use-disorder"))
     adrenal = bool(_with(conditions, "adrenal-insufficiency"))
 
-    services = [service_request(r, knowledge) for r in record.service_requests]
+    services = [service_request(r, knowledge) for r in ordered(record.service_requests)]
     services += [device_request(r, knowledge) for r in record.device_requests]
     services += [procedure(p, knowledge) for p in record.procedures]
     services += [diagnostic_report(r, knowledge) for r in record.diagnostic_reports]
@@ -81,7 +88,7 @@ def build_facts(
         return selected is None or ref in selected
 
     draft_medications = []
-    for order in draft_orders:
+    for order in ordered(draft_orders):
         kind = order.get_resource_type()
         if kind == "MedicationRequest":
             draft_medications.append(
@@ -108,7 +115,7 @@ def build_facts(
             has_oud=has_oud,
             adrenal_insufficiency=adrenal,
         )
-        for order in record.medication_requests
+        for order in ordered(record.medication_requests)
         if order.status == "active"
     )
 

@@ -41,6 +41,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     model_validator,
 )
@@ -104,6 +105,7 @@ def _json_number(value: Any) -> Any:
 
 
 FhirDecimal = Annotated[Decimal, BeforeValidator(_json_number)]
+Boolean = StrictBool  # JSON true or false only
 
 
 class Element(BaseModel):
@@ -319,6 +321,7 @@ class MedicationRequest(Resource):
     contained: Annotated[list[Medication] | None, BeforeValidator(_contained)] = None
     status: Code
     intent: Code
+    doNotPerform: Boolean | None = None
     medicationCodeableConcept: CodeableConcept | None = None
     medicationReference: Reference | None = None
     subject: Reference
@@ -349,6 +352,7 @@ class ServiceRequest(Resource):
     resourceType: Literal["ServiceRequest"]
     status: Code
     intent: Code
+    doNotPerform: Boolean | None = None
     code: CodeableConcept | None = None
     subject: Reference
     quantityQuantity: Quantity | None = None

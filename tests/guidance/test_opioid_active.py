@@ -93,6 +93,16 @@ def test_only_active_prescriptions_count(run, status):
     assert run(cohort(active("oxy", text="oxycodone 5 mg tablet", status=status))) is None
 
 
+def test_an_order_not_to_give_an_opioid_is_no_prescription(run):
+    """doNotPerform: the record says oxycodone must not be given; the card told the clinician
+    to plan a taper of it."""
+    refusal = active("oxy", text="oxycodone 5 mg tablet")
+    refusal["doNotPerform"] = True
+    assert run(cohort(refusal)) is None
+    refusal["doNotPerform"] = False
+    assert run(cohort(refusal)) is not None
+
+
 def test_non_opioid_is_not_flagged(run):
     assert run(cohort(active("apap", code="161", text="acetaminophen 500 mg tablet"))) is None
 

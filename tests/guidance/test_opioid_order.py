@@ -131,3 +131,13 @@ def test_other_buprenorphine_and_methadone_are_moud_only_with_opioid_use_disorde
         )
         card, medication = run(draft(text))
         assert card is not None and medication.moud is None
+
+
+def test_a_draft_not_to_give_an_opioid_is_not_flagged(make_facts, make_ctx):
+    """A doNotPerform draft being signed records that the drug must not be given: suggesting
+    to remove it, and to give acetaminophen instead, was wrong."""
+    order = draft("oxycodone 5 mg tablet")
+    order["doNotPerform"] = True
+    facts = make_facts(COHORT, [order])
+    assert facts.draft_medications == ()
+    assert evaluate(facts, make_ctx("order-sign")) is None

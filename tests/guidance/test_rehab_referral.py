@@ -44,6 +44,13 @@ def test_active_or_completed_order_authored_this_year_silences_it(run, status):
     assert run([*COHORT, physio(status)]) is None
 
 
+def test_an_order_not_to_refer_does_not_silence_it(run):
+    """doNotPerform: a request that physiotherapy must not be given is no rehabilitation."""
+    refusal = physio("active")
+    refusal["doNotPerform"] = True
+    assert run([*COHORT, refusal]) is not None
+
+
 def test_on_hold_order_does_not_silence_it(run):
     """rules.md: only an active or completed rehabilitation order counts; a paused one is not
     rehabilitation happening, so the recommendation still stands."""
