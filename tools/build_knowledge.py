@@ -229,8 +229,8 @@ def derived_medication_concepts(shared: Path) -> dict[str, dict[str, Any]]:
             "buprenorphine with naloxone in any form, sublingual buprenorphine, and "
             "extended-release injectable buprenorphine. The terms are the brand names of the "
             "selected products: an order typed as text that names one is MOUD. Without a brand, "
-            "a text order is MOUD (a) when it names buprenorphine (buprenorphine-name) beside "
-            "naloxone or a sublingual or extended-release injectable form "
+            "a text order is MOUD (a) when it names buprenorphine (buprenorphine-ingredient) "
+            "beside naloxone or a sublingual or extended-release injectable form "
             "(buprenorphine-moud-form). Derivation rule: " + MOUD_ALWAYS_RULE,
             "derived_from": moud.derived_from(selected=len(always), rule=MOUD_ALWAYS_RULE),
             "codes": always,

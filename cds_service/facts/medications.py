@@ -108,7 +108,7 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
     rules.md "MOUD": (a) always, by a moud-always code or brand name, or by the buprenorphine
     name beside naloxone or a sublingual, subcutaneous or extended-release injectable form;
     (b) with an opioid use disorder diagnosis, any product of the buprenorphine/methadone value
-    set, by code or by the buprenorphine or methadone name.
+    set, by code, or buprenorphine or methadone by its ingredient code or name.
     """
     # What the drug is comes from its names only: dosage instructions may name another drug
     # ("keep a naloxone kit at home", advised beside any opioid). Its form and route may also
@@ -118,7 +118,7 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
         knowledge, "moud-always", names
     ):
         return MOUD_ALWAYS
-    buprenorphine = _first_term(knowledge, "buprenorphine-name", names)
+    buprenorphine = _is(knowledge, drug, "buprenorphine-ingredient")
     stated = names + drug.form_words  # the name, the coded form and the routes
     if buprenorphine and (
         _first_term(knowledge, "naloxone", names)
@@ -133,7 +133,7 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
     if has_oud:
         if knowledge.matches("moud-if-oud", drug.codings):
             return MOUD_WITH_OUD
-        if buprenorphine or _first_term(knowledge, "methadone-name", names):
+        if buprenorphine or _is(knowledge, drug, "methadone-ingredient"):
             return MOUD_WITH_OUD
     return None
 

@@ -141,3 +141,24 @@ def test_a_draft_not_to_give_an_opioid_is_not_flagged(make_facts, make_ctx):
     facts = make_facts(COHORT, [order])
     assert facts.draft_medications == ()
     assert evaluate(facts, make_ctx("order-sign")) is None
+
+
+@pytest.mark.parametrize("code", ["6813", "1819"])  # RxNorm ingredients methadone, buprenorphine
+def test_moud_coded_at_ingredient_level_is_moud_with_opioid_use_disorder(run, code):
+    """rules.md recognises a medication by RxNorm code at ingredient level too: methadone coded
+    6813 for a patient with opioid use disorder drew "avoid opioids, remove it"."""
+    order = medication_request("p1", "m1", code=code)
+    card, medication = run(order, resources=[*COHORT, OUD])
+    assert card is None and medication.moud == (
+        "buprenorphine or methadone for a patient with opioid use disorder"
+    )
+    card, medication = run(order)
+    assert card is not None and medication.moud is None  # for pain: an opioid
+
+
+def test_buprenorphine_coded_at_ingredient_level_is_moud_when_sublingual(run):
+    order = medication_request("p1", "m1", code="1819")
+    order["dosageInstruction"] = [{"route": {"text": "Sublingual"}}]
+    card, medication = run(order)
+    assert card is None
+    assert medication.moud == "a buprenorphine product used only for opioid use disorder"
