@@ -75,6 +75,10 @@ def _load_jsonfmt() -> Callable[[Any], str]:
     return module.dumps
 
 
+_SYSTEM_NAMES = {"http://snomed.info/sct": "SNOMED CT", "http://hl7.org/fhir/sid/icd-10-cm":
+                 "ICD-10-CM"}
+
+
 class ValueSet:
     """One shared ValueSet expansion, checked for duplicates and its declared total."""
 
@@ -84,6 +88,13 @@ class ValueSet:
             doc = json.load(handle)
         expansion = doc["expansion"]
         self.url: str = doc["url"]
+        # The codes whose descendants the compose leaves out ("is-a" filters of its excludes).
+        self.excluded: list[str] = [
+            f"{_SYSTEM_NAMES.get(part['system'], part['system'])} {each['value']}"
+            for part in doc.get("compose", {}).get("exclude", [])
+            for each in part.get("filter", [])
+            if each.get("op") == "is-a"
+        ]
         self.timestamp: str = expansion["timestamp"]
         self.contains: list[dict[str, str]] = sorted(
             (
@@ -158,9 +169,17 @@ def build_exemptions(shared: Path) -> dict[str, Any]:
     concepts = {}
     for concept_id, filename, description in specs:
         vs = ValueSet(shared, filename)
+        # Stated, so that a reader of the catalogue sees what the CDC chose to leave out (for
+        # sickle cell disease: ICD-10-CM D57.1, without crisis), not only what it kept.
+        excluded = (
+            f" The value set's definition excludes {', '.join(vs.excluded)} and every code under "
+            f"{'it' if len(vs.excluded) == 1 else 'them'}, so these do not exempt a patient."
+            if vs.excluded
+            else ""
+        )
         concepts[concept_id] = {
             "description": description + " Exact copy of the CDC value set expansion; codes "
-            "are matched exactly (the expansion already lists every descendant).",
+            "are matched exactly (the expansion already lists every descendant)." + excluded,
             "derived_from": vs.derived_from(),
             "codes": vs.entries(),
         }
