@@ -154,6 +154,9 @@ def test_each_passive_modality_is_recognised(run, order, kind):
         "Lumbar supports",
         "LUMBAR ORTHOSES, custom fitted",
         "Back braces x2",
+        "Lumbar brace, prefabricated",  # a back brace by another name: it drew no card
+        "Lumbosacral brace",
+        "Lumbar-sacral brace, custom",
     ],
 )
 def test_lumbar_sacral_and_plural_brace_texts_are_recognised(run, text):
