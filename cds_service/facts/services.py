@@ -122,13 +122,23 @@ def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
             report.effectiveDateTime, period_start(report.effectivePeriod), report.issued
         ),
         concepts=_concepts(knowledge, report.code, []),
-        normal_result=report.status in FINAL_REPORT and _reads_normal(knowledge, conclusion_texts),
+        normal_result=report.status in FINAL_REPORT
+        and _reads_normal(knowledge, conclusion_texts, codings(report.conclusionCode or [])),
         conclusion=card_text(report.conclusion) if report.conclusion else None,
     )
 
 
-def _reads_normal(knowledge: Knowledge, conclusions: list[str]) -> bool:
-    """Normal/negative/equivocal words present and no abnormal word anywhere (in doubt: not)."""
-    if any(knowledge.text_matches("report-abnormal-wording", text) for text in conclusions):
+def _reads_normal(
+    knowledge: Knowledge,
+    conclusions: list[str],
+    coded: list[tuple[str | None, str | None]],
+) -> bool:
+    """Normal/negative/equivocal by a conclusion code or word, and no abnormal code or word
+    anywhere (in doubt: not)."""
+    if knowledge.matches("report-conclusion-abnormal", coded) or any(
+        knowledge.text_matches("report-abnormal-wording", text) for text in conclusions
+    ):
         return False
-    return any(knowledge.text_matches("report-normal-wording", text) for text in conclusions)
+    return knowledge.matches("report-conclusion-normal", coded) or any(
+        knowledge.text_matches("report-normal-wording", text) for text in conclusions
+    )

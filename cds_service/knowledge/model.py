@@ -29,7 +29,9 @@ class CodeEntry:
     `match` says how patient codes are compared with it: `exact`, `prefix` (ICD-10-CM category
     headers, compared without dots) or `range` (inclusive, from `code` to `to`). `status` mirrors
     terminology.md (VERIFIED, VERIFIED-3P, PARTIAL) or says PROJECT for the service's own codes
-    (the default for the project code system; VERIFIED is the default elsewhere).
+    (the default for the project code system; VERIFIED is the default elsewhere), or
+    CHECKED-PUBLIC for a code terminology.md does not list, checked by the project against the
+    public page its source cites (the source's ``url``).
     """
 
     system: str

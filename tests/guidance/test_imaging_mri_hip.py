@@ -161,6 +161,32 @@ def test_normal_negative_or_equivocal_wording_fires(run, make_facts, conclusion)
     assert run(resources) is not None
 
 
+def coded(rid: str, *codes: str, conclusion: str | None = None) -> dict[str, Any]:
+    """A report whose conclusion is coded (SNOMED CT qualifier values), with no display."""
+    resource = report(rid, conclusion=conclusion)
+    resource["conclusionCode"] = [{"coding": [{"system": SNOMED, "code": c}]} for c in codes]
+    return resource
+
+
+@pytest.mark.parametrize("code", ["17621005", "260385009", "42425007"])  # normal, neg., equiv.
+def test_a_coded_normal_negative_or_equivocal_conclusion_fires(run, code):
+    """rules.md: a final report counts when its conclusionCode says so; a coded Normal with no
+    display was read as no conclusion at all, and the MRI card stayed silent."""
+    resources = [patient("p1"), *cohort_conditions("p1"), coded("xr1", code), BURSITIS]
+    assert run(resources) is not None
+
+
+@pytest.mark.parametrize("codes,conclusion", [
+    (("17621005", "263654008"), None),  # normal and abnormal codes: in doubt, not normal
+    (("10828004",), None),  # positive
+    (("17621005",), "Osteoarthritis of the left hip."),  # an abnormal word beside a normal code
+])
+def test_an_abnormal_code_or_word_beside_a_coded_conclusion_silences(run, codes, conclusion):
+    resources = [patient("p1"), *cohort_conditions("p1"),
+                 coded("xr1", *codes, conclusion=conclusion), BURSITIS]
+    assert run(resources) is None
+
+
 def test_report_without_conclusion_is_not_normal(run):
     resources = [patient("p1"), *cohort_conditions("p1"), report("xr1", conclusion=None),
                  BURSITIS]

@@ -123,6 +123,8 @@ RULE = Rule(
     evaluate=evaluate,
     concepts=(
         "radiograph-pelvis-hip",
+        "report-conclusion-normal",
+        "report-conclusion-abnormal",
         "report-normal-wording",
         "report-abnormal-wording",
         "hip-soft-tissue",
