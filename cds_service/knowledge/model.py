@@ -31,7 +31,7 @@ class CodeEntry:
     terminology.md (VERIFIED, VERIFIED-3P, PARTIAL) or says PROJECT for the service's own codes
     (the default for the project code system; VERIFIED is the default elsewhere), or
     CHECKED-PUBLIC for a code terminology.md does not list, checked by the project against the
-    public page its source cites (the source's ``url``).
+    public page or file its source cites (the source's ``url``, or ``repository`` and ``path``).
     """
 
     system: str

@@ -89,6 +89,11 @@ def test_beighton_3_is_silent(run):
     (ICD10CM, "Q79.63"),    # vascular EDS
     (SNOMED, "398114001"),  # Ehlers-Danlos syndrome
     (SNOMED, "83470009"),   # EDS type 1
+    # The VSAC EDS value set's codes that terminology.md leaves at "...": the card called a
+    # patient with a diagnosed EDS "possibly hypermobile, undiagnosed".
+    (SNOMED, "25606004"),   # EDS, hydroxylysine-deficient
+    (SNOMED, "86667008"),   # EDS, dominant type 4
+    (SNOMED, "59399004"),   # X-linked cutis laxa (once EDS type 9)
 ])
 def test_silent_with_any_eds_or_hypermobility_diagnosis(run, system, code):
     assert run(chart(beighton(6), condition("p1", "dx", system, code))) is None
