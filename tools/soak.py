@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "OK" if report["ok"] else "FAILED: " + "; ".join(report["problems"])
     print(f"soak {verdict}: {report['requests']} requests, {report['errors']} errors, "
           f"feedback {report['feedback_stored']}/{report['feedback_acknowledged']} stored, "
-          f"worker RSS {report['rss_start_mib']} -> {report['rss_end_mib']} MiB")
+          f"RSS of all workers together {report['rss_start_mib']} -> {report['rss_end_mib']} MiB")
     return 0 if report["ok"] else 1
 
 
