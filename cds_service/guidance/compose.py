@@ -178,6 +178,18 @@ def remove_drafts(
     )
 
 
+def replacement(removals: Sequence[Action], *creates: Action) -> tuple[Action, ...]:
+    """The actions of a "replace with" suggestion: the new orders first, then the removals.
+
+    CDS Hooks applies a suggestion's actions together, like a FHIR transaction (deletes first),
+    so for a conformant EHR the order changes nothing. The CDS Hooks sandbox applies only the
+    first action it can: a delete first cleared its order form and the replacement never
+    arrived, while a create first puts the new drug in the form (shared notes, "Applying
+    suggestions").
+    """
+    return (*creates, *removals)
+
+
 def create(resource: dict[str, Any], description: str) -> Action:
     return Action(type="create", description=description, resource=resource)
 

@@ -162,3 +162,16 @@ def test_buprenorphine_coded_at_ingredient_level_is_moud_when_sublingual(run):
     card, medication = run(order)
     assert card is None
     assert medication.moud == "a buprenorphine product used only for opioid use disorder"
+
+
+def test_a_replacement_lists_the_new_drug_before_the_removal(run):
+    """CDS Hooks applies a suggestion's actions together (deletes first, like a FHIR
+    transaction), but the CDS Hooks sandbox applies only the first it can: with the delete
+    first, "Replace with acetaminophen" only cleared its order form. The removal-only
+    suggestion is unchanged."""
+    card, _ = run(draft("oxycodone 5 mg tablet"))
+    replace_with_acetaminophen, replace_with_nsaid, remove = card.suggestions
+    for suggestion in (replace_with_acetaminophen, replace_with_nsaid):
+        assert [a.type for a in suggestion.actions] == ["create", "delete"]
+        assert suggestion.actions[0].resource["medicationCodeableConcept"]["text"]
+    assert [a.type for a in remove.actions] == ["delete"]

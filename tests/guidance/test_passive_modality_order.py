@@ -85,11 +85,11 @@ def test_brace_by_hcpcs_code_is_replaced_by_rehabilitation(run, hook):
     )
     assert body["selectionBehavior"] == "at-most-one"
     assert actions(card) == [
-        [("delete", "DeviceRequest/br"), ("create", "91251008")],
-        [("delete", "DeviceRequest/br"), ("create", "52052004")],
+        [("create", "91251008"), ("delete", "DeviceRequest/br")],
+        [("create", "52052004"), ("delete", "DeviceRequest/br")],
     ]
     assert [s.isRecommended for s in card.suggestions] == [True, None]
-    assert card.suggestions[0].actions[0].description == (
+    assert card.suggestions[0].actions[-1].description == (
         "Remove the draft order for Lumbar orthosis, flexible, prefabricated off-the-shelf "
         "(lumbar support or brace)"
     )
@@ -110,7 +110,7 @@ def test_created_referrals_are_complete_draft_service_requests(run):
 
 def test_suggested_programme_never_trips_rehab_intensity(run, make_facts, make_ctx):
     card = run([device("br", code="L0625")])
-    programme = card.suggestions[1].actions[1].resource
+    programme = card.suggestions[1].actions[0].resource
     facts = make_facts(COHORT, [programme])
     assert facts.services_with("multidisciplinary-programme")[0].planned_hours == 100
     assert rehab_intensity.evaluate(facts, make_ctx("order-sign")) is None
@@ -119,7 +119,7 @@ def test_suggested_programme_never_trips_rehab_intensity(run, make_facts, make_c
 def test_programme_suggestion_follows_the_hours_setting(run):
     settings = GuidanceSettings(programme_min_hours=150)
     card = run([device("br", code="L0625")], settings=settings)
-    programme = card.suggestions[1].actions[1].resource
+    programme = card.suggestions[1].actions[0].resource
     assert programme["quantityQuantity"]["value"] == 150
     assert "150 hours" in programme["note"][0]["text"]
 
@@ -142,7 +142,7 @@ def test_each_passive_modality_is_recognised(run, order, kind):
     assert card is not None
     assert f"({kind})" in card.detail
     reference = f"{order['resourceType']}/{order['id']}"
-    assert all(s.actions[0].resourceId == reference for s in card.suggestions)
+    assert all(s.actions[-1].resourceId == reference for s in card.suggestions)
 
 
 @pytest.mark.parametrize(
@@ -219,9 +219,9 @@ def test_several_passive_orders_are_removed_together(run):
     assert "lumbar support or brace, low-level laser therapy alone" in card.summary
     first = actions(card)[0]
     assert first == [
+        ("create", "91251008"),
         ("delete", "DeviceRequest/br"),
         ("delete", "ServiceRequest/las"),
-        ("create", "91251008"),
     ]
 
 

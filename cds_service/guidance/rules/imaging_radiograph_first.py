@@ -19,6 +19,7 @@ from cds_service.guidance.compose import (
     draft_service_request,
     make_card,
     remove_drafts,
+    replacement,
 )
 from cds_service.guidance.rule import ORDER_HOOKS, PATIENT_VIEW, Rule, RuleContext
 
@@ -90,7 +91,7 @@ def _mri_order(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     suggestions = []
     if removals:
         suggestions.append(Suggestion(label="Replace the MRI with pelvis and hip radiographs",
-                                      isRecommended=True, actions=(*removals, *creates)))
+                                      isRecommended=True, actions=replacement(removals, *creates)))
     suggestions.append(Suggestion(label="Add pelvis and hip radiographs, keep the MRI",
                                   actions=creates))
     return make_card(

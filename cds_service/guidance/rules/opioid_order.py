@@ -21,6 +21,7 @@ from cds_service.guidance.compose import (
     make_card,
     override_reasons,
     remove_drafts,
+    replacement,
 )
 from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
 
@@ -65,11 +66,13 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
             Suggestion(
                 label="Replace with acetaminophen (paracetamol)",
                 isRecommended=True,
-                actions=(*removals, create(acetaminophen, "Draft an acetaminophen order")),
+                actions=replacement(
+                    removals, create(acetaminophen, "Draft an acetaminophen order")
+                ),
             ),
             Suggestion(
                 label="Replace with an NSAID (ibuprofen)",
-                actions=(*removals, create(nsaid, "Draft an ibuprofen order")),
+                actions=replacement(removals, create(nsaid, "Draft an ibuprofen order")),
             ),
             Suggestion(label=f"Remove {names}", actions=removals),
         ]

@@ -28,6 +28,7 @@ from cds_service.guidance.compose import (
     physical_therapy_request,
     programme_request,
     remove_drafts,
+    replacement,
 )
 from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
 
@@ -116,11 +117,13 @@ def _suggestions(
         Suggestion(
             label="Replace with physical therapy (structured exercise)",
             isRecommended=True,
-            actions=(*removals, create(physio, "Draft a physical therapy referral")),
+            actions=replacement(removals, create(physio, "Draft a physical therapy referral")),
         ),
         Suggestion(
             label="Replace with an intensive multidisciplinary programme",
-            actions=(*removals, create(programme, "Draft a multidisciplinary programme referral")),
+            actions=replacement(
+                removals, create(programme, "Draft a multidisciplinary programme referral")
+            ),
         ),
     ]
 
