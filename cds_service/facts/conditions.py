@@ -24,16 +24,27 @@ from cds_service.facts.model import ConditionFact, PainFact
 from cds_service.facts.naming import card_text, name_of
 from cds_service.knowledge import Knowledge
 
-# The code systems FHIR R4 binds Condition.clinicalStatus and verificationStatus to (required).
+# The code systems FHIR R4 binds Condition.clinicalStatus and verificationStatus to (required),
+# and every code of each (https://hl7.org/fhir/R4/valueset-condition-clinical.html and
+# valueset-condition-ver-status.html).
 CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CLINICAL_STATUS_CODES = frozenset(
+    {"active", "recurrence", "relapse", "inactive", "remission", "resolved"}
+)
 VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+VERIFICATION_STATUS_CODES = frozenset(
+    {"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}
+)
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 NOT_REAL = frozenset({"refuted", "entered-in-error"})
 
 
 def is_recorded(condition: Any) -> bool:
     """Not refuted and not entered in error: the condition is on the record at all."""
-    return status_code(condition.verificationStatus, VERIFICATION_STATUS) not in NOT_REAL
+    status = status_code(
+        condition.verificationStatus, VERIFICATION_STATUS, VERIFICATION_STATUS_CODES
+    )
+    return status not in NOT_REAL
 
 
 def is_active(condition: Any) -> bool:
@@ -44,7 +55,7 @@ def is_active(condition: Any) -> bool:
     status, so an absent status there does not mean active, and an active one contradicts the
     abatement. It stays on the record (``is_recorded``): a resolved diagnosis is still one.
     """
-    clinical = status_code(condition.clinicalStatus, CLINICAL_STATUS)
+    clinical = status_code(condition.clinicalStatus, CLINICAL_STATUS, CLINICAL_STATUS_CODES)
     return (
         is_recorded(condition)
         and (clinical is None or clinical in ACTIVE_CLINICAL)

@@ -114,18 +114,17 @@ def first_date(*values: str | None) -> date | None:
     return to_date(first_present(*values))
 
 
-def status_code(concept: Any, system: str) -> str | None:
-    """The code of a status CodeableConcept (Condition.clinicalStatus etc.) in ``system``, the
-    code system FHIR binds it to; else the first code given without a system (taken as that
-    one). Codes of other systems are translations (a local "A" beside HL7's "active") and are
-    never read as the status: that would misread "A" as a status the rules do not know."""
-    unsystemed = None
+def status_code(concept: Any, system: str, codes: frozenset[str]) -> str | None:
+    """The code of a status CodeableConcept (Condition.clinicalStatus etc.): its code in
+    ``system``, the code system FHIR binds it to; else the first code that is one of that
+    system's ``codes``, whatever system it names (older servers send STU3's
+    ``http://hl7.org/fhir/condition-clinical``, others an OID, some none). Any other code is a
+    translation (a local "A" beside HL7's "active") and is never read as the status."""
+    fallback = None
     for coding_system, code in codings(concept):
-        if not code:
-            continue
-        if coding_system == system:
+        if coding_system == system and code:
             return code
-        if coding_system is None and unsystemed is None:
-            unsystemed = code
-    return unsystemed
+        if fallback is None and code in codes:
+            fallback = code
+    return fallback
 

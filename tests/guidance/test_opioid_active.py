@@ -150,6 +150,30 @@ def test_a_status_without_a_system_is_read_as_the_bound_one(run):
     assert run(cohort(cancer, active("oxy", text="oxycodone 5 mg tablet"))) is None
 
 
+@pytest.mark.parametrize("system", [
+    "http://hl7.org/fhir/condition-clinical",  # STU3's system, still sent by older servers
+    "urn:oid:2.16.840.1.113883.4.642.3.155",
+    None,
+])
+def test_a_status_code_of_the_bound_system_counts_whatever_system_it_names(run, system):
+    """A review of the first fix: "resolved" named with the STU3 system was ignored, so it read as
+    no status, that is active: a resolved cancer exempted the patient from every opioid card."""
+    oxy = active("oxy", text="oxycodone 5 mg tablet")
+    cancer = condition("p1", "ca", ICD10CM, "C50.911", clinical="resolved")
+    coding = cancer["clinicalStatus"]["coding"][0]
+    coding.pop("system")
+    if system:
+        coding["system"] = system
+    assert run(cohort(cancer, oxy)) is not None  # resolved: no exemption
+    refuted = condition("p1", "heds", ICD10CM, "Q79.62", verification="entered-in-error")
+    refuted["verificationStatus"]["coding"][0].pop("system")
+    if system:
+        refuted["verificationStatus"]["coding"][0]["system"] = system.replace("clinical",
+                                                                               "ver-status")
+    heds, lbp, hip = cohort_conditions("p1")
+    assert run([patient("p1"), refuted, lbp, hip, oxy]) is None  # not a diagnosis
+
+
 @pytest.mark.parametrize("status, exempt", [("completed", True), ("not-done", False)])
 def test_a_hospice_admission_exempts_only_if_it_happened(run, status, exempt):
     hospice = {"resourceType": "Procedure", "id": "hosp", "status": status,
