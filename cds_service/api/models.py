@@ -31,10 +31,12 @@ REFERENCE = rf"^[A-Za-z]+/{ID_CHARACTERS}$"
 # context.userId: "Type/id", the type one the hooks name (patient-view: any of the four; the
 # order hooks: Practitioner or PractitionerRole, accepted from the same list).
 USER_ID = rf"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/{ID_CHARACTERS}$"
-# fhirAuthorization.access_token goes into an "Authorization: Bearer" header, so it must be an
-# RFC 6750 b64token: JWTs, base64, hex and UUIDs all are. Anything else (non-ASCII, spaces,
-# CR/LF) could not be sent, and failed the FHIR fallback as a 412 "internal-error".
-BEARER_TOKEN = r"^[A-Za-z0-9\-._~+/]+=*$"
+# fhirAuthorization.access_token goes into an "Authorization: Bearer" header, so it must be
+# what a header can carry: visible ASCII, no spaces. Anything else (non-ASCII, spaces, CR/LF)
+# could not be sent, and failed the FHIR fallback as a 412 "internal-error". Not RFC 6750's
+# stricter b64token: real opaque tokens hold "!" (Salesforce) and the like, and a token the
+# call never uses (complete prefetch) must not fail it.
+BEARER_TOKEN = r"^[\x21-\x7e]+$"
 
 
 def problems(exc: ValidationError, under: str = "") -> list[tuple[str, str]]:

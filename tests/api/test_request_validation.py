@@ -289,17 +289,18 @@ def test_each_user_type_the_hooks_name_is_accepted(client, make_request, user):
     assert client.post(PV, json=body).status_code == 200
 
 
-@pytest.mark.parametrize("value", ["tökén€", "abc\r\nX-Evil: 1", "two words", "", "a=b"])
+@pytest.mark.parametrize("value", ["tökén€", "abc\r\nX-Evil: 1", "two words", "", "tab\there"])
 def test_access_token_must_be_a_bearer_token(client, make_request, value):
-    """RFC 6750 b64token: such values could not be sent in a header, so the FHIR fallback failed
-    as a 412 "internal-error", an error of ours in the EHR's eyes."""
+    """Such values could not be sent in a header, so the FHIR fallback failed as a 412
+    "internal-error", an error of ours in the EHR's eyes."""
     body = make_request(fhirServer="https://fhir.example.test/r4", fhirAuthorization={
         "access_token": value, "token_type": "Bearer", "expires_in": 60, "scope": "user/*.read",
         "subject": "cds"})
     assert "fhirAuthorization.access_token" in outcome(client.post(PV, json=body), 400)
 
 
-@pytest.mark.parametrize("value", ["eyJhbGciOi.eyJzdWIi.c2ln-_", "YWJj+/==", "0f3a-9c", "a~b"])
+@pytest.mark.parametrize("value", ["eyJhbGciOi.eyJzdWIi.c2ln-_", "YWJj+/==", "0f3a-9c", "a~b",
+                                   "00Dxx0000001gPL!AR8AQJXg5oj8jXSg", "a:b", "tok%3D"])
 def test_bearer_tokens_of_every_common_form_are_accepted(client, make_request, value):
     body = make_request(fhirServer="https://fhir.example.test/r4", fhirAuthorization={
         "access_token": value, "token_type": "Bearer", "expires_in": 60, "scope": "user/*.read",
