@@ -248,8 +248,9 @@ class Database:
 
         ``work`` may run more than once (after a transient error), so it must only execute
         statements, never keep state outside the transaction. ``lock_wait_s`` bounds each
-        attempt's wait for a lock (SQLite's write lock, a PostgreSQL row or table lock) below
-        the database's own ``sqlite_busy_timeout_s``, for work a caller is waiting on.
+        attempt's wait for a lock (SQLite's write lock; on PostgreSQL, a lock or any statement)
+        below the database's own ``sqlite_busy_timeout_s``, for work a caller is waiting on.
+        Connecting is bounded by ``connect_timeout_s`` and the pool's ``pool_timeout_s`` alone.
         """
         policy = retry or self.retry
         lock_wait_ms = None if lock_wait_s is None else max(1, round(lock_wait_s * 1000))
@@ -264,7 +265,9 @@ class Database:
                         if relaxed and self.backend == "postgresql":
                             conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                         if lock_wait_ms is not None and self.backend == "postgresql":
+                            # Locks, and any statement stalled for another reason, alike.
                             conn.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_wait_ms}")
+                            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {lock_wait_ms}")
                         result = work(conn)
                     return result
             except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:

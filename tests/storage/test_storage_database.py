@@ -220,3 +220,22 @@ def test_sqlite_durability_per_transaction(tmp_path):
         assert db.run(lambda c: c.exec_driver_sql("PRAGMA journal_mode").scalar_one()) == "wal"
     finally:
         db.dispose()
+
+
+def _lock_wait_now(conn) -> int:
+    """The transaction's own lock wait in ms, as the backend has it."""
+    if conn.dialect.name == "sqlite":
+        return conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    value = conn.exec_driver_sql("SHOW lock_timeout").scalar()  # e.g. "250ms" or "0"
+    return int(value.removesuffix("ms") or 0)
+
+
+def test_a_lock_wait_holds_for_its_transaction_only(database_url):
+    """The JWT replay check may wait half a second for a lock, not the store's 5 s: asked per
+    transaction, and gone for the next one on the same pooled connection."""
+    db = Database(database_url, pool_size=1, max_overflow=0)
+    db.upgrade()
+    assert db.run(_lock_wait_now, lock_wait_s=0.25) == 250
+    default = 5000 if db.backend == "sqlite" else 0  # PostgreSQL waits for locks by default
+    assert db.run(_lock_wait_now) == default
+    assert db.run(_lock_wait_now, lock_wait_s=0.25) == 250

@@ -119,3 +119,23 @@ def test_processes_racing_on_one_jti_have_one_winner(database_url):
     outputs = [p.communicate(timeout=90) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
     assert sorted(out.strip() for out, _ in outputs) == ["False", "False", "False", "True"]
+
+
+def test_the_replay_check_asks_for_a_short_wait_and_two_tries(database_url, monkeypatch):
+    """It runs while an EHR waits: half a second a try for a lock, two tries (Database.run
+    honours lock_wait_s: test_storage_database), not the store's 5 s and five tries."""
+    from cds_service.security import replay
+
+    db = Database(database_url)
+    cache = DatabaseReplayCache(db, clock=Clock())
+    asked: list[dict] = []
+    run = db.run
+
+    def spy(work, **options):
+        asked.append(options)
+        return run(work, **options)
+
+    monkeypatch.setattr(db, "run", spy)
+    assert cache.add_if_new(ISS, "j1", 1_900_000_100.0)
+    assert asked == [{"relaxed": True, "retry": replay.RETRY, "lock_wait_s": 0.5}]
+    assert replay.RETRY.attempts == 2
