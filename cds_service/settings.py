@@ -11,7 +11,6 @@ which the pure guidance code receives as an argument.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -121,13 +120,15 @@ class Settings:
         ):
             if var in env:
                 changes[attr] = _int(env, var, least)
-        for var, attr, zero_allowed in (
-            ("CDS_FHIR_TIMEOUT_S", "fhir_timeout_s", False),
-            ("CDS_FHIR_DEADLINE_S", "fhir_deadline_s", False),
-            ("CDS_SERVED_CARDS_FLUSH_S", "served_cards_flush_s", True),  # 0: written in the call
+        # Upper bounds: a hook call's fetching must end inside gunicorn's 30 s worker timeout,
+        # and analytics may wait an hour at most (1e10 s overflowed the watchdog's timer).
+        for var, attr, zero_allowed, most in (
+            ("CDS_FHIR_TIMEOUT_S", "fhir_timeout_s", False, 30.0),
+            ("CDS_FHIR_DEADLINE_S", "fhir_deadline_s", False, 30.0),
+            ("CDS_SERVED_CARDS_FLUSH_S", "served_cards_flush_s", True, 3600.0),  # 0: in the call
         ):
             if var in env:
-                changes[attr] = _float(env, var, zero_allowed=zero_allowed)
+                changes[attr] = _float(env, var, zero_allowed=zero_allowed, most=most)
         guidance = base.guidance
         if env.get("CDS_GUIDANCE_FILE"):
             guidance = GuidanceSettings.from_mapping(_read_json(env["CDS_GUIDANCE_FILE"]))
@@ -175,16 +176,16 @@ def _int(env: Mapping[str, str], var: str, least: int) -> int:
     return value
 
 
-def _float(env: Mapping[str, str], var: str, *, zero_allowed: bool) -> float:
-    """A finite number of seconds, above 0 (or at least 0): ``inf`` once killed the FHIR
-    deadline's watchdog thread, and 0 or less failed every fetch."""
+def _float(env: Mapping[str, str], var: str, *, zero_allowed: bool, most: float) -> float:
+    """A number of seconds above 0 (or at least 0), at most ``most``: ``inf`` or 1e10 once killed
+    the FHIR deadline's watchdog thread, and 0 or less failed every fetch."""
     try:
         value = float(env[var])
     except ValueError:
         raise SettingsError(f"{var} must be a number") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
-        bound = "at least" if zero_allowed else "above"
-        raise SettingsError(f"{var} must be a finite number {bound} 0")
+    if not (value > 0 or (zero_allowed and value == 0)) or not value <= most:  # nan fails both
+        least = "at least" if zero_allowed else "above"
+        raise SettingsError(f"{var} must be a number of seconds {least} 0 and at most {most:g}")
     return value
 
 

@@ -55,11 +55,14 @@ def test_environment_overrides():
     ({"CDS_FHIR_MAX_PAGES": "0"}, "CDS_FHIR_MAX_PAGES must be at least 1"),
     ({"CDS_MAX_BODY_BYTES": "-1"}, "CDS_MAX_BODY_BYTES must be at least 1"),
     ({"CDS_GUIDANCE_FILE": "/nonexistent/guidance.json"}, "cannot read"),
-    ({"CDS_FHIR_DEADLINE_S": "inf"}, "CDS_FHIR_DEADLINE_S must be a finite number above 0"),
-    ({"CDS_FHIR_DEADLINE_S": "nan"}, "CDS_FHIR_DEADLINE_S must be a finite number above 0"),
-    ({"CDS_FHIR_DEADLINE_S": "-5"}, "CDS_FHIR_DEADLINE_S must be a finite number above 0"),
-    ({"CDS_FHIR_TIMEOUT_S": "0"}, "CDS_FHIR_TIMEOUT_S must be a finite number above 0"),
-    ({"CDS_SERVED_CARDS_FLUSH_S": "-1"}, "CDS_SERVED_CARDS_FLUSH_S must be a finite number at"),
+    ({"CDS_FHIR_DEADLINE_S": "inf"}, "CDS_FHIR_DEADLINE_S must be a number of seconds above 0"),
+    ({"CDS_FHIR_DEADLINE_S": "nan"}, "CDS_FHIR_DEADLINE_S must be a number of seconds above 0"),
+    ({"CDS_FHIR_DEADLINE_S": "-5"}, "CDS_FHIR_DEADLINE_S must be a number of seconds above 0"),
+    ({"CDS_FHIR_DEADLINE_S": "1e10"}, "CDS_FHIR_DEADLINE_S .* at most 30"),  # overflowed a timer
+    ({"CDS_FHIR_DEADLINE_S": "31"}, "CDS_FHIR_DEADLINE_S .* at most 30"),
+    ({"CDS_FHIR_TIMEOUT_S": "0"}, "CDS_FHIR_TIMEOUT_S must be a number of seconds above 0"),
+    ({"CDS_SERVED_CARDS_FLUSH_S": "-1"}, "CDS_SERVED_CARDS_FLUSH_S must be a number of seconds at"),
+    ({"CDS_SERVED_CARDS_FLUSH_S": "1e10"}, "CDS_SERVED_CARDS_FLUSH_S .* at most 3600"),
 ])
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):
