@@ -110,9 +110,6 @@ def procedure(proc: Any, knowledge: Knowledge) -> ServiceOrder:
 
 
 def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
-    conclusion_texts = ([report.conclusion] if report.conclusion else []) + texts(
-        report.conclusionCode or []
-    )
     return ServiceOrder(
         resource_type="DiagnosticReport",
         id=report.id,
@@ -123,22 +120,27 @@ def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
         ),
         concepts=_concepts(knowledge, report.code, []),
         normal_result=report.status in FINAL_REPORT
-        and _reads_normal(knowledge, conclusion_texts, codings(report.conclusionCode or [])),
+        and _reads_normal(knowledge, report.conclusion, report.conclusionCode or []),
         conclusion=card_text(report.conclusion) if report.conclusion else None,
     )
 
 
-def _reads_normal(
-    knowledge: Knowledge,
-    conclusions: list[str],
-    coded: list[tuple[str | None, str | None]],
-) -> bool:
-    """Normal/negative/equivocal by a conclusion code or word, and no abnormal code or word
-    anywhere (in doubt: not)."""
-    if knowledge.matches("report-conclusion-abnormal", coded) or any(
-        knowledge.text_matches("report-abnormal-wording", text) for text in conclusions
+def _reads_normal(knowledge: Knowledge, conclusion: str | None, coded: list[Any]) -> bool:
+    """rules.md: a normal, negative or equivocal result by the conclusion's words or its
+    conclusionCode, and in doubt not. So: no abnormal code or word anywhere, and every coded
+    conclusion read as normal by a code or a word of its own (a disorder coded without a
+    display is one the service cannot read: in doubt), and something that says normal."""
+    words = ([conclusion] if conclusion else []) + texts(coded)
+    if knowledge.matches("report-conclusion-abnormal", codings(coded)) or any(
+        knowledge.text_matches("report-abnormal-wording", text) for text in words
     ):
         return False
-    return knowledge.matches("report-conclusion-normal", coded) or any(
-        knowledge.text_matches("report-normal-wording", text) for text in conclusions
-    )
+
+    def says_normal(concept: Any) -> bool:
+        return knowledge.matches("report-conclusion-normal", codings(concept)) or any(
+            knowledge.text_matches("report-normal-wording", text) for text in texts(concept)
+        )
+
+    if coded:
+        return all(says_normal(concept) for concept in coded)
+    return bool(conclusion and knowledge.text_matches("report-normal-wording", conclusion))

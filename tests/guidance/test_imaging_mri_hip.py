@@ -180,6 +180,11 @@ def test_a_coded_normal_negative_or_equivocal_conclusion_fires(run, code):
     (("17621005", "263654008"), None),  # normal and abnormal codes: in doubt, not normal
     (("10828004",), None),  # positive
     (("17621005",), "Osteoarthritis of the left hip."),  # an abnormal word beside a normal code
+    # A second coded conclusion that is no normal one (any finding coded without a display;
+    # here chronic low back pain): in doubt, not normal. A review found it read as normal
+    # beside a coded Normal.
+    (("17621005", "278860009"), None),
+    (("278860009",), "Normal study."),
 ])
 def test_an_abnormal_code_or_word_beside_a_coded_conclusion_silences(run, codes, conclusion):
     resources = [patient("p1"), *cohort_conditions("p1"),
