@@ -31,15 +31,31 @@ def name_of(knowledge: Knowledge, concept: Any, fallback: str) -> str:
 # Line breaks, tabs, other spacing and invisible control or format characters (bidi overrides).
 _NOT_ONE_LINE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]+")
 _ANGLES = str.maketrans("<>", "\u2039\u203a")
+# What GitHub-flavoured markdown turns into a link by itself (its "autolink literals"), as the
+# CDS Hooks sandbox renders ``detail``: a scheme's "://" and a leading "www.".
+_WEB_ADDRESS = re.compile(r"(?i)(?<![a-z0-9])(https?|ftp)://|(?<![a-z0-9.])(www)\.")
+
+
+def _defanged(match: re.Match[str]) -> str:
+    scheme, www = match.groups()
+    return f"{scheme}[:]//" if scheme else f"{www}[.]"
 
 
 def card_text(value: str) -> str:
     """Text from the record, made safe to put into a card: on one line, with no HTML tag (its
-    angle brackets become ‹ ›) and no markdown link or image (``](`` is split). A chart's free
-    text is written by many hands; in a card, where ``detail`` is markdown that some EHRs
-    render with raw HTML, it must not pass itself off as the service's own guidance, sources
-    or links, nor break the card's layout."""
-    if value.isprintable() and "<" not in value and ">" not in value and "](" not in value:
+    angle brackets become ‹ ›), no markdown link or image (``](`` is split) and no web address
+    a renderer would make a link of (``https[:]//``, ``www[.]``). A chart's free text is
+    written by many hands; in a card, where ``detail`` is markdown that some EHRs render with
+    raw HTML, it must not pass itself off as the service's own guidance, sources or links, nor
+    break the card's layout."""
+    if (
+        value.isprintable()
+        and "<" not in value
+        and ">" not in value
+        and "](" not in value
+        and "://" not in value
+        and "www." not in value.lower()
+    ):
         return value  # the usual name: nothing to change
     one_line = _NOT_ONE_LINE.sub(" ", value).strip()
-    return one_line.translate(_ANGLES).replace("](", "] (")
+    return _WEB_ADDRESS.sub(_defanged, one_line.translate(_ANGLES).replace("](", "] ("))

@@ -277,6 +277,22 @@ def test_chart_text_cannot_pass_for_the_card_s_own_markdown_links_or_html(core_c
     assert "\u2039img src=x" in card["detail"]  # shown, not rendered
 
 
+@pytest.mark.parametrize("name, shown", [
+    ("oxycodone 5 mg https://evil.example/x", "https[:]//evil.example/x"),
+    ("oxycodone 5 mg, see www.evil.example", "www[.]evil.example"),
+    ("OXYCODONE HTTP://EVIL.EXAMPLE", "HTTP[:]//EVIL.EXAMPLE"),
+])
+def test_a_web_address_in_chart_text_is_shown_but_never_linked(core_client, name, shown):
+    """GitHub-flavoured markdown, which the CDS Hooks sandbox renders detail with, links a bare
+    web address by itself: a review found chart text could still put a clickable link in a
+    card. It is shown defanged."""
+    opioid = medication_request("p1", "oxy", code="1049621", text=name)
+    body = request_for("order-sign", cohort_conditions("p1"), drafts=[opioid])
+    card = core_client.post(SIGN, json=body).get_json()["cards"][0]
+    assert shown in card["detail"]
+    assert "://evil" not in card["detail"].lower() and "www.evil" not in card["detail"]
+
+
 def test_a_name_of_invisible_characters_is_shown_as_unnamed(core_client):
     opioid = medication_request("p1", "oxy", code="1049621", text="\u200b\n")
     body = request_for("order-sign", cohort_conditions("p1"), drafts=[opioid])
