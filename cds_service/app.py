@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -78,8 +79,23 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
         )
     if not settings.public_base_urls:
         raise SettingsError("CDS_AUTH=required needs CDS_PUBLIC_BASE_URL (the JWT audience)")
+    plain = [url for url in settings.public_base_urls if not _over_tls_or_loopback(url)]
+    if plain and settings.profile == "production":
+        # CDS Hooks requires TLS for every call: a token whose aud is a plain-http URL was sent
+        # in the clear, and could be replayed by whoever read it.
+        raise SettingsError(
+            f"CDS_PUBLIC_BASE_URL must use https in the production profile (loopback may use "
+            f"http, for a TLS proxy on the same host): {plain}"
+        )
     database = database or open_database(settings)
     return JwtVerifier(issuers, replay_cache=DatabaseReplayCache(database, migrate=False))
+
+
+def _over_tls_or_loopback(url: str) -> bool:
+    parsed = urlsplit(url)
+    return parsed.scheme == "https" or (
+        parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1", "::1")
+    )
 
 
 def open_database(settings: Settings) -> Database:

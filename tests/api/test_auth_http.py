@@ -150,6 +150,26 @@ def test_required_auth_without_public_base_url_refuses_to_start(settings, key):
         create_app(settings.with_overrides(auth="required", trusted_issuers_json=issuers))
 
 
+@pytest.mark.parametrize("url, starts", [
+    ("http://cds.example.org", False),  # CDS Hooks requires TLS: such tokens went in the clear
+    ("https://cds.example.org", True),
+    ("http://localhost:8090", True),  # a TLS proxy on the same host, or a local test
+    ("http://127.0.0.1:8000", True),
+])
+def test_production_needs_an_https_public_url(settings, key, url, starts):
+    from cds_service.settings import SettingsError
+
+    issuers = json.dumps({"issuers": [{"iss": ISS, "jwks": key[1]}]})
+    overrides = settings.with_overrides(auth="required", trusted_issuers_json=issuers,
+                                        public_base_urls=(url,))
+    assert overrides.profile == "production"
+    if starts:
+        assert create_app(overrides)
+    else:
+        with pytest.raises(SettingsError, match="CDS_PUBLIC_BASE_URL must use https"):
+            create_app(overrides)
+
+
 def test_allowlist_entry_that_can_never_match_refuses_to_start(settings):
     from cds_service.settings import SettingsError
 
