@@ -36,7 +36,7 @@ from tools.soak import ServedProcess
 
 pytestmark = pytest.mark.integration
 
-PUBLIC = "http://cds.example.test"  # the load balancer's address: the JWT audience of both
+PUBLIC = "https://cds.example.test"  # the load balancer's address: the JWT audience of both
 ISS = "https://ehr.example.test"
 SERVICE = "hypermobility-pain-patient-view"
 FEEDBACK = f"/cds-services/{SERVICE}/feedback"
