@@ -78,6 +78,35 @@ def test_hook_must_match_the_service(client, make_request):
     assert "order-sign" in outcome(client.post(SIGN, json=body), 400)
 
 
+def test_the_sandbox_pama_tabs_sign_is_answered_in_the_development_profile(settings,
+                                                                         make_request):
+    """The sandbox's PAMA tab signs with "hook": "order-select" (shared notes): answered as
+    order-sign in the development profile, which trusts the sandbox, and refused elsewhere.
+    The other mismatches stay refused in both."""
+    from cds_service import create_app
+
+    mri = {"resourceType": "ServiceRequest", "id": "example-request-id", "status": "draft",
+           "intent": "plan", "subject": {"reference": "Patient/p1"},
+           "code": {"coding": [{"system": "http://loinc.org", "code": "30687-8"}]}}
+    from tests.builders import bundle, cohort_conditions, patient
+
+    body = make_request("order-select")
+    body["prefetch"]["patient"] = patient("p1")
+    body["prefetch"]["conditions"] = bundle(*cohort_conditions("p1"))
+    body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": mri}]}
+    body["context"]["selections"] = ["ServiceRequest/example-request-id"]
+    development = create_app(settings.with_overrides(profile="development", auth="off"))
+    response = development.test_client().post(SIGN, json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    cards = response.get_json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in cards] == ["imaging-radiograph-first"]
+    assert "order-sign" in outcome(create_app(settings).test_client().post(SIGN, json=body), 400)
+    patient_view = make_request("patient-view")
+    assert outcome(development.test_client().post(SIGN, json=patient_view), 400)
+    body["hook"] = "order-sign"
+    assert outcome(development.test_client().post(SELECT, json=body), 400)
+
+
 def test_fhir_authorization_requires_fhir_server(client, make_request):
     body = make_request(
         fhirAuthorization={
