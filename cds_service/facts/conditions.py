@@ -25,13 +25,15 @@ from cds_service.facts.naming import card_text, name_of
 from cds_service.knowledge import Knowledge
 
 # The code systems FHIR R4 binds Condition.clinicalStatus and verificationStatus to (required),
-# and every code of each (https://hl7.org/fhir/R4/valueset-condition-clinical.html and
-# valueset-condition-ver-status.html).
+# the URL STU3 gave each (still sent by older servers), and every code of each
+# (https://hl7.org/fhir/R4/valueset-condition-clinical.html, valueset-condition-ver-status.html).
 CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CLINICAL_STATUS_ALIASES = frozenset({"http://hl7.org/fhir/condition-clinical"})
 CLINICAL_STATUS_CODES = frozenset(
     {"active", "recurrence", "relapse", "inactive", "remission", "resolved"}
 )
 VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+VERIFICATION_STATUS_ALIASES = frozenset({"http://hl7.org/fhir/condition-ver-status"})
 VERIFICATION_STATUS_CODES = frozenset(
     {"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}
 )
@@ -42,7 +44,10 @@ NOT_REAL = frozenset({"refuted", "entered-in-error"})
 def is_recorded(condition: Any) -> bool:
     """Not refuted and not entered in error: the condition is on the record at all."""
     status = status_code(
-        condition.verificationStatus, VERIFICATION_STATUS, VERIFICATION_STATUS_CODES
+        condition.verificationStatus,
+        VERIFICATION_STATUS,
+        VERIFICATION_STATUS_ALIASES,
+        VERIFICATION_STATUS_CODES,
     )
     return status not in NOT_REAL
 
@@ -55,7 +60,9 @@ def is_active(condition: Any) -> bool:
     status, so an absent status there does not mean active, and an active one contradicts the
     abatement. It stays on the record (``is_recorded``): a resolved diagnosis is still one.
     """
-    clinical = status_code(condition.clinicalStatus, CLINICAL_STATUS, CLINICAL_STATUS_CODES)
+    clinical = status_code(
+        condition.clinicalStatus, CLINICAL_STATUS, CLINICAL_STATUS_ALIASES, CLINICAL_STATUS_CODES
+    )
     return (
         is_recorded(condition)
         and (clinical is None or clinical in ACTIVE_CLINICAL)

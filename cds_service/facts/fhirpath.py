@@ -114,17 +114,20 @@ def first_date(*values: str | None) -> date | None:
     return to_date(first_present(*values))
 
 
-def status_code(concept: Any, system: str, codes: frozenset[str]) -> str | None:
+def status_code(
+    concept: Any, system: str, aliases: frozenset[str], codes: frozenset[str]
+) -> str | None:
     """The code of a status CodeableConcept (Condition.clinicalStatus etc.): its code in
-    ``system``, the code system FHIR binds it to; else the first code that is one of that
-    system's ``codes``, whatever system it names (older servers send STU3's
-    ``http://hl7.org/fhir/condition-clinical``, others an OID, some none). Any other code is a
-    translation (a local "A" beside HL7's "active") and is never read as the status."""
+    ``system``, the code system FHIR binds it to; else a code of that system (one of
+    ``codes``) given under one of its ``aliases`` (older servers send STU3's URL) or with no
+    system. A code of any other system is a translation (a local "A", or a local "inactive"
+    that means something else) and is never read as the status."""
     fallback = None
     for coding_system, code in codings(concept):
         if coding_system == system and code:
             return code
-        if fallback is None and code in codes:
+        named_so = coding_system is None or coding_system in aliases
+        if fallback is None and named_so and code in codes:
             fallback = code
     return fallback
 
