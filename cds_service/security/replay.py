@@ -14,23 +14,28 @@ worker would pass: the service uses ``DatabaseReplayCache`` on the shared databa
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import Connection, bindparam, delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.storage.database import Database, RetryPolicy, as_database
 from cds_service.storage.schema import jwt_replay
+
+logger = logging.getLogger("cds_service.auth")
 
 # The replay check runs while an EHR waits for its hook call, so it may wait for the database
 # about a second in all (two attempts of half a second each), not the half-minute that the
 # store's background writes may take: past that, the call answers 503 (see the verifier).
 LOCK_WAIT_S = 0.5
 RETRY = RetryPolicy(attempts=2, base_delay_s=0.05, max_delay_s=0.1)
+PURGE_RETRY = RetryPolicy(attempts=1)
 
 
 @runtime_checkable
@@ -86,8 +91,9 @@ class DatabaseReplayCache:
 
     A new pair is inserted; a pair whose earlier token has expired is taken over (so correctness
     never waits for the purge); a live pair is left alone and the statement reports 0 rows.
-    Expired rows are deleted at most every ``purge_interval_s`` per process, which keeps the
-    table bounded by the traffic of one token lifetime without a second statement per call.
+    Expired rows are deleted at most every ``purge_interval_s`` per process, after the check and
+    in a transaction of its own, which keeps the table bounded by the traffic of one token
+    lifetime without a second statement per call.
 
     The commit uses relaxed durability (see :mod:`cds_service.storage.database`): it is visible
     to every other worker at once; only a database *server* crash can forget the last fraction
@@ -125,15 +131,32 @@ class DatabaseReplayCache:
 
     def add_if_new(self, iss: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
-        purge = self._purge_due(now)
         params = {"iss": iss, "jti": jti, "expires_at": float(expires_at), "now": now}
+        is_new = self.database.run(
+            lambda conn: conn.execute(self._claim, params).rowcount == 1,
+            relaxed=True,
+            retry=RETRY,
+            lock_wait_s=LOCK_WAIT_S,
+            statement_s=LOCK_WAIT_S,
+        )
+        if self._purge_due(now):
+            self._purge_expired(now)
+        return is_new
 
-        def work(conn: Connection) -> bool:
-            if purge:
-                conn.execute(self._purge, {"now": now})
-            return conn.execute(self._claim, params).rowcount == 1
-
-        return self.database.run(work, relaxed=True, retry=RETRY, lock_wait_s=LOCK_WAIT_S)
+    def _purge_expired(self, now: float) -> None:
+        """Delete expired rows, in a transaction of its own after the check: housekeeping must
+        never fail a call nor be cut short by the check's statement bound (a purge that could
+        not finish in time would never finish, and the table would grow without end). One
+        try, a short wait for locks; a failure is logged, and the next interval tries again."""
+        try:
+            self.database.run(
+                lambda conn: conn.execute(self._purge, {"now": now}),
+                relaxed=True,
+                retry=PURGE_RETRY,
+                lock_wait_s=LOCK_WAIT_S,
+            )
+        except SQLAlchemyError as error:
+            logger.warning("JWT replay purge failed", extra={"error": type(error).__name__})
 
     def _purge_due(self, now: float) -> bool:
         with self._purge_lock:

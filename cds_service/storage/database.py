@@ -243,17 +243,20 @@ class Database:
         relaxed: bool = False,
         retry: RetryPolicy | None = None,
         lock_wait_s: float | None = None,
+        statement_s: float | None = None,
     ) -> T:
         """Run ``work(connection)`` in one transaction, committed before this returns.
 
         ``work`` may run more than once (after a transient error), so it must only execute
-        statements, never keep state outside the transaction. ``lock_wait_s`` bounds each
-        attempt's wait for a lock (SQLite's write lock; on PostgreSQL, a lock or any statement)
-        below the database's own ``sqlite_busy_timeout_s``, for work a caller is waiting on.
+        statements, never keep state outside the transaction. For work a caller is waiting on:
+        ``lock_wait_s`` bounds each attempt's wait for a lock (SQLite's write lock, below the
+        database's own ``sqlite_busy_timeout_s``; a PostgreSQL lock), and ``statement_s`` each
+        PostgreSQL statement (SQLite runs in this process: nothing stalls but the lock).
         Connecting is bounded by ``connect_timeout_s`` and the pool's ``pool_timeout_s`` alone.
         """
         policy = retry or self.retry
         lock_wait_ms = None if lock_wait_s is None else max(1, round(lock_wait_s * 1000))
+        statement_ms = None if statement_s is None else max(1, round(statement_s * 1000))
         for attempt in range(1, policy.attempts + 1):
             try:
                 with self.engine.connect() as conn:
@@ -264,10 +267,13 @@ class Database:
                     with conn.begin():
                         if relaxed and self.backend == "postgresql":
                             conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                        if lock_wait_ms is not None and self.backend == "postgresql":
-                            # Locks, and any statement stalled for another reason, alike.
-                            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_wait_ms}")
-                            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {lock_wait_ms}")
+                        if self.backend == "postgresql":
+                            if lock_wait_ms is not None:
+                                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_wait_ms}")
+                            if statement_ms is not None:
+                                conn.exec_driver_sql(
+                                    f"SET LOCAL statement_timeout = {statement_ms}"
+                                )
                         result = work(conn)
                     return result
             except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:

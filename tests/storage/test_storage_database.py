@@ -239,3 +239,18 @@ def test_a_lock_wait_holds_for_its_transaction_only(database_url):
     default = 5000 if db.backend == "sqlite" else 0  # PostgreSQL waits for locks by default
     assert db.run(_lock_wait_now) == default
     assert db.run(_lock_wait_now, lock_wait_s=0.25) == 250
+
+
+def test_a_statement_bound_holds_for_its_transaction_only(database_url):
+    """PostgreSQL only (SQLite runs in process): the replay check's statements are cut after
+    half a second, and the next transaction on the connection is not."""
+    db = Database(database_url, pool_size=1, max_overflow=0)
+    if db.backend != "postgresql":
+        pytest.skip("a statement bound is PostgreSQL's")
+
+    def bound(conn) -> str:
+        return conn.exec_driver_sql("SHOW statement_timeout").scalar()
+
+    assert db.run(bound, statement_s=0.25) == "250ms"
+    assert db.run(bound) == "0"
+    assert db.run(bound, lock_wait_s=0.25) == "0"  # a lock wait alone bounds no statement

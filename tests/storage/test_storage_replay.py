@@ -136,6 +136,28 @@ def test_the_replay_check_asks_for_a_short_wait_and_two_tries(database_url, monk
         return run(work, **options)
 
     monkeypatch.setattr(db, "run", spy)
-    assert cache.add_if_new(ISS, "j1", 1_900_000_100.0)
-    assert asked == [{"relaxed": True, "retry": replay.RETRY, "lock_wait_s": 0.5}]
+    assert cache.add_if_new(ISS, "j1", 1_900_000_100.0)  # the first call purges too
+    check, purge = asked
+    assert check == {"relaxed": True, "retry": replay.RETRY, "lock_wait_s": 0.5,
+                     "statement_s": 0.5}
     assert replay.RETRY.attempts == 2
+    # The purge runs after the check, on its own: no statement bound, so that a long one still
+    # finishes (under the check's bound it never could, and the table grew without end).
+    assert "statement_s" not in purge and purge["retry"].attempts == 1
+
+
+def test_a_purge_that_fails_never_fails_the_check(database_url, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    db = Database(database_url)
+    cache = DatabaseReplayCache(db, clock=Clock())
+    run = db.run
+
+    def failing_purge(work, **options):
+        if "statement_s" not in options:  # the purge
+            raise OperationalError("DELETE", {}, Exception("canceling statement"))
+        return run(work, **options)
+
+    monkeypatch.setattr(db, "run", failing_purge)
+    assert cache.add_if_new(ISS, "j1", 1_900_000_100.0) is True
+    assert cache.add_if_new(ISS, "j1", 1_900_000_100.0) is False  # still a replay check
