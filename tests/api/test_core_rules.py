@@ -281,6 +281,10 @@ def test_chart_text_cannot_pass_for_the_card_s_own_markdown_links_or_html(core_c
     ("oxycodone 5 mg https://evil.example/x", "https[:]//evil.example/x"),
     ("oxycodone 5 mg, see www.evil.example", "www[.]evil.example"),
     ("OXYCODONE HTTP://EVIL.EXAMPLE", "HTTP[:]//EVIL.EXAMPLE"),
+    # A review of the first fix: a digit before the scheme, and e-mail addresses, still linked.
+    ("oxycodone 5 mg 1https://evil.example/x", "1https[:]//evil.example/x"),
+    ("oxycodone, questions to evil@phish.example", "evil[at]phish.example"),
+    ("oxycodone mailto:evil@phish.example", "mailto[:]evil[at]phish.example"),
 ])
 def test_a_web_address_in_chart_text_is_shown_but_never_linked(core_client, name, shown):
     """GitHub-flavoured markdown, which the CDS Hooks sandbox renders detail with, links a bare
@@ -290,7 +294,9 @@ def test_a_web_address_in_chart_text_is_shown_but_never_linked(core_client, name
     body = request_for("order-sign", cohort_conditions("p1"), drafts=[opioid])
     card = core_client.post(SIGN, json=body).get_json()["cards"][0]
     assert shown in card["detail"]
-    assert "://evil" not in card["detail"].lower() and "www.evil" not in card["detail"]
+    detail = card["detail"].lower()
+    for linkable in ("://evil", "www.evil", "@phish", "mailto:"):
+        assert linkable not in detail, linkable
 
 
 def test_a_name_of_invisible_characters_is_shown_as_unnamed(core_client):
