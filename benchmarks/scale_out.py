@@ -56,7 +56,7 @@ from tools.soak import ServedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PUBLIC = "http://cds.bench.test"  # the load balancer address: every instance's JWT audience
+PUBLIC = "https://cds.bench.test"  # the load balancer address: every instance's JWT audience
 ISS = "https://ehr.bench.test"
 SCENARIO = "pv-assessment-gaps-all-missing"
 

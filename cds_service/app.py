@@ -6,6 +6,7 @@ process and hung on ``app.extensions["cds"]``; nothing is built at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -93,9 +94,16 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
 
 def _over_tls_or_loopback(url: str) -> bool:
     parsed = urlsplit(url)
-    return parsed.scheme == "https" or (
-        parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1", "::1")
-    )
+    if parsed.scheme == "https":
+        return True
+    if parsed.scheme != "http" or not parsed.hostname:
+        return False
+    if parsed.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parsed.hostname).is_loopback  # 127.0.0.0/8 and ::1
+    except ValueError:
+        return False
 
 
 def open_database(settings: Settings) -> Database:

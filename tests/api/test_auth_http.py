@@ -155,6 +155,9 @@ def test_required_auth_without_public_base_url_refuses_to_start(settings, key):
     ("https://cds.example.org", True),
     ("http://localhost:8090", True),  # a TLS proxy on the same host, or a local test
     ("http://127.0.0.1:8000", True),
+    ("http://127.0.0.2:8000", True),  # all of 127.0.0.0/8 is loopback
+    ("http://[::1]:8000", True),
+    ("ftp://cds.example.org", False),
 ])
 def test_production_needs_an_https_public_url(settings, key, url, starts):
     from cds_service.settings import SettingsError
