@@ -61,10 +61,16 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
     if settings.auth == "off":
         return None
     issuers = []
-    if settings.trusted_issuers_file:
-        issuers += load_trusted_issuers(settings.trusted_issuers_file)
-    if settings.trusted_issuers_json:
-        issuers += issuers_from_env(settings.trusted_issuers_json)
+    try:
+        if settings.trusted_issuers_file:
+            issuers += load_trusted_issuers(settings.trusted_issuers_file)
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"CDS_TRUSTED_ISSUERS_FILE: {error}") from None
+    try:
+        if settings.trusted_issuers_json:
+            issuers += issuers_from_env(settings.trusted_issuers_json)
+    except ValueError as error:
+        raise SettingsError(f"CDS_TRUSTED_ISSUERS: {error}") from None
     if settings.profile == "development":
         from cds_service.devtools.devkeys import dev_issuer
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -123,20 +123,47 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole_number(name: str, least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``least`` to ``most`` (0 workers served nothing,
+    and 0 threads silently changed gunicorn's worker class)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number") from None
+        if value < least or (most is not None and value > most):
+            upper = f" and at most {most}" if most is not None else ""
+            raise argparse.ArgumentTypeError(f"{name} must be at least {least}{upper}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypermobility-cds", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the CDS service under gunicorn")
     serve.add_argument("--host", default=os.environ.get("CDS_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("CDS_PORT", "8000")))
+    # String defaults: argparse converts them like arguments, so a bad CDS_PORT is refused with
+    # a message naming it, not a traceback (and only by `serve`).
+    serve.add_argument(
+        "--port",
+        type=_whole_number("--port / CDS_PORT", 1, 65535),
+        default=os.environ.get("CDS_PORT", "8000"),
+    )
     serve.add_argument(
         "--workers",
-        type=int,
-        default=int(os.environ.get("CDS_WORKERS", "2")),
+        type=_whole_number("--workers / CDS_WORKERS", 1),
+        default=os.environ.get("CDS_WORKERS", "2"),
         help="gunicorn worker processes (default: CDS_WORKERS, else 2); they share the database",
     )
-    serve.add_argument("--threads", type=int, default=int(os.environ.get("CDS_THREADS", "4")))
+    serve.add_argument(
+        "--threads",
+        type=_whole_number("--threads / CDS_THREADS", 1),
+        default=os.environ.get("CDS_THREADS", "4"),
+    )
     serve.add_argument(
         "--profile",
         choices=("production", "development"),

@@ -130,14 +130,21 @@ class Settings:
             if var in env:
                 changes[attr] = _float(env, var, zero_allowed=zero_allowed, most=most)
         guidance = base.guidance
-        if env.get("CDS_GUIDANCE_FILE"):
-            guidance = GuidanceSettings.from_mapping(_read_json(env["CDS_GUIDANCE_FILE"]))
-        if env.get("CDS_ENABLED_RULES"):
-            guidance = replace(guidance, enabled_rules=frozenset(_split(env["CDS_ENABLED_RULES"])))
-        if env.get("CDS_BEIGHTON_THRESHOLD_MODE"):
-            guidance = replace(
-                guidance, beighton_threshold_mode=env["CDS_BEIGHTON_THRESHOLD_MODE"]
-            )
+        # GuidanceSettings checks its own values (ValueError); named here by their variable.
+        var = "CDS_GUIDANCE_FILE"
+        try:
+            if env.get(var):
+                guidance = GuidanceSettings.from_mapping(_read_json(env[var]))
+            var = "CDS_ENABLED_RULES"
+            if env.get(var):
+                guidance = replace(guidance, enabled_rules=frozenset(_split(env[var])))
+            var = "CDS_BEIGHTON_THRESHOLD_MODE"
+            if env.get(var):
+                guidance = replace(guidance, beighton_threshold_mode=env[var])
+        except ValueError as error:
+            if isinstance(error, SettingsError):
+                raise
+            raise SettingsError(f"{var}: {error}") from None
         changes["guidance"] = guidance
         return replace(base, **changes)
 

@@ -55,6 +55,9 @@ def test_environment_overrides():
     ({"CDS_FHIR_MAX_PAGES": "0"}, "CDS_FHIR_MAX_PAGES must be at least 1"),
     ({"CDS_MAX_BODY_BYTES": "-1"}, "CDS_MAX_BODY_BYTES must be at least 1"),
     ({"CDS_GUIDANCE_FILE": "/nonexistent/guidance.json"}, "cannot read"),
+    # Checked by GuidanceSettings; they came out as tracebacks naming no variable.
+    ({"CDS_ENABLED_RULES": "bogus-rule"}, "CDS_ENABLED_RULES: unknown rule ids"),
+    ({"CDS_BEIGHTON_THRESHOLD_MODE": "median"}, "CDS_BEIGHTON_THRESHOLD_MODE: "),
     ({"CDS_FHIR_DEADLINE_S": "inf"}, "CDS_FHIR_DEADLINE_S must be a number of seconds above 0"),
     ({"CDS_FHIR_DEADLINE_S": "nan"}, "CDS_FHIR_DEADLINE_S must be a number of seconds above 0"),
     ({"CDS_FHIR_DEADLINE_S": "-5"}, "CDS_FHIR_DEADLINE_S must be a number of seconds above 0"),
@@ -123,3 +126,28 @@ def test_indicator_override_changes_the_card(make_request, tmp_path):
     body["prefetch"].update(patient=patient("p1"), conditions=bundle(*cohort_conditions("p1")))
     cards = client.post("/cds-services/hypermobility-pain-patient-view", json=body).get_json()
     assert [c["indicator"] for c in cards["cards"]] == ["warning"]
+
+
+def test_a_guidance_file_with_an_unknown_setting_names_the_variable(tmp_path):
+    path = tmp_path / "guidance.json"
+    path.write_text(json.dumps({"bogus_key": 1}))
+    with pytest.raises(SettingsError, match="CDS_GUIDANCE_FILE: unknown guidance settings"):
+        Settings.from_env({"CDS_GUIDANCE_FILE": str(path)})
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"CDS_PORT": "abc"}, "--port / CDS_PORT must be a whole number"),
+    ({"CDS_PORT": "70000"}, "--port / CDS_PORT must be at least 1 and at most 65535"),
+    ({"CDS_WORKERS": "0"}, "--workers / CDS_WORKERS must be at least 1"),  # served nothing
+    ({"CDS_THREADS": "0"}, "--threads / CDS_THREADS must be at least 1"),
+])
+def test_serve_refuses_a_bad_port_worker_or_thread_count(monkeypatch, capsys, env, needle):
+    from cds_service.cli import build_parser
+
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["serve"])
+    assert stop.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert build_parser().parse_args(["scenarios"])  # other commands do not read them

@@ -173,6 +173,19 @@ def test_production_needs_an_https_public_url(settings, key, url, starts):
             create_app(overrides)
 
 
+@pytest.mark.parametrize("overrides, needle", [
+    ({"trusted_issuers_json": "notjson"}, "CDS_TRUSTED_ISSUERS: "),
+    ({"trusted_issuers_file": "/nonexistent/issuers.json"}, "CDS_TRUSTED_ISSUERS_FILE: "),
+])
+def test_a_bad_trusted_issuer_setting_names_its_variable(settings, overrides, needle):
+    """They came out as tracebacks naming no variable."""
+    from cds_service.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=needle):
+        create_app(settings.with_overrides(auth="required", public_base_urls=(BASE,),
+                                           **overrides))
+
+
 def test_allowlist_entry_that_can_never_match_refuses_to_start(settings):
     from cds_service.settings import SettingsError
 
