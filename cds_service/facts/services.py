@@ -18,6 +18,9 @@ from cds_service.fhir.record import ORDER_TEXT_CONCEPTS, PASSIVE_MODALITIES
 from cds_service.knowledge import Knowledge
 
 FINAL_REPORT = frozenset({"final", "amended", "corrected"})
+# rules.md "Planned hours": quantityQuantity in hours, or failing that the timing, whose
+# sessions may be given in hours or minutes. A quantity in minutes is a session's length.
+QUANTITY_HOURS = frozenset({"h", "hour", "hours"})
 HOURS_PER_UNIT = {"h": 1.0, "hour": 1.0, "hours": 1.0, "min": 1 / 60, "minutes": 1 / 60}
 
 
@@ -25,15 +28,19 @@ def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> froz
     found: set[str] = set()
     for system, code in codings(concept):
         found |= knowledge.concepts_of(system, code)
+    coded = bool(found)  # the order names something the knowledge files know by code
     words = texts(concept) + extra_text
     for name in ORDER_TEXT_CONCEPTS:
         if any(knowledge.text_matches(name, text) for text in words):
             found.add(name)
     if "multidisciplinary-programme" in found:
         # rules.md: a programme is a rehabilitation order that says multidisciplinary; the word
-        # alone ("multidisciplinary team meeting") does not make an order rehabilitation.
+        # alone ("multidisciplinary team meeting") does not make an order rehabilitation. Words
+        # decide only for an order without a known code: one coded as something else (CBT,
+        # which alone is no rehabilitation order) stays what its code says.
         if "rehabilitation-order" in found or (
-            any(knowledge.text_matches("rehabilitation-words", text) for text in words)
+            not coded
+            and any(knowledge.text_matches("rehabilitation-words", text) for text in words)
             and not any(knowledge.text_matches("meeting-words", text) for text in words)
         ):
             found.add("rehabilitation-order")
@@ -53,8 +60,8 @@ def planned_hours(request: Any) -> float | None:
     quantity = request.quantityQuantity
     if quantity is not None and quantity.value is not None:
         unit = (quantity.code or quantity.unit or "").lower()
-        if unit in HOURS_PER_UNIT:
-            return float(quantity.value) * HOURS_PER_UNIT[unit]
+        if unit in QUANTITY_HOURS:
+            return float(quantity.value)
     timing = request.occurrenceTiming
     repeat = timing.repeat if timing else None
     if repeat and repeat.count and repeat.duration is not None and repeat.durationUnit:

@@ -126,3 +126,43 @@ def test_a_short_interdisciplinary_meeting_is_not_a_programme(run):
     typed = programme("typed", 40, text="Interdisciplinary pain rehabilitation programme")
     del typed["code"]["coding"]
     assert run([typed]) is not None
+
+
+def test_a_cbt_order_is_no_programme_whatever_its_text_says(run, make_facts, make_ctx):
+    """rules.md: CBT alone is not a rehabilitation order. Coded as CBT, its words ("pain",
+    "multidisciplinary") made it a programme: a 12 h CBT course drew this card (found by
+    review). Words decide only for an order with no known code."""
+    cbt = programme("cbt", text="Cognitive behavioural therapy for chronic pain "
+                    "(multidisciplinary pain team)", code="228557008")
+    cbt["occurrenceTiming"] = {"repeat": {"count": 12, "duration": 60, "durationUnit": "min"}}
+    assert run([cbt]) is None
+
+
+@pytest.mark.parametrize("text", [
+    "Multi-disciplinary pain rehabilitation programme",
+    "Inter-disciplinary back pain programme",
+    "Multidisciplinary (MDT) pain rehabilitation programme",  # MDT names the team
+])
+def test_common_spellings_of_a_programme_are_read(run, text):
+    typed = programme("typed", 40, text=text)
+    del typed["code"]["coding"]
+    assert run([typed]) is not None
+
+
+@pytest.mark.parametrize("text", ["Pain MDT meeting", "Back pain MDM, interdisciplinary"])
+def test_mdt_meetings_are_not_programmes(run, text):
+    meeting = programme("mdt", 1, text=text)
+    del meeting["code"]["coding"]
+    assert run([meeting]) is None
+
+
+def test_a_quantity_in_minutes_is_a_session_so_the_timing_decides(run):
+    """rules.md: planned hours are quantityQuantity in hours, failing that the timing. A quantity
+    of 90 min (the session) made an 80-session programme "1.5 h" (found by review)."""
+    order = programme()
+    order["quantityQuantity"] = {"value": 90, "unit": "min", "system": "http://unitsofmeasure.org",
+                                 "code": "min"}
+    order["occurrenceTiming"] = {"repeat": {"count": 80, "duration": 90, "durationUnit": "min"}}
+    assert run([order]) is None  # 120 h: at or above the threshold
+    del order["occurrenceTiming"]
+    assert run([order]) is None  # no hours at all: nothing to say
