@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import bindparam, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,6 +36,7 @@ logger = logging.getLogger("cds_service.auth")
 LOCK_WAIT_S = 0.5
 RETRY = RetryPolicy(attempts=2, base_delay_s=0.05, max_delay_s=0.1)
 PURGE_RETRY = RetryPolicy(attempts=1)
+PURGE_BATCH = 5000
 
 
 @runtime_checkable
@@ -92,8 +93,8 @@ class DatabaseReplayCache:
     A new pair is inserted; a pair whose earlier token has expired is taken over (so correctness
     never waits for the purge); a live pair is left alone and the statement reports 0 rows.
     Expired rows are deleted at most every ``purge_interval_s`` per process, after the check and
-    in a transaction of its own, which keeps the table bounded by the traffic of one token
-    lifetime without a second statement per call.
+    in a transaction of its own, a bounded batch at a time, which keeps the table bounded by the
+    traffic of one token lifetime without a second statement per call.
 
     The commit uses relaxed durability (see :mod:`cds_service.storage.database`): it is visible
     to every other worker at once; only a database *server* crash can forget the last fraction
@@ -127,7 +128,16 @@ class DatabaseReplayCache:
             set_={"expires_at": insert.excluded.expires_at},
             where=jwt_replay.c.expires_at < bindparam("now"),
         ).execution_options(preserve_rowcount=True)
-        self._purge = delete(jwt_replay).where(jwt_replay.c.expires_at < bindparam("now"))
+        # At most PURGE_BATCH expired rows a purge, so that one never holds up its call long,
+        # whatever backlog an outage left: a batch of 5,000 a process every few seconds is far
+        # more than any EHR's calls add, so the backlog clears.
+        key = tuple_(jwt_replay.c.iss, jwt_replay.c.jti)
+        expired = (
+            select(jwt_replay.c.iss, jwt_replay.c.jti)
+            .where(jwt_replay.c.expires_at < bindparam("now"))
+            .limit(PURGE_BATCH)
+        )
+        self._purge = delete(jwt_replay).where(key.in_(expired))
 
     def add_if_new(self, iss: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
@@ -144,10 +154,11 @@ class DatabaseReplayCache:
         return is_new
 
     def _purge_expired(self, now: float) -> None:
-        """Delete expired rows, in a transaction of its own after the check: housekeeping must
-        never fail a call nor be cut short by the check's statement bound (a purge that could
-        not finish in time would never finish, and the table would grow without end). One
-        try, a short wait for locks; a failure is logged, and the next interval tries again."""
+        """Delete up to :data:`PURGE_BATCH` expired rows, in a transaction of its own after the
+        check: housekeeping must never fail a call nor be cut short by the check's statement
+        bound (a purge that could not finish in time would never finish, and the table would
+        grow without end). One try, a short wait for locks; a failure is logged, and the next
+        interval tries again."""
         try:
             self.database.run(
                 lambda conn: conn.execute(self._purge, {"now": now}),
