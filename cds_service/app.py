@@ -64,12 +64,12 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
     try:
         if settings.trusted_issuers_file:
             issuers += load_trusted_issuers(settings.trusted_issuers_file)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:
         raise SettingsError(f"CDS_TRUSTED_ISSUERS_FILE: {error}") from None
     try:
         if settings.trusted_issuers_json:
             issuers += issuers_from_env(settings.trusted_issuers_json)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise SettingsError(f"CDS_TRUSTED_ISSUERS: {error}") from None
     if settings.profile == "development":
         from cds_service.devtools.devkeys import dev_issuer
@@ -95,7 +95,10 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
             f"http, for a TLS proxy on the same host): {plain}"
         )
     database = database or open_database(settings)
-    return JwtVerifier(issuers, replay_cache=DatabaseReplayCache(database, migrate=False))
+    try:  # the issuers' key sets are read here
+        return JwtVerifier(issuers, replay_cache=DatabaseReplayCache(database, migrate=False))
+    except (ValueError, TypeError) as error:
+        raise SettingsError(f"CDS_TRUSTED_ISSUERS(_FILE): {error}") from None
 
 
 def _over_tls_or_loopback(url: str) -> bool:

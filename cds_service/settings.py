@@ -141,7 +141,7 @@ class Settings:
             var = "CDS_BEIGHTON_THRESHOLD_MODE"
             if env.get(var):
                 guidance = replace(guidance, beighton_threshold_mode=env[var])
-        except ValueError as error:
+        except (ValueError, TypeError) as error:  # TypeError: a value of the wrong JSON type
             if isinstance(error, SettingsError):
                 raise
             raise SettingsError(f"{var}: {error}") from None

@@ -128,10 +128,13 @@ def test_indicator_override_changes_the_card(make_request, tmp_path):
     assert [c["indicator"] for c in cards["cards"]] == ["warning"]
 
 
-def test_a_guidance_file_with_an_unknown_setting_names_the_variable(tmp_path):
+@pytest.mark.parametrize("content", [{"bogus_key": 1}, {"enabled_rules": 5},
+                                     {"indicators": 5}, {"enabled_rules": [["a"]]}, 5])
+def test_a_bad_guidance_file_names_the_variable(tmp_path, content):
+    """Values of the wrong JSON type came out as TypeError tracebacks (found by review)."""
     path = tmp_path / "guidance.json"
-    path.write_text(json.dumps({"bogus_key": 1}))
-    with pytest.raises(SettingsError, match="CDS_GUIDANCE_FILE: unknown guidance settings"):
+    path.write_text(json.dumps(content))
+    with pytest.raises(SettingsError, match="CDS_GUIDANCE_FILE: "):
         Settings.from_env({"CDS_GUIDANCE_FILE": str(path)})
 
 

@@ -35,8 +35,8 @@ _ANGLES = str.maketrans("<>", "\u2039\u203a")
 # CDS Hooks sandbox renders ``detail``: a scheme (after anything but a letter, a digit
 # included), a leading "www.", and an e-mail address ("name@host.tld").
 _WEB_ADDRESS = re.compile(
-    r"(?i)(?<![a-z])(https?|ftp)://|(?<![a-z])(mailto|xmpp):|(?<![a-z0-9.])(www)\."
-    r"|(?<=[a-z0-9._+-])(@)(?=[a-z0-9-]+\.)"
+    r"(?i)(?<![a-z])(https?|ftp)://|(?<![a-z])(mailto|xmpp):|(?<![a-z0-9])(www)\."
+    r"|(?<=[a-z0-9._+-])(@)(?=[a-z0-9_-]+\.)"
 )
 
 

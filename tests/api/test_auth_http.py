@@ -176,6 +176,8 @@ def test_production_needs_an_https_public_url(settings, key, url, starts):
 @pytest.mark.parametrize("overrides, needle", [
     ({"trusted_issuers_json": "notjson"}, "CDS_TRUSTED_ISSUERS: "),
     ({"trusted_issuers_file": "/nonexistent/issuers.json"}, "CDS_TRUSTED_ISSUERS_FILE: "),
+    ({"trusted_issuers_json": '{"issuers":[{"iss":"https://e.x","jwks":{"keys":[5]}}]}'},
+     "CDS_TRUSTED_ISSUERS"),  # a key set that cannot be read (found by review)
 ])
 def test_a_bad_trusted_issuer_setting_names_its_variable(settings, overrides, needle):
     """They came out as tracebacks naming no variable."""

@@ -285,6 +285,9 @@ def test_chart_text_cannot_pass_for_the_card_s_own_markdown_links_or_html(core_c
     ("oxycodone 5 mg 1https://evil.example/x", "1https[:]//evil.example/x"),
     ("oxycodone, questions to evil@phish.example", "evil[at]phish.example"),
     ("oxycodone mailto:evil@phish.example", "mailto[:]evil[at]phish.example"),
+    # A second review: "_" in the domain, and "www." after a dot, were still linked.
+    ("oxycodone, ask evil@phish_x.example", "evil[at]phish_x.example"),
+    ("oxycodone, see note.www.evil.example", "note.www[.]evil.example"),
 ])
 def test_a_web_address_in_chart_text_is_shown_but_never_linked(core_client, name, shown):
     """GitHub-flavoured markdown, which the CDS Hooks sandbox renders detail with, links a bare

@@ -259,11 +259,9 @@ def test_one_failing_key_does_not_spoil_the_others(client, mocked) -> None:
 def test_next_pointing_at_itself_stops_quickly(client, mocked) -> None:
     url = f"{BASE}/Condition?patient=p1"
     mocked.get(url, json=bundle(cond(1), next_url=url))
-    started = time.monotonic()
     out = client.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
     assert isinstance(out["c"], FetchError) and out["c"].reason == "next-loop"
-    assert len(mocked.calls) == 1
-    assert time.monotonic() - started < 0.5
+    assert len(mocked.calls) == 1  # stopped at once: the page was not asked for again
 
 
 def test_next_cycle_between_two_pages_is_detected(client, mocked) -> None:

@@ -44,9 +44,8 @@ def _wait(predicate, timeout: float = 5.0) -> bool:
 def test_add_returns_at_once_and_a_background_thread_writes_within_the_interval():
     writer = Writer(delay_s=0.2)  # a slow database
     buffer = ServedCardBuffer(writer, interval_s=0.1)
-    started = time.perf_counter()
     buffer.add(_rows(3))
-    assert time.perf_counter() - started < 0.05  # the caller never waits for the write
+    assert writer.rows == []  # the caller never waits for the write (it takes 0.2 s)
     assert _wait(lambda: len(writer.rows) == 3)
     assert writer.threads == {"served-card-flusher"}
     buffer.close()
