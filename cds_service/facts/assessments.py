@@ -22,9 +22,15 @@ NOT_A_RESULT = frozenset({"entered-in-error", "cancelled", "registered"})
 def _concepts(knowledge: Knowledge, observation: Any) -> frozenset[str]:
     """The concepts of an observation's code, and the assessment concepts of its components'
     codes (a panel of orthostatic vitals is one Observation whose components carry the supine
-    and standing heart rates: it counts as both, as two separate Observations would)."""
-    found = frozenset().union(*(knowledge.concepts_of(s, c) for s, c in codings(observation.code)))
+    and standing heart rates: it counts as both, as two separate Observations would). A value
+    that is absent (``dataAbsentReason``: a screen declined, a reading not performed) is no
+    result, for the observation or for its component."""
+    found: frozenset[str] = frozenset()
+    if observation.dataAbsentReason is None:
+        found = found.union(*(knowledge.concepts_of(s, c) for s, c in codings(observation.code)))
     for component in observation.component or ():
+        if component.dataAbsentReason is not None:
+            continue
         for system, code in codings(component.code):
             found |= knowledge.concepts_of(system, code) & COMPONENT_CONCEPTS
     return found

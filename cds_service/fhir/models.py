@@ -258,9 +258,10 @@ class Condition(Resource):
 
 class ObservationComponent(Element):
     """One component of an Observation (a panel's parts, e.g. supine and standing heart
-    rates): only its code is read, for the assessments."""
+    rates): its code, for the assessments, and why its value is missing, if it is."""
 
     code: CodeableConcept
+    dataAbsentReason: CodeableConcept | None = None
 
 
 class Observation(Resource):
@@ -274,6 +275,8 @@ class Observation(Resource):
     issued: Instant | None = None
     valueInteger: Integer | None = None
     valueQuantity: Quantity | None = None
+    # FHIR R4 obs-6: only when there is no value (declined, not performed, unknown...).
+    dataAbsentReason: CodeableConcept | None = None
     component: list[ObservationComponent] | None = None
 
     choices = (

@@ -35,6 +35,23 @@ def observation(rid: str, *, system: str | None = LOINC, code: str | None = None
     }
 
 
+def declined(obs: dict[str, Any], reason: str = "asked-declined") -> dict[str, Any]:
+    """The observation with its value absent, and why (FHIR R4 obs-6)."""
+    obs = {k: v for k, v in obs.items() if not k.startswith("value")}
+    obs["dataAbsentReason"] = {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": reason}]}
+    return obs
+
+
+def declined_component(obs: dict[str, Any], index: int) -> dict[str, Any]:
+    component = obs["component"][index]
+    component.pop("valueQuantity")
+    component["dataAbsentReason"] = {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+        "code": "not-performed"}]}
+    return obs
+
+
 def panel(rid: str, *codes: str, status: str = "final",
           code: dict[str, Any] | None = None) -> dict[str, Any]:
     """One Observation whose components carry the codes (orthostatic vitals as EHRs send them)."""
@@ -178,6 +195,13 @@ NOT_SATISFIED_BY = {
     "invalid Beighton value (12)": [beighton_local(12)],
     "tilt table not done": [{**procedure("tilt", SNOMED, "14769009"), "status": "not-done"}],
     "anorectal manometry not done": [{**procedure("arm", CPT, "91122"), "status": "not-done"}],
+    # A value that is absent is no result (found by review: a declined PHQ-9 closed the gap).
+    "PHQ-9 declined": [declined(observation("phq9", code="44261-6"))],
+    "orthostatic heart rates, the standing one not performed": [
+        observation("hr1", code="68999-2", value=70),
+        declined(observation("hr2", code="69001-6"), "not-performed")],
+    "panel whose standing component was not performed": [
+        declined_component(panel("ortho", "68999-2", "69001-6"), 1)],
 }
 
 
