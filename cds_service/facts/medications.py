@@ -53,12 +53,24 @@ def describe(
         names.append(order.medicationReference.display)
     for dosage in order.dosageInstruction or []:
         form_words += texts(dosage.route)
+        form_words += _route_names(knowledge, dosage.route)
         if dosage.text:
             instructions.append(dosage.text)
     name = name_of(knowledge, concept, names[0] if names else "unnamed medication")
     return DrugDescription(
         name, tuple(pairs), tuple(names), tuple(form_words), tuple(instructions)
     )
+
+
+def _route_names(knowledge: Knowledge, route: Any) -> list[str]:
+    """The knowledge files' names of a route's codes (administration-route), so that a route
+    coded without a display ("12130007", intra-articular) still speaks; the record's own
+    display, when there is one, is read as well."""
+    names = []
+    for system, code in codings(route):
+        if code and "administration-route" in knowledge.concepts_of(system, code):
+            names.append(knowledge.coding("administration-route", code).display or "")
+    return names
 
 
 def _referenced_medication(order: Any, medications: Mapping[str, Any]) -> Any | None:

@@ -199,3 +199,22 @@ def test_the_drug_s_own_form_decides_before_its_instructions(run, order):
 )
 def test_a_local_form_stated_by_route_name_or_instructions_is_not_flagged(run, order):
     assert run([order]) is None
+
+
+def coded_route(order, code):
+    """The order given by a route coded in SNOMED CT with no display, as EHRs may send it."""
+    order["dosageInstruction"] = [{"route": {"coding": [{"system": SNOMED, "code": code}]}}]
+    return order
+
+
+@pytest.mark.parametrize("text, route, flagged", [
+    ("triamcinolone acetonide 40 MG/ML Injectable Suspension", "12130007", False),  # joint
+    ("hydrocortisone 2.5 %", "6064005", False),  # topical
+    ("dexamethasone 4 mg", "26643006", True),  # oral
+])
+def test_a_route_coded_without_a_display_decides_the_form(run, text, route, flagged):
+    """A route given only as a code was not read: an intra-articular triamcinolone drew the
+    systemic warning "injectable", and a topical hydrocortisone "taken as systemic" (found by a
+    clinical review)."""
+    card = run([coded_route(draft("s1", text=text), route)])
+    assert (card is not None) is flagged

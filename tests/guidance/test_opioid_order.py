@@ -175,3 +175,12 @@ def test_a_replacement_lists_the_new_drug_before_the_removal(run):
         assert [a.type for a in suggestion.actions] == ["create", "delete"]
         assert suggestion.actions[0].resource["medicationCodeableConcept"]["text"]
     assert [a.type for a in remove.actions] == ["delete"]
+
+
+def test_buprenorphine_with_a_subcutaneous_route_coded_without_display_is_moud(run):
+    order = medication_request("p1", "m1", text="buprenorphine 300 mg")
+    order["dosageInstruction"] = [{"route": {"coding": [
+        {"system": "http://snomed.info/sct", "code": "34206005"}]}}]
+    card, medication = run(order)
+    assert card is None
+    assert medication.moud == "a buprenorphine product used only for opioid use disorder"

@@ -87,6 +87,7 @@ RULE = Rule(
         "dose-form-systemic",
         "injection-form",
         "dose-form-not-systemic",
+        "administration-route",
         "override-corticosteroid-order",
     ),
     sources=("source-guidance", "acp-low-back-pain-2017"),

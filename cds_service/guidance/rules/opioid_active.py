@@ -86,6 +86,7 @@ RULE = Rule(
         "buprenorphine-ingredient",
         "methadone-ingredient",
         "buprenorphine-moud-form",
+        "administration-route",
         "extended-release-form",
         "injection-form",
         "naloxone",

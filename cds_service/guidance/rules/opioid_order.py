@@ -107,6 +107,7 @@ RULE = Rule(
         "buprenorphine-ingredient",
         "methadone-ingredient",
         "buprenorphine-moud-form",
+        "administration-route",
         "extended-release-form",
         "injection-form",
         "naloxone",
