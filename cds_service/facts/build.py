@@ -75,7 +75,12 @@ def build_facts(
     age = age_on(born, today)
 
     conditions = recorded_facts(record.conditions, knowledge, born)
-    has_oud = bool(_with(conditions, "opioid-use-disorder"))
+    # rules.md MOUD (b): an active OUD diagnosis, F11.1x/F11.2x, which take in the "in remission"
+    # codes (F11.11, F11.21): a patient on maintenance methadone or buprenorphine is typically
+    # in remission, so that status counts too, or their treatment would be called an opioid.
+    has_oud = any(
+        "opioid-use-disorder" in c.concepts and (c.active or c.remission) for c in conditions
+    )
     adrenal = bool(_with(conditions, "adrenal-insufficiency"))
 
     services = [service_request(r, knowledge) for r in ordered(record.service_requests)]

@@ -52,6 +52,15 @@ def is_recorded(condition: Any) -> bool:
     return status not in NOT_REAL
 
 
+def in_remission(condition: Any) -> bool:
+    """Clinical status "remission" (and on the record): for opioid use disorder, the usual state
+    of a patient on maintenance treatment (see build.has_oud)."""
+    clinical = status_code(
+        condition.clinicalStatus, CLINICAL_STATUS, CLINICAL_STATUS_ALIASES, CLINICAL_STATUS_CODES
+    )
+    return clinical == "remission" and is_recorded(condition)
+
+
 def is_active(condition: Any) -> bool:
     """rules.md "Active condition": clinical status active/recurrence/relapse or absent.
 
@@ -156,6 +165,7 @@ def condition_fact(
         codes=card_text(code_list(condition.code)),
         concepts=frozenset(concepts),
         active=is_active(condition),
+        remission=in_remission(condition),
         onset=onset.when,
         recorded=first_date(condition.recordedDate),
         onset_age=onset.age,

@@ -44,6 +44,7 @@ class ConditionFact:
     active: bool
     onset: date | None
     recorded: date | None
+    remission: bool = False  # clinical status "remission"
     onset_age: str | None = None
     onset_undated: str | None = None
     # The onset and recorded moments, when given with a time of day: the 84-day test then

@@ -237,3 +237,14 @@ def test_an_opioid_in_a_referenced_medication_counts_whatever_version_is_named(r
                   "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                                        "code": "1049621"}]}}
     assert run(cohort(order, medication)) is not None
+
+
+@pytest.mark.parametrize("clinical, exempt", [("remission", True), ("active", True),
+                                              ("resolved", False)])
+def test_methadone_is_moud_with_opioid_use_disorder_in_remission(run, clinical, exempt):
+    """rules.md's F11.1x/F11.2x take in the "in remission" codes; a patient on maintenance
+    methadone is typically in remission, and got "plan a taper" for it (found by a clinical
+    review)."""
+    methadone = active("mtd", text="methadone 10 mg tablet")
+    oud = condition("p1", "oud", ICD10CM, "F11.21", clinical=clinical)
+    assert (run(cohort(oud, methadone)) is None) is exempt
