@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from cds_service.facts.fhirpath import (
+    age_on,
     codings,
     first_present,
     period_start,
@@ -93,7 +94,11 @@ def threshold_for(age: int | None, settings: GuidanceSettings) -> tuple[int, str
 
 
 def most_recent_beighton(
-    observations: Iterable[Any], knowledge: Knowledge, age: int | None, settings: GuidanceSettings
+    observations: Iterable[Any],
+    knowledge: Knowledge,
+    born: date | None,
+    today: date,
+    settings: GuidanceSettings,
 ) -> BeightonFact | None:
     scores = valid_scores(observations, knowledge)
     if not scores:
@@ -101,7 +106,9 @@ def most_recent_beighton(
     # rules.md: "the most recent by effective date wins", compared as moments, not calendar
     # days (two scores on one day, or across a date line, are told apart by their times).
     score, on, obs = max(scores, key=lambda item: to_instant(_effective(item[2])) or _NEVER)
-    threshold, basis = threshold_for(age, settings)
+    # The age band is the one the patient was in when examined: a score of 5 at 17 (band 6)
+    # does not meet the criteria because the patient is 19 now.
+    threshold, basis = threshold_for(age_on(born, on or today), settings)
     return BeightonFact(
         score=score, on=on, observation_id=obs.id, threshold=threshold, threshold_basis=basis
     )

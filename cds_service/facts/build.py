@@ -7,13 +7,13 @@ time is an argument (never the clock), so the same inputs always give the same f
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from cds_service.facts.assessments import find_assessments
 from cds_service.facts.beighton import most_recent_beighton
 from cds_service.facts.conditions import chronic_pain, recorded_facts
-from cds_service.facts.fhirpath import to_date
+from cds_service.facts.fhirpath import age_on, to_date
 from cds_service.facts.medications import medication_order
 from cds_service.facts.model import ClinicalFacts, ConditionFact
 from cds_service.facts.services import (
@@ -34,13 +34,6 @@ EXEMPTION_CONCEPTS: dict[str, str] = {
     "hospice-procedure": "hospice care",
     "end-of-life-therapy": "end-of-life care",
 }
-
-
-def age_on(birth_date: date | None, today: date) -> int | None:
-    if birth_date is None:
-        return None
-    before_birthday = (today.month, today.day) < (birth_date.month, birth_date.day)
-    return today.year - birth_date.year - before_birthday
 
 
 def ordered(requests: Iterable[Any]) -> list[Any]:
@@ -124,7 +117,7 @@ def build_facts(
         if order.status == "active"
     )
 
-    beighton = most_recent_beighton(record.observations, knowledge, age, settings)
+    beighton = most_recent_beighton(record.observations, knowledge, born, today, settings)
     exemptions = sorted(
         {
             label

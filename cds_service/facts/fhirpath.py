@@ -104,6 +104,14 @@ def period_start(period: Any) -> str | None:
     return period.start if period is not None else None
 
 
+def age_on(birth_date: date | None, day: date) -> int | None:
+    """Age in whole years on ``day``, or None without a birth date."""
+    if birth_date is None:
+        return None
+    before_birthday = (day.month, day.day) < (birth_date.month, birth_date.day)
+    return day.year - birth_date.year - before_birthday
+
+
 def first_present(*values: str | None) -> str | None:
     """The first value that is present, else None."""
     return next((value for value in values if value is not None), None)

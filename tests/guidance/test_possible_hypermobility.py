@@ -197,6 +197,17 @@ def test_age_bands_for_older_and_younger_patients(run):
     assert run(chart(beighton(6), birth_date="2010-01-01"), settings=AGE_BANDS) is not None
 
 
+def test_the_age_band_is_the_one_at_the_examination(run):
+    """A score of 5 taken at 17 (band: 6) met "the band for age 19", the age today (found by a
+    clinical review); at 18 it meets band 5."""
+    at_17 = beighton(5, when="2024-06-01")
+    assert run(chart(at_17, birth_date="2007-01-01"), settings=AGE_BANDS) is None
+    at_18 = beighton(5, when="2025-06-01")
+    card = run(chart(at_18, birth_date="2007-01-01"), settings=AGE_BANDS)
+    assert card is not None
+    assert "threshold 5/9 (2017 criteria age band for age 18)" in card.detail
+
+
 def test_rule_metadata(knowledge):
     assert RULE.id == "possible-hypermobility"
     assert RULE.hooks == frozenset({"patient-view"})
