@@ -93,13 +93,15 @@ def service_request(
 def device_request(
     request: Any, knowledge: Knowledge, *, draft: bool = False, selected: bool = False
 ) -> ServiceOrder:
+    # code[x] may be a Reference to a Device: its display, when given, names the device.
+    named = request.codeReference.display if request.codeReference is not None else None
     return ServiceOrder(
         resource_type="DeviceRequest",
         id=request.id,
-        name=name_of(knowledge, request.codeCodeableConcept, "unnamed device request"),
+        name=name_of(knowledge, request.codeCodeableConcept, named or "unnamed device request"),
         status=request.status,
         on=first_date(request.authoredOn, request.occurrenceDateTime),
-        concepts=_concepts(knowledge, request.codeCodeableConcept, []),
+        concepts=_concepts(knowledge, request.codeCodeableConcept, [named] if named else []),
         draft=draft,
         selected=selected,
     )

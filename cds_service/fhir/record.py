@@ -134,6 +134,8 @@ def is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
         resource.get("medicationReference") or resource.get("contained")
     ):
         return True  # the drug is named elsewhere; classify after validation
+    if resource_type == "DeviceRequest" and resource.get("codeReference"):
+        return True  # the device is named by a reference's display; classify after validation
     concepts_of = knowledge.concepts_of
     text_concepts = TEXT_CONCEPTS.get(resource_type)
     texts: list[str] = []

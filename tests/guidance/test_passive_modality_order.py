@@ -241,3 +241,17 @@ def test_outside_cohort_gets_nothing(run):
 def test_rule_metadata(knowledge):
     assert RULE.hooks == frozenset({"order-select", "order-sign"})
     assert RULE.indicator == "info"
+
+
+def test_a_device_named_by_reference_is_read(run, make_facts):
+    """code[x] may be a Reference to a Device (R4): a brace named only by the reference's
+    display drew no card (found by a clinical review). On record, it is kept by the relevance
+    filter too."""
+    brace = device("br")
+    del brace["codeCodeableConcept"]
+    brace["codeReference"] = {"display": "Lumbar support brace, flexible (L0625)"}
+    card = run([brace])
+    assert card is not None and "Lumbar support brace" in card.detail
+    on_record = {**brace, "status": "active"}
+    [service] = make_facts([*COHORT, on_record]).services_with("lumbar-orthosis")
+    assert service.name == "Lumbar support brace, flexible (L0625)"
