@@ -128,8 +128,13 @@ def test_indicator_override_changes_the_card(make_request, tmp_path):
     assert [c["indicator"] for c in cards["cards"]] == ["warning"]
 
 
-@pytest.mark.parametrize("content", [{"bogus_key": 1}, {"enabled_rules": 5},
-                                     {"indicators": 5}, {"enabled_rules": [["a"]]}, 5])
+@pytest.mark.parametrize("content", [
+    {"bogus_key": 1}, {"enabled_rules": 5}, {"indicators": 5}, {"enabled_rules": [["a"]]}, 5,
+    # These started the service, then failed calls (a 500, or a rule silently dropped):
+    {"beighton_fixed_threshold": "4"}, {"programme_min_hours": "100"},
+    {"beighton_age_bands": [[1e400, 2]]}, {"beighton_age_bands": [[18, "5"]]},
+    {"chronic_pain_days": -1}, {"beighton_fixed_threshold": True},
+])
 def test_a_bad_guidance_file_names_the_variable(tmp_path, content):
     """Values of the wrong JSON type came out as TypeError tracebacks (found by review)."""
     path = tmp_path / "guidance.json"

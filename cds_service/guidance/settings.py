@@ -59,6 +59,16 @@ class GuidanceSettings:
     indicators: Mapping[str, Indicator] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Numbers of the right kind, checked here: a guidance file's "4" (a string) passed
+        # startup and then failed every call that compared with it.
+        for name in ("beighton_fixed_threshold", "chronic_pain_days", "rehab_lookback_days",
+                     "psych_screen_lookback_days"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{name} must be a whole number, at least 0")
+        hours = self.programme_min_hours
+        if type(hours) not in (int, float) or not 0 <= hours < float("inf"):
+            raise ValueError("programme_min_hours must be a number, at least 0")
         unknown = set(self.enabled_rules) - set(ALL_RULES)
         if unknown:
             raise ValueError(f"unknown rule ids in enabled_rules: {sorted(unknown)}")
@@ -81,9 +91,13 @@ class GuidanceSettings:
         if "enabled_rules" in values:
             values["enabled_rules"] = frozenset(values["enabled_rules"])
         if "beighton_age_bands" in values:
-            values["beighton_age_bands"] = tuple(
-                (int(a), int(t)) for a, t in values["beighton_age_bands"]
-            )
+            bands = values["beighton_age_bands"]
+            if not isinstance(bands, list) or not all(
+                isinstance(band, list) and len(band) == 2 and all(type(n) is int for n in band)
+                for band in bands
+            ):
+                raise ValueError("beighton_age_bands must be [[minimum age, threshold], ...]")
+            values["beighton_age_bands"] = tuple((a, t) for a, t in bands)
         if "indicators" in values:
             values["indicators"] = dict(values["indicators"])
         return cls(**values)
