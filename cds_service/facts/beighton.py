@@ -69,10 +69,14 @@ def effective_date(observation: Any) -> date | None:
 def valid_scores(
     observations: Iterable[Any], knowledge: Knowledge
 ) -> list[tuple[int, date | None, Any]]:
-    """Every counted Beighton score as (score, date, observation)."""
+    """Every counted Beighton score as (score, date, observation). One that also gives a
+    reason for an absent value (against FHIR's obs-6) is in doubt and not counted, as every
+    assessment with a ``dataAbsentReason`` is not."""
     scores = []
     for obs in observations:
-        if obs.status not in COUNTED_STATUSES or not is_beighton(obs, knowledge):
+        if obs.status not in COUNTED_STATUSES or obs.dataAbsentReason is not None:
+            continue
+        if not is_beighton(obs, knowledge):
             continue
         value = score_value(obs)
         if value is not None:

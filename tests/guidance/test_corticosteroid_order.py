@@ -210,6 +210,7 @@ def coded_route(order, code):
 @pytest.mark.parametrize("text, route, flagged", [
     ("triamcinolone acetonide 40 MG/ML Injectable Suspension", "12130007", False),  # joint
     ("hydrocortisone 2.5 %", "6064005", False),  # topical
+    ("hydrocortisone 100 MG", "37161004", False),  # per rectum (a review of the first fix)
     ("dexamethasone 4 mg", "26643006", True),  # oral
 ])
 def test_a_route_coded_without_a_display_decides_the_form(run, text, route, flagged):

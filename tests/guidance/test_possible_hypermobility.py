@@ -197,6 +197,17 @@ def test_age_bands_for_older_and_younger_patients(run):
     assert run(chart(beighton(6), birth_date="2010-01-01"), settings=AGE_BANDS) is not None
 
 
+def test_a_score_with_a_reason_for_an_absent_value_is_in_doubt(run):
+    """FHIR's obs-6 forbids a value beside a dataAbsentReason; such a Beighton score counted
+    while such a PHQ-9 did not (found by review): neither counts now."""
+    odd = beighton(6)
+    odd["dataAbsentReason"] = {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+        "code": "unknown"}]}
+    assert run(chart(odd)) is None
+    assert run(chart(beighton(6))) is not None
+
+
 def test_the_age_band_is_the_one_at_the_examination(run):
     """A score of 5 taken at 17 (band: 6) met "the band for age 19", the age today (found by a
     clinical review); at 18 it meets band 5."""
