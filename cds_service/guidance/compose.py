@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from cds_service.facts.model import ClinicalFacts
+from cds_service.facts.model import ClinicalFacts, MedicationOrder
 from cds_service.guidance.cards import (
     RULE_CODE_SYSTEM,
     Action,
@@ -38,6 +38,17 @@ def cohort_evidence(facts: ClinicalFacts) -> list[str]:
             f"Chronic {pain.site} pain: {pain.condition.evidence()}, {pain.chronic_because}"
         )
     return lines
+
+
+def active_opioids(facts: ClinicalFacts) -> list[MedicationOrder]:
+    """Active opioid prescriptions on record (MOUD is never one; the facts decide): what
+    opioid-active warns about, and what makes opioid-order's draft a likely renewal."""
+    return [m for m in facts.active_medications if m.opioid]
+
+
+def prescription_evidence(order: MedicationOrder) -> str:
+    when = f"authored {order.authored.isoformat()}" if order.authored else "no authored date"
+    return f"Active opioid prescription: {order.name}, {when} (recognised by {order.opioid})"
 
 
 def bullets(lines: Iterable[str]) -> str:

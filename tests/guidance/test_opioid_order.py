@@ -184,3 +184,19 @@ def test_buprenorphine_with_a_subcutaneous_route_coded_without_display_is_moud(r
     card, medication = run(order)
     assert card is None
     assert medication.moud == "a buprenorphine product used only for opioid use disorder"
+
+
+def test_a_renewal_for_a_patient_already_on_an_opioid_advises_a_taper(run):
+    """A draft renewing a 2.5-year oxycodone prescription was answered "replace with
+    acetaminophen" as the recommended step: stopping at once, against the CDC guidance the card
+    cites (found by a clinical review). The prescription is named, a gradual taper advised,
+    and no replacement recommended."""
+    on_record = medication_request("p1", "old", text="oxycodone 5 mg tablet", status="active")
+    on_record["authoredOn"] = "2024-05-01"
+    card, _ = run(draft("oxycodone 5 mg tablet"), resources=[*COHORT, on_record])
+    assert card is not None
+    assert "Active opioid prescription: oxycodone 5 mg tablet, authored 2024-05-01" in card.detail
+    assert "do not stop it abruptly" in card.detail and "gradual taper" in card.detail
+    assert not any(s.isRecommended for s in card.suggestions)
+    fresh, _ = run(draft("oxycodone 5 mg tablet"))  # no opioid on record: as before
+    assert fresh.suggestions[0].isRecommended is True and "abruptly" not in fresh.detail

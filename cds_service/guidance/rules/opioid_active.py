@@ -16,25 +16,21 @@ suggestion: a taper is a plan agreed with the patient, not an order a button cou
 
 from __future__ import annotations
 
-from cds_service.facts.model import ClinicalFacts, MedicationOrder
+from cds_service.facts.model import ClinicalFacts
 from cds_service.guidance.cards import Card
-from cds_service.guidance.compose import cohort_evidence, fit, make_card
+from cds_service.guidance.compose import (
+    active_opioids,
+    cohort_evidence,
+    fit,
+    make_card,
+    prescription_evidence,
+)
 from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
-
-
-def active_opioids(facts: ClinicalFacts) -> list[MedicationOrder]:
-    """Inclusion: active opioid prescriptions on record (MOUD is never one; the facts decide)."""
-    return [m for m in facts.active_medications if m.opioid]
 
 
 def exempt(facts: ClinicalFacts) -> bool:
     """Exclusion: cancer, sickle cell disease, likely terminal illness, hospice or end of life."""
     return facts.opioid_exempt
-
-
-def prescription_evidence(order: MedicationOrder) -> str:
-    when = f"authored {order.authored.isoformat()}" if order.authored else "no authored date"
-    return f"Active opioid prescription: {order.name}, {when} (recognised by {order.opioid})"
 
 
 def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:

@@ -6,7 +6,9 @@ never flagged).
 Then: a warning to avoid opioids for this patient's musculoskeletal pain, naming the drug.
 Suggestions (at-most-one): remove the draft order; replace it with acetaminophen; replace it with
 an NSAID. Override reasons: acute injury or surgery, palliative intent, supervised taper,
-alternatives tried and failed.
+alternatives tried and failed. When the patient already takes an opioid (the draft is likely a
+renewal), the card names that prescription, advises a gradual taper rather than an abrupt stop
+(CDC 2022), and recommends no replacement.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 from cds_service.facts.model import ClinicalFacts, MedicationOrder
 from cds_service.guidance.cards import Card, Suggestion
 from cds_service.guidance.compose import (
+    active_opioids,
     cohort_evidence,
     create,
     draft_medication_request,
     fit,
     make_card,
     override_reasons,
+    prescription_evidence,
     remove_drafts,
     replacement,
 )
@@ -44,14 +48,26 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         return None
     kb = ctx.knowledge
     names = ", ".join(o.name for o in orders)
+    # Already taking an opioid (this order is likely a renewal): stopping it at once risks
+    # withdrawal and a turn to illicit opioids, so no replacement is recommended; a taper is.
+    taking = active_opioids(facts)
     evidence = cohort_evidence(facts) + [
         f"Draft order: {o.name} (recognised by {o.opioid})" for o in orders
-    ]
+    ] + [prescription_evidence(o) for o in taking]
     advice = (
         "Opioids should be avoided for musculoskeletal pain in hypermobility disorders; they "
         "are not a treatment for it. Prefer acetaminophen (paracetamol) or an NSAID, with "
         "duloxetine or a tricyclic for chronic pain, alongside active rehabilitation "
         "(structured exercise with cognitive behavioural therapy).\n\n"
+    )
+    if taking:
+        advice += (
+            "**This patient already takes an opioid: do not stop it abruptly.** Stopping "
+            "suddenly risks withdrawal, rebound pain and a turn to illicit opioids (CDC 2022); "
+            "agree a gradual taper with the patient instead, and use the 'supervised taper' "
+            "override reason for an order that is part of one.\n\n"
+        )
+    advice += (
         "Not flagged: medications for opioid use disorder, and patients with cancer, sickle "
         "cell disease, or in palliative or hospice care."
     )
@@ -65,7 +81,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         suggestions = [
             Suggestion(
                 label="Replace with acetaminophen (paracetamol)",
-                isRecommended=True,
+                isRecommended=None if taking else True,
                 actions=replacement(
                     removals, create(acetaminophen, "Draft an acetaminophen order")
                 ),
