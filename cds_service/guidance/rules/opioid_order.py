@@ -113,7 +113,8 @@ RULE = Rule(
     "opioid use disorder).",
     then="Warns against opioids for this patient's musculoskeletal pain and names the drug; "
     "suggests removing the order or replacing it with acetaminophen or an NSAID; offers "
-    "override reasons.",
+    "override reasons. When the patient already takes an opioid, names that prescription and "
+    "advises a gradual taper, recommending no replacement.",
     evaluate=evaluate,
     concepts=(
         "opioid-product",
