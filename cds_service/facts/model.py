@@ -126,6 +126,7 @@ class ServiceOrder:
     planned_hours: float | None = None
     normal_result: bool = False  # a final report whose conclusion is normal/negative/equivocal
     conclusion: str | None = None
+    at: datetime | None = None  # a report's moment (fhirpath.to_instant), to order reports by
 
     @property
     def reference(self) -> str | None:

@@ -11,7 +11,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from cds_service.facts.fhirpath import codings, first_date, period_start, texts
+from cds_service.facts.fhirpath import (
+    codings,
+    first_date,
+    first_present,
+    period_start,
+    texts,
+    to_date,
+    to_instant,
+)
 from cds_service.facts.model import ServiceOrder
 from cds_service.facts.naming import card_text, name_of
 from cds_service.fhir.record import ORDER_TEXT_CONCEPTS, PASSIVE_MODALITIES
@@ -119,14 +127,16 @@ def procedure(proc: Any, knowledge: Knowledge) -> ServiceOrder:
 
 
 def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
+    when = first_present(
+        report.effectiveDateTime, period_start(report.effectivePeriod), report.issued
+    )
     return ServiceOrder(
         resource_type="DiagnosticReport",
         id=report.id,
         name=name_of(knowledge, report.code, "unnamed report"),
         status=report.status,
-        on=first_date(
-            report.effectiveDateTime, period_start(report.effectivePeriod), report.issued
-        ),
+        on=to_date(when),
+        at=to_instant(when),
         concepts=_concepts(knowledge, report.code, []),
         normal_result=report.status in FINAL_REPORT
         and _reads_normal(knowledge, report.conclusion, report.conclusionCode or []),

@@ -204,6 +204,34 @@ def test_radiograph_order_without_report_is_not_enough(run):
     assert run(resources) is None
 
 
+@pytest.mark.parametrize("normal_first", [True, False])
+def test_the_latest_report_is_found_by_its_moment_not_its_day_or_bundle_order(run,
+                                                                               normal_first):
+    """Found by a clinical review: two reports on one day were ordered by the Bundle, and a
+    report three hours later across a date line lost to an earlier one dated a day later."""
+    normal = report("xr-hip", when="2026-06-01T09:00:00Z")
+    later = report("xr-pelvis", when="2026-06-01T09:05:00Z", conclusion="Moderate osteoarthritis.")
+    pair = [normal, later] if normal_first else [later, normal]
+    assert run([patient("p1"), *cohort_conditions("p1"), *pair, BURSITIS]) is None
+    east = report("xr-east", when="2026-06-02T08:00:00+10:00")  # 2026-06-01T22:00Z
+    west = report("xr-west", when="2026-06-01T20:00:00-05:00",  # 2026-06-02T01:00Z: later
+                  conclusion="Osteoarthritis.")
+    assert run([patient("p1"), *cohort_conditions("p1"), east, west, BURSITIS]) is None
+
+
+def test_an_undated_or_simultaneous_report_that_is_not_normal_leaves_it_in_doubt(run):
+    undated = report("xr-undated", conclusion="Osteoarthritis.")
+    del undated["effectiveDateTime"]
+    normal = report("xr-normal", when="2026-08-01")
+    assert run([patient("p1"), *cohort_conditions("p1"), normal, undated, BURSITIS]) is None
+    twin = report("xr-twin", when="2026-08-01", conclusion="Osteoarthritis.")
+    assert run([patient("p1"), *cohort_conditions("p1"), normal, twin, BURSITIS]) is None
+    # Both normal: the card fires, naming the dated report.
+    card = run([patient("p1"), *cohort_conditions("p1"), normal,
+                report("xr-twin", when="2026-08-01"), BURSITIS])
+    assert card is not None and "2026-08-01" in card.detail
+
+
 def test_latest_final_report_decides(run):
     older_normal = report("xr-old", when="2025-01-10")
     newer_abnormal = report("xr-new", when="2026-08-01",

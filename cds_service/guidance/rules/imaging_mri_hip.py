@@ -14,7 +14,6 @@ overrides an earlier normal one, and rules.md says that in doubt a report is not
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from cds_service.facts.model import ClinicalFacts, ConditionFact, ServiceOrder
@@ -27,13 +26,23 @@ MRI_HIP_LOINC = "30687-8"  # MR Hip WO contrast
 
 
 def latest_final_radiograph_report(facts: ClinicalFacts) -> ServiceOrder | None:
-    """The most recent final pelvis/hip radiograph report (undated reports sort oldest)."""
+    """The most recent final pelvis/hip radiograph report, by the moment it names (a date alone
+    counts as its day's end). In doubt, not normal: among the reports that cannot be placed
+    before the latest (those at the same moment, and undated ones), one that does not read
+    normal decides, whatever the Bundle's order."""
     reports = [
         s
         for s in facts.services_with("radiograph-pelvis-hip")
         if s.resource_type == "DiagnosticReport" and s.status in FINAL_REPORT
     ]
-    return max(reports, key=lambda s: s.on or date.min, default=None)
+    if not reports:
+        return None
+    latest = max((s.at for s in reports if s.at is not None), default=None)
+    # The dated latest first, so that the card names it when every contender reads normal.
+    contenders = sorted(
+        (s for s in reports if s.at is None or s.at == latest), key=lambda s: s.at is None
+    )
+    return next((s for s in contenders if not s.normal_result), contenders[0])
 
 
 def negative_radiograph(facts: ClinicalFacts) -> ServiceOrder | None:
