@@ -255,3 +255,30 @@ def test_a_device_named_by_reference_is_read(run, make_facts):
     on_record = {**brace, "status": "active"}
     [service] = make_facts([*COHORT, on_record]).services_with("lumbar-orthosis")
     assert service.name == "Lumbar support brace, flexible (L0625)"
+
+
+def physio_order(status: str, authored: str) -> dict[str, Any]:
+    order = service_request("p1", "pt", SNOMED, "91251008", status=status)
+    order["authoredOn"] = authored
+    return order
+
+
+def test_rehabilitation_under_way_changes_the_suggestion_to_removal_only(run):
+    card = run([device("br", code="L0625")],
+               resources=[*COHORT, physio_order("active", "2026-09-01")])
+    assert [s.label for s in card.suggestions] == [
+        "Remove the passive treatment (rehabilitation is already ordered)"]
+    assert ("Active rehabilitation already ordered: Physical therapy procedure "
+            "(regime/therapy), on record (active, authored 2026-09-01)") in card.detail
+
+
+def test_an_active_rehabilitation_order_from_years_ago_is_not_rehabilitation_under_way(run):
+    """Found by a clinical review: an "active" physiotherapy order from 2019 took the
+    replacement suggestions away and was shown as current, while rehab-referral on the same
+    chart said there was no rehabilitation in the last 12 months."""
+    card = run([device("br", code="L0625")],
+               resources=[*COHORT, physio_order("active", "2019-03-01")])
+    assert [s.label for s in card.suggestions][:2] == [
+        "Replace with physical therapy (structured exercise)",
+        "Replace with an intensive multidisciplinary programme"]
+    assert "already ordered" not in card.detail

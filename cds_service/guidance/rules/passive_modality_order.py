@@ -17,6 +17,8 @@ duplicate it, so the card only offers to remove the passive order.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from cds_service.facts.model import ClinicalFacts, ServiceOrder
 from cds_service.guidance.cards import Card, Suggestion
 from cds_service.guidance.compose import (
@@ -50,12 +52,15 @@ def passive_orders(facts: ClinicalFacts) -> list[ServiceOrder]:
     ]
 
 
-def rehabilitation_in_place(facts: ClinicalFacts) -> ServiceOrder | None:
-    """Changes the suggestion: an active rehabilitation order drafted alongside or ongoing."""
+def rehabilitation_in_place(facts: ClinicalFacts, lookback_days: int) -> ServiceOrder | None:
+    """Changes the suggestion: a rehabilitation order drafted alongside, or ongoing on record
+    and authored within the look-back rehab-referral uses (an "active" order from years ago is
+    not rehabilitation under way, and rehab-referral would say so on the same chart)."""
+    since = facts.today - timedelta(days=lookback_days)
     for order in facts.services_with("rehabilitation-order"):
         if "passive-modality" in order.concepts or order.resource_type != "ServiceRequest":
             continue
-        if order.draft or order.status in ONGOING:
+        if order.draft or (order.status in ONGOING and (order.on is None or order.on >= since)):
             return order
     return None
 
@@ -70,10 +75,11 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     orders = passive_orders(facts)
     if not orders:
         return None
-    existing = rehabilitation_in_place(facts)
+    existing = rehabilitation_in_place(facts, ctx.settings.rehab_lookback_days)
     evidence = cohort_evidence(facts) + [f"Draft order: {o.name} ({kinds(o)})" for o in orders]
     if existing is not None:
-        where = "in this order set" if existing.draft else f"on record ({existing.status})"
+        dated = f", authored {existing.on.isoformat()}" if existing.on else ""
+        where = "in this order set" if existing.draft else f"on record ({existing.status}{dated})"
         evidence.append(f"Active rehabilitation already ordered: {existing.name}, {where}")
     advice = (
         "Lumbar supports, interferential therapy and low-level laser therapy have shown little "
