@@ -54,7 +54,11 @@ def test_an_order_not_to_refer_does_not_silence_it(run):
 def test_on_hold_order_does_not_silence_it(run):
     """rules.md: only an active or completed rehabilitation order counts; a paused one is not
     rehabilitation happening, so the recommendation still stands."""
-    assert run([*COHORT, physio("on-hold")]) is not None
+    card = run([*COHORT, physio("on-hold")])
+    assert card is not None
+    # The card says so, rather than "no order" (found by a clinical review).
+    assert ("Not counted: Physical therapy procedure (regime/therapy), on-hold, authored "
+            "2026-08-01") in card.detail
 
 
 @pytest.mark.parametrize("status", ["in-progress", "completed"])

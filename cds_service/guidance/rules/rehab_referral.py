@@ -76,7 +76,14 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         "only for neuropathic features. Avoid opioids."
     )
     evidence = cohort_evidence(facts) + [
-        f"No rehabilitation, physical therapy or pain programme order in the last {months} months"
+        "No rehabilitation, physical therapy or pain programme order ongoing or completed in the "
+        f"last {months} months"
+    ] + [
+        # Orders that exist but do not count: said, so that the line above is not read as
+        # "none at all" (found by a clinical review).
+        f"Not counted: {o.name}, {o.status}" + (f", authored {o.on.isoformat()}" if o.on else "")
+        for o in facts.services_with("rehabilitation-order")
+        if not o.draft and o.on_record
     ]
     return make_card(
         RULE,
