@@ -150,6 +150,25 @@ def moud_reason(knowledge: Knowledge, drug: DrugDescription, has_oud: bool) -> s
     return None
 
 
+def opioid_ingredients(knowledge: Knowledge, drug: DrugDescription) -> frozenset[str]:
+    """The opioid ingredients the drug names, lower case: by the OMTK ingredient of a coded
+    product, the display of a coded ingredient, and the ingredient names in its text."""
+    found = set()
+    for system, code in drug.codings:
+        product = knowledge.opioid_ingredient(code) if code else None
+        if product is not None and product.display:
+            found.add(product.display.lower())
+        if code and "opioid-ingredient" in knowledge.concepts_of(system, code):
+            display = knowledge.coding("opioid-ingredient", code).display
+            if display:
+                found.add(display.lower())
+    for text in drug.names:
+        word = knowledge.text_matches("opioid-ingredient", text)
+        if word:
+            found.add(word.lower())
+    return frozenset(found)
+
+
 def opioid_reason(knowledge: Knowledge, drug: DrugDescription) -> str | None:
     return _code_or_name(
         knowledge, drug, ("opioid-product", "opioid-ingredient"), "opioid-ingredient"
@@ -214,6 +233,7 @@ def medication_order(
     moud = moud_reason(knowledge, drug, has_oud)
     opioid = None if moud else opioid_reason(knowledge, drug)
     systemic, not_flagged = corticosteroid_classification(knowledge, drug, adrenal_insufficiency)
+    ingredients = opioid_ingredients(knowledge, drug) if opioid else frozenset()
     return MedicationOrder(
         resource_type="MedicationRequest",
         id=order.id,
@@ -222,6 +242,7 @@ def medication_order(
         authored=first_date(order.authoredOn),
         selected=selected,
         opioid=opioid,
+        opioid_ingredients=ingredients,
         moud=moud,
         systemic_corticosteroid=systemic,
         corticosteroid_not_flagged=not_flagged,

@@ -96,6 +96,8 @@ class MedicationOrder:
     authored: date | None
     selected: bool
     opioid: str | None = None  # how it was recognised as an opioid, e.g. "RxNorm 1049621"
+    # The opioid ingredients it names, lower case ("oxycodone"): tells a renewal from a new drug.
+    opioid_ingredients: frozenset[str] = frozenset()
     moud: str | None = None  # why it counts as a medication for opioid use disorder
     systemic_corticosteroid: str | None = None  # why it counts as systemic
     corticosteroid_not_flagged: str | None = None  # why a corticosteroid is not flagged

@@ -200,3 +200,15 @@ def test_a_renewal_for_a_patient_already_on_an_opioid_advises_a_taper(run):
     assert not any(s.isRecommended for s in card.suggestions)
     fresh, _ = run(draft("oxycodone 5 mg tablet"))  # no opioid on record: as before
     assert fresh.suggestions[0].isRecommended is True and "abruptly" not in fresh.detail
+
+
+def test_a_different_opioid_on_record_leaves_a_new_drugs_draft_as_it_is(run):
+    """A review of the renewal fix: tramadol on record made an oxycodone draft a "renewal",
+    with taper advice and no recommended alternative, though removing the draft stops nothing
+    the patient takes. Coded drafts are matched by ingredient too."""
+    tramadol = medication_request("p1", "tr", text="traMADol 50 mg tablet", status="active")
+    card, _ = run(draft("oxycodone 10 mg tablet"), resources=[*COHORT, tramadol])
+    assert card.suggestions[0].isRecommended is True and "abruptly" not in card.detail
+    coded = medication_request("p1", "old", code="1049621", status="active")  # oxycodone product
+    card, _ = run(draft("oxycodone 5 mg tablet"), resources=[*COHORT, coded])
+    assert "do not stop it abruptly" in card.detail

@@ -6,9 +6,9 @@ never flagged).
 Then: a warning to avoid opioids for this patient's musculoskeletal pain, naming the drug.
 Suggestions (at-most-one): remove the draft order; replace it with acetaminophen; replace it with
 an NSAID. Override reasons: acute injury or surgery, palliative intent, supervised taper,
-alternatives tried and failed. When the patient already takes an opioid (the draft is likely a
-renewal), the card names that prescription, advises a gradual taper rather than an abrupt stop
-(CDC 2022), and recommends no replacement.
+alternatives tried and failed. When the patient already takes the opioid a draft names (the
+draft is likely a renewal), the card names that prescription, advises a gradual taper rather
+than an abrupt stop (CDC 2022), and recommends no replacement.
 """
 
 from __future__ import annotations
@@ -48,9 +48,11 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         return None
     kb = ctx.knowledge
     names = ", ".join(o.name for o in orders)
-    # Already taking an opioid (this order is likely a renewal): stopping it at once risks
-    # withdrawal and a turn to illicit opioids, so no replacement is recommended; a taper is.
-    taking = active_opioids(facts)
+    # Already taking the opioid a draft names (the draft is likely a renewal): stopping it at
+    # once risks withdrawal and a turn to illicit opioids, so no replacement is recommended; a
+    # taper is. A different opioid on record leaves a new drug's draft as it is.
+    drafted = frozenset().union(*(o.opioid_ingredients for o in orders))
+    taking = [m for m in active_opioids(facts) if m.opioid_ingredients & drafted]
     evidence = cohort_evidence(facts) + [
         f"Draft order: {o.name} (recognised by {o.opioid})" for o in orders
     ] + [prescription_evidence(o) for o in taking]
@@ -113,8 +115,8 @@ RULE = Rule(
     "opioid use disorder).",
     then="Warns against opioids for this patient's musculoskeletal pain and names the drug; "
     "suggests removing the order or replacing it with acetaminophen or an NSAID; offers "
-    "override reasons. When the patient already takes an opioid, names that prescription and "
-    "advises a gradual taper, recommending no replacement.",
+    "override reasons. When the patient already takes the opioid drafted, names that "
+    "prescription and advises a gradual taper, recommending no replacement.",
     evaluate=evaluate,
     concepts=(
         "opioid-product",
