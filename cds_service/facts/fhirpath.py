@@ -7,9 +7,10 @@ the facts need, so the clinical code never has to guard against ``None`` chains 
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 
@@ -97,6 +98,34 @@ def to_instant(value: str | None) -> datetime | None:
 
 
 _LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60")
+
+# The widest offsets from UTC in use: a date without a time may be any moment of its day
+# somewhere from UTC+14 to UTC-12.
+_EARLIEST_OFFSET, _LATEST_OFFSET = timedelta(hours=14), timedelta(hours=12)
+
+
+def moment_span(value: str | None) -> tuple[datetime, datetime] | None:
+    """The earliest and latest UTC moments a FHIR date/dateTime/instant can name: one moment for
+    a dateTime with its time; for a date alone (or a month, or a year), all of it, in any
+    time zone. None for no value."""
+    if value is None:
+        return None
+    if "T" in value:
+        moment = to_instant(value)
+        return moment, moment
+    first = to_date(value)
+    if len(value) >= 10:
+        last = first
+    elif len(value) == 7:
+        last = date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
+    else:
+        last = date(first.year, 12, 31)
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, 23, 59, 59, tzinfo=UTC)
+    try:
+        return start - _EARLIEST_OFFSET, end + _LATEST_OFFSET
+    except OverflowError:  # year 1 or 9999: as wide as Python allows
+        return start, end
 
 
 def period_start(period: Any) -> str | None:

@@ -128,7 +128,9 @@ class ServiceOrder:
     planned_hours: float | None = None
     normal_result: bool = False  # a final report whose conclusion is normal/negative/equivocal
     conclusion: str | None = None
-    at: datetime | None = None  # a report's moment (fhirpath.to_instant), to order reports by
+    # A report's earliest and latest possible moments (fhirpath.moment_span), to order reports
+    # by; None when undated.
+    span: tuple[datetime, datetime] | None = None
 
     @property
     def reference(self) -> str | None:

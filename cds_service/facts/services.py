@@ -15,10 +15,10 @@ from cds_service.facts.fhirpath import (
     codings,
     first_date,
     first_present,
+    moment_span,
     period_start,
     texts,
     to_date,
-    to_instant,
 )
 from cds_service.facts.model import ServiceOrder
 from cds_service.facts.naming import card_text, name_of
@@ -136,7 +136,7 @@ def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
         name=name_of(knowledge, report.code, "unnamed report"),
         status=report.status,
         on=to_date(when),
-        at=to_instant(when),
+        span=moment_span(when),
         concepts=_concepts(knowledge, report.code, []),
         normal_result=report.status in FINAL_REPORT
         and _reads_normal(knowledge, report.conclusion, report.conclusionCode or []),

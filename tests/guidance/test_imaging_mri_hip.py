@@ -219,6 +219,18 @@ def test_the_latest_report_is_found_by_its_moment_not_its_day_or_bundle_order(ru
     assert run([patient("p1"), *cohort_conditions("p1"), east, west, BURSITIS]) is None
 
 
+@pytest.mark.parametrize("abnormal_when", ["2026-08-02T06:00:00+10:00", "2026-08-01T15:00:00Z"])
+def test_a_report_dated_by_its_day_may_be_any_moment_of_it(run, abnormal_when):
+    """A review of the fix by moment: a normal report dated 2026-08-01 (no time) counted as
+    that day's end in UTC, so it beat an abnormal one timed within that day somewhere."""
+    normal = report("xr-day", when="2026-08-01")
+    abnormal = report("xr-timed", when=abnormal_when, conclusion="Osteoarthritis.")
+    assert run([patient("p1"), *cohort_conditions("p1"), normal, abnormal, BURSITIS]) is None
+    later = report("xr-later", when="2026-08-03T12:00:00Z")  # clearly after that day: it decides
+    card = run([patient("p1"), *cohort_conditions("p1"), abnormal, later, BURSITIS])
+    assert card is not None and "2026-08-03" in card.detail
+
+
 def test_an_undated_or_simultaneous_report_that_is_not_normal_leaves_it_in_doubt(run):
     undated = report("xr-undated", conclusion="Osteoarthritis.")
     del undated["effectiveDateTime"]

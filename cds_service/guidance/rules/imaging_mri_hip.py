@@ -26,10 +26,11 @@ MRI_HIP_LOINC = "30687-8"  # MR Hip WO contrast
 
 
 def latest_final_radiograph_report(facts: ClinicalFacts) -> ServiceOrder | None:
-    """The most recent final pelvis/hip radiograph report, by the moment it names (a date alone
-    counts as its day's end). In doubt, not normal: among the reports that cannot be placed
-    before the latest (those at the same moment, and undated ones), one that does not read
-    normal decides, whatever the Bundle's order."""
+    """The most recent final pelvis/hip radiograph report, by the moments it can name (a date
+    alone may be any moment of its day, in any time zone). In doubt, not normal: among the
+    reports that may be the latest (those whose latest possible moment is not before the
+    latest report's earliest one, and undated ones), one that does not read normal decides,
+    whatever the Bundle's order."""
     reports = [
         s
         for s in facts.services_with("radiograph-pelvis-hip")
@@ -37,11 +38,12 @@ def latest_final_radiograph_report(facts: ClinicalFacts) -> ServiceOrder | None:
     ]
     if not reports:
         return None
-    latest = max((s.at for s in reports if s.at is not None), default=None)
-    # The dated latest first, so that the card names it when every contender reads normal.
-    contenders = sorted(
-        (s for s in reports if s.at is None or s.at == latest), key=lambda s: s.at is None
-    )
+    latest_start = max((s.span[0] for s in reports if s.span is not None), default=None)
+    contenders = [
+        s for s in reports if s.span is None or latest_start is None or s.span[1] >= latest_start
+    ]
+    # The latest dated report first, so that the card names it when every contender is normal.
+    contenders.sort(key=lambda s: (s.span is None, -s.span[0].timestamp() if s.span else 0))
     return next((s for s in contenders if not s.normal_result), contenders[0])
 
 
