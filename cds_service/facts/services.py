@@ -49,7 +49,7 @@ def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> froz
         if "rehabilitation-order" in found or (
             not coded
             and any(knowledge.text_matches("rehabilitation-words", text) for text in words)
-            and not any(knowledge.text_matches("meeting-words", text) for text in words)
+            and not _meeting(knowledge, words)
         ):
             found.add("rehabilitation-order")
         else:
@@ -61,6 +61,16 @@ def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> froz
     if not found.isdisjoint(PASSIVE_MODALITIES):
         found.add("passive-modality")
     return frozenset(found)
+
+
+def _meeting(knowledge: Knowledge, words: list[str]) -> bool:
+    """A meeting, not a treatment: a meeting word, or the team's name (MDT) without a word
+    saying programme."""
+
+    def says(concept: str) -> bool:
+        return any(knowledge.text_matches(concept, text) for text in words)
+
+    return says("meeting-words") or (says("team-words") and not says("programme-words"))
 
 
 def planned_hours(request: Any) -> float | None:

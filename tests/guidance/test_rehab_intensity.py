@@ -141,6 +141,9 @@ def test_a_cbt_order_is_no_programme_whatever_its_text_says(run, make_facts, mak
 @pytest.mark.parametrize("text", [
     "Multi-disciplinary pain rehabilitation programme",
     "Inter-disciplinary back pain programme",
+    # MDT names the team; with "programme" it is one (a review: as a meeting, such an order
+    # on record no longer kept rehab-referral silent)
+    "Multidisciplinary (MDT) pain rehabilitation programme",
 ])
 def test_common_spellings_of_a_programme_are_read(run, text):
     typed = programme("typed", 40, text=text)

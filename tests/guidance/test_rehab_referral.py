@@ -82,6 +82,7 @@ def typed_order(text: str):
 
 
 @pytest.mark.parametrize("text", ["Multidisciplinary team meeting (tumour board)",
+                                  "Interdisciplinary pain MDT",
                                   "Interdisciplinary care conference",
                                   "Interdisciplinary care conference: chronic pain",
                                   "Multidisciplinary team meeting re pain plan"])
@@ -96,6 +97,7 @@ def test_multidisciplinary_alone_does_not_make_an_order_rehabilitation(make_fact
                                   "Interdisciplinary functional restoration program",
                                   "Multidisciplinary back school",
                                   "Multidisciplinary spine programme",
-                                  "Multidisciplinary physio programme"])
+                                  "Multidisciplinary physio programme",
+                                  "Multidisciplinary (MDT) pain rehabilitation programme"])
 def test_a_typed_multidisciplinary_rehabilitation_order_silences_it(run, text):
     assert run([*COHORT, typed_order(text)]) is None

@@ -86,6 +86,8 @@ RULE = Rule(
         "multidisciplinary-programme",
         "rehabilitation-words",
         "meeting-words",
+        "team-words",
+        "programme-words",
         "rehabilitation-order",
     ),
     sources=("source-guidance", "acp-low-back-pain-2017"),

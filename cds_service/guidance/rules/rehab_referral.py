@@ -127,6 +127,8 @@ RULE = Rule(
         "multidisciplinary-programme",
         "rehabilitation-words",
         "meeting-words",
+        "team-words",
+        "programme-words",
         "physical-therapy",
         "cognitive-behavioural-therapy",
     ),
