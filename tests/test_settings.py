@@ -159,3 +159,22 @@ def test_serve_refuses_a_bad_port_worker_or_thread_count(monkeypatch, capsys, en
     assert stop.value.code == 2
     assert needle in capsys.readouterr().err
     assert build_parser().parse_args(["scenarios"])  # other commands do not read them
+
+
+def test_a_guidance_file_may_write_whole_numbers_as_decimals_and_bands_in_any_order(tmp_path):
+    """A review of the type checks: 365.0 and bands lowest age first were refused, or read in
+    the wrong order (a 60-year-old got the youngest band's threshold)."""
+    path = tmp_path / "guidance.json"
+    path.write_text(json.dumps({"rehab_lookback_days": 365.0,
+                                "beighton_age_bands": [[0, 6], [18.0, 5], [51, 4]]}))
+    guidance = Settings.from_env({"CDS_GUIDANCE_FILE": str(path)}).guidance
+    assert guidance.rehab_lookback_days == 365
+    assert guidance.beighton_age_bands == ((51, 4), (18, 5), (0, 6))
+    assert GuidanceSettings.from_mapping(guidance.to_mapping()) == guidance
+
+
+def test_age_bands_built_in_code_are_checked_too():
+    with pytest.raises(ValueError, match="beighton_age_bands"):
+        GuidanceSettings(beighton_age_bands=((18, "5"),))
+    with pytest.raises(ValueError, match="highest minimum age first"):
+        GuidanceSettings(beighton_age_bands=((0, 6), (18, 5)))

@@ -112,7 +112,10 @@ def most_recent_beighton(
     score, on, obs = max(scores, key=lambda item: to_instant(_effective(item[2])) or _NEVER)
     # The age band is the one the patient was in when examined: a score of 5 at 17 (band 6)
     # does not meet the criteria because the patient is 19 now.
-    threshold, basis = threshold_for(age_on(born, on or today), settings)
+    exam_age = age_on(born, on or today)
+    if exam_age is not None and exam_age < 0:  # dated before birth: a date error; age now
+        exam_age = age_on(born, today)
+    threshold, basis = threshold_for(exam_age, settings)
     return BeightonFact(
         score=score, on=on, observation_id=obs.id, threshold=threshold, threshold_basis=basis
     )

@@ -36,6 +36,20 @@ def _threshold(name: str) -> Any:
     return load_knowledge().thresholds[name]
 
 
+# The settings that are whole numbers (checked in GuidanceSettings.__post_init__).
+WHOLE_NUMBERS = (
+    "beighton_fixed_threshold",
+    "chronic_pain_days",
+    "rehab_lookback_days",
+    "psych_screen_lookback_days",
+)
+
+
+def _whole(value: Any) -> Any:
+    """365.0 as 365; anything else as it is, for the checks to judge."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
 @dataclass(frozen=True)
 class GuidanceSettings:
     """Every number a rule compares against, with defaults read from ``thresholds.json``."""
@@ -61,11 +75,19 @@ class GuidanceSettings:
     def __post_init__(self) -> None:
         # Numbers of the right kind, checked here: a guidance file's "4" (a string) passed
         # startup and then failed every call that compared with it.
-        for name in ("beighton_fixed_threshold", "chronic_pain_days", "rehab_lookback_days",
-                     "psych_screen_lookback_days"):
+        for name in WHOLE_NUMBERS:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ValueError(f"{name} must be a whole number, at least 0")
+        bands = self.beighton_age_bands
+        if not all(
+            isinstance(band, tuple) and len(band) == 2 and all(type(n) is int for n in band)
+            for band in bands
+        ) or list(bands) != sorted(bands, key=lambda band: -band[0]):
+            raise ValueError(
+                "beighton_age_bands must be (minimum age, threshold) pairs of whole numbers, "
+                "highest minimum age first"
+            )
         hours = self.programme_min_hours
         if type(hours) not in (int, float) or not 0 <= hours < float("inf"):
             raise ValueError("programme_min_hours must be a number, at least 0")
@@ -90,14 +112,19 @@ class GuidanceSettings:
         values = dict(data)
         if "enabled_rules" in values:
             values["enabled_rules"] = frozenset(values["enabled_rules"])
+        for name in WHOLE_NUMBERS:  # JSON writers may give 365.0 for 365
+            if name in values:
+                values[name] = _whole(values[name])
         if "beighton_age_bands" in values:
             bands = values["beighton_age_bands"]
-            if not isinstance(bands, list) or not all(
-                isinstance(band, list) and len(band) == 2 and all(type(n) is int for n in band)
-                for band in bands
+            if not isinstance(bands, list | tuple) or not all(
+                isinstance(band, list | tuple) and len(band) == 2 for band in bands
             ):
                 raise ValueError("beighton_age_bands must be [[minimum age, threshold], ...]")
-            values["beighton_age_bands"] = tuple((a, t) for a, t in bands)
+            # Highest minimum age first, as threshold_for reads them, whatever the file's order.
+            values["beighton_age_bands"] = tuple(
+                sorted(((_whole(a), _whole(t)) for a, t in bands), key=lambda band: -band[0])
+            )
         if "indicators" in values:
             values["indicators"] = dict(values["indicators"])
         return cls(**values)

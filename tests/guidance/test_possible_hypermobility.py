@@ -208,6 +208,13 @@ def test_a_score_with_a_reason_for_an_absent_value_is_in_doubt(run):
     assert run(chart(beighton(6))) is not None
 
 
+def test_a_score_dated_before_birth_takes_the_age_band_of_today(run):
+    """A date error: the score of 4 "taken" the day before birth fell through every band to the
+    fixed threshold 4 (found by review); today's age (14: band 6) decides instead."""
+    early = beighton(4, when="2011-12-31")
+    assert run(chart(early, birth_date="2012-01-01"), settings=AGE_BANDS) is None
+
+
 def test_the_age_band_is_the_one_at_the_examination(run):
     """A score of 5 taken at 17 (band: 6) met "the band for age 19", the age today (found by a
     clinical review); at 18 it meets band 5."""
