@@ -134,11 +134,12 @@ def is_relevant(resource: dict[str, Any], knowledge: Knowledge) -> bool:
         resource.get("medicationReference") or resource.get("contained")
     ):
         return True  # the drug is named elsewhere; classify after validation
-    if resource_type == "DeviceRequest" and resource.get("codeReference"):
-        return True  # the device is named by a reference's display; classify after validation
     concepts_of = knowledge.concepts_of
     text_concepts = TEXT_CONCEPTS.get(resource_type)
     texts: list[str] = []
+    named = resource.get("codeReference") if resource_type == "DeviceRequest" else None
+    if type(named) is dict and type(display := named.get("display")) is str:
+        texts.append(display)  # the device named by its reference (facts.device_request)
     for name in fields:
         concept = resource.get(name)
         if type(concept) is not dict:
