@@ -134,6 +134,10 @@ def test_indicator_override_changes_the_card(make_request, tmp_path):
     {"beighton_fixed_threshold": "4"}, {"programme_min_hours": "100"},
     {"beighton_age_bands": [[1e400, 2]]}, {"beighton_age_bands": [[18, "5"]]},
     {"chronic_pain_days": -1}, {"beighton_fixed_threshold": True},
+    # A second review: these crashed every call, or put everyone with a score in the cohort.
+    {"rehab_lookback_days": 1_000_000}, {"beighton_age_bands": [[0, -1]]},
+    {"beighton_age_bands": [[-3, 6]]}, {"beighton_age_bands": [[18, 5], [18, 6]]},
+    {"beighton_age_bands": [[0, 6], ["18", 5]]}, {"beighton_age_bands": [[0, 6], [None, 5]]},
 ])
 def test_a_bad_guidance_file_names_the_variable(tmp_path, content):
     """Values of the wrong JSON type came out as TypeError tracebacks (found by review)."""
@@ -176,5 +180,5 @@ def test_a_guidance_file_may_write_whole_numbers_as_decimals_and_bands_in_any_or
 def test_age_bands_built_in_code_are_checked_too():
     with pytest.raises(ValueError, match="beighton_age_bands"):
         GuidanceSettings(beighton_age_bands=((18, "5"),))
-    with pytest.raises(ValueError, match="highest minimum age first"):
+    with pytest.raises(ValueError, match="highest first"):
         GuidanceSettings(beighton_age_bands=((0, 6), (18, 5)))

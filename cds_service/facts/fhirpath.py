@@ -102,6 +102,7 @@ _LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60")
 # The widest offsets from UTC in use: a date without a time may be any moment of its day
 # somewhere from UTC+14 to UTC-12.
 _EARLIEST_OFFSET, _LATEST_OFFSET = timedelta(hours=14), timedelta(hours=12)
+_MIN_MOMENT, _MAX_MOMENT = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
 def moment_span(value: str | None) -> tuple[datetime, datetime] | None:
@@ -122,10 +123,10 @@ def moment_span(value: str | None) -> tuple[datetime, datetime] | None:
         last = date(first.year, 12, 31)
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
     end = datetime(last.year, last.month, last.day, 23, 59, 59, tzinfo=UTC)
-    try:
-        return start - _EARLIEST_OFFSET, end + _LATEST_OFFSET
-    except OverflowError:  # year 1 or 9999: as wide as Python allows
-        return start, end
+    # Each end as wide as Python allows at the calendar's edges (year 1, year 9999).
+    start = start - _EARLIEST_OFFSET if start - _MIN_MOMENT > _EARLIEST_OFFSET else _MIN_MOMENT
+    end = end + _LATEST_OFFSET if _MAX_MOMENT - end > _LATEST_OFFSET else _MAX_MOMENT
+    return start, end
 
 
 def period_start(period: Any) -> str | None:

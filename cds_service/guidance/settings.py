@@ -77,16 +77,25 @@ class GuidanceSettings:
         # startup and then failed every call that compared with it.
         for name in WHOLE_NUMBERS:
             value = getattr(self, name)
-            if type(value) is not int or value < 0:
-                raise ValueError(f"{name} must be a whole number, at least 0")
+            # At most a century of days (a million overflowed the date arithmetic).
+            if type(value) is not int or not 0 <= value <= 36_500:
+                raise ValueError(f"{name} must be a whole number from 0 to 36500")
         bands = self.beighton_age_bands
-        if not all(
-            isinstance(band, tuple) and len(band) == 2 and all(type(n) is int for n in band)
-            for band in bands
-        ) or list(bands) != sorted(bands, key=lambda band: -band[0]):
+        if (
+            not all(
+                isinstance(band, tuple)
+                and len(band) == 2
+                and all(type(n) is int for n in band)
+                and band[0] >= 0
+                and 0 <= band[1] <= 9  # the Beighton score runs from 0 to 9
+                for band in bands
+            )
+            or list(bands) != sorted(bands, key=lambda band: -band[0])
+            or len({age for age, _ in bands}) != len(bands)
+        ):
             raise ValueError(
-                "beighton_age_bands must be (minimum age, threshold) pairs of whole numbers, "
-                "highest minimum age first"
+                "beighton_age_bands must be (minimum age, threshold 0 to 9) pairs of whole "
+                "numbers, each minimum age once, highest first"
             )
         hours = self.programme_min_hours
         if type(hours) not in (int, float) or not 0 <= hours < float("inf"):
@@ -118,7 +127,10 @@ class GuidanceSettings:
         if "beighton_age_bands" in values:
             bands = values["beighton_age_bands"]
             if not isinstance(bands, list | tuple) or not all(
-                isinstance(band, list | tuple) and len(band) == 2 for band in bands
+                isinstance(band, list | tuple)
+                and len(band) == 2
+                and all(type(_whole(n)) is int for n in band)
+                for band in bands
             ):
                 raise ValueError("beighton_age_bands must be [[minimum age, threshold], ...]")
             # Highest minimum age first, as threshold_for reads them, whatever the file's order.

@@ -231,6 +231,20 @@ def test_a_report_dated_by_its_day_may_be_any_moment_of_it(run, abnormal_when):
     assert card is not None and "2026-08-03" in card.detail
 
 
+@pytest.mark.parametrize("day, abnormal_when", [("9999-12-31", "9999-12-30T20:00:00Z"),
+                                               ("0001-01-01", "0001-01-02T10:00:00Z")])
+def test_a_day_at_the_calendars_edge_is_still_any_moment_of_it(run, day, abnormal_when):
+    """At year 1 and 9999 one end overflowed, and both ends lost their widening (found by
+    review)."""
+    if day.startswith("0001"):  # the abnormal report is the day-only one here
+        normal = report("xr-timed", when=abnormal_when)
+        abnormal = report("xr-day", when=day, conclusion="Osteoarthritis.")
+    else:
+        normal = report("xr-day", when=day)
+        abnormal = report("xr-timed", when=abnormal_when, conclusion="Osteoarthritis.")
+    assert run([patient("p1"), *cohort_conditions("p1"), normal, abnormal, BURSITIS]) is None
+
+
 def test_an_undated_or_simultaneous_report_that_is_not_normal_leaves_it_in_doubt(run):
     undated = report("xr-undated", conclusion="Osteoarthritis.")
     del undated["effectiveDateTime"]

@@ -212,3 +212,14 @@ def test_a_different_opioid_on_record_leaves_a_new_drugs_draft_as_it_is(run):
     coded = medication_request("p1", "old", code="1049621", status="active")  # oxycodone product
     card, _ = run(draft("oxycodone 5 mg tablet"), resources=[*COHORT, coded])
     assert "do not stop it abruptly" in card.detail
+
+
+@pytest.mark.parametrize("code", ["2103192", "864826"])  # sufentanil, methadone solution
+def test_a_renewal_whose_ingredient_is_not_known_is_still_read_as_one(run, code):
+    """A review of the ingredient match: products whose ingredient the knowledge files do not
+    name gave empty sets on both sides, so an identical renewal was "a new drug" and
+    acetaminophen was recommended. In doubt, a renewal."""
+    on_record = medication_request("p1", "old", code=code, status="active")
+    card, _ = run(medication_request("p1", "m1", code=code), resources=[*COHORT, on_record])
+    assert card is not None and "do not stop it abruptly" in card.detail
+    assert not any(s.isRecommended for s in card.suggestions)

@@ -35,6 +35,15 @@ def opioid_orders(facts: ClinicalFacts) -> list[MedicationOrder]:
     return [m for m in facts.draft_medications if m.selected and m.opioid]
 
 
+def may_renew(draft: MedicationOrder, active: MedicationOrder) -> bool:
+    """The draft may renew the active prescription: they share an opioid ingredient, or either
+    names none the knowledge files know (in doubt, a renewal: the safer reading, which never
+    recommends stopping at once)."""
+    if not draft.opioid_ingredients or not active.opioid_ingredients:
+        return True
+    return not draft.opioid_ingredients.isdisjoint(active.opioid_ingredients)
+
+
 def exempt(facts: ClinicalFacts) -> bool:
     """Exclusion: cancer, sickle cell disease, likely terminal illness, hospice or end of life."""
     return facts.opioid_exempt
@@ -51,8 +60,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     # Already taking the opioid a draft names (the draft is likely a renewal): stopping it at
     # once risks withdrawal and a turn to illicit opioids, so no replacement is recommended; a
     # taper is. A different opioid on record leaves a new drug's draft as it is.
-    drafted = frozenset().union(*(o.opioid_ingredients for o in orders))
-    taking = [m for m in active_opioids(facts) if m.opioid_ingredients & drafted]
+    taking = [m for m in active_opioids(facts) if any(may_renew(o, m) for o in orders)]
     evidence = cohort_evidence(facts) + [
         f"Draft order: {o.name} (recognised by {o.opioid})" for o in orders
     ] + [prescription_evidence(o) for o in taking]
