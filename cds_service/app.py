@@ -6,7 +6,6 @@ process and hung on ``app.extensions["cds"]``; nothing is built at import time.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -23,7 +22,7 @@ from cds_service.api.metrics import install as install_metrics
 from cds_service.api.openapi import bp as openapi_bp
 from cds_service.api.paths import CollapseSlashes, requested_path
 from cds_service.fhir.client import FetchLimits
-from cds_service.fhir.server_policy import validate_allowlist
+from cds_service.fhir.server_policy import is_loopback, validate_allowlist
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.logs import hook_instance_var, keep_url_loggers_quiet, service_id_var
 from cds_service.pipeline import HookPipeline
@@ -102,17 +101,11 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
 
 
 def _over_tls_or_loopback(url: str) -> bool:
+    """https, or plain http to a loopback host (the FHIR server policy's own test)."""
     parsed = urlsplit(url)
     if parsed.scheme == "https":
         return True
-    if parsed.scheme != "http" or not parsed.hostname:
-        return False
-    if parsed.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parsed.hostname).is_loopback  # 127.0.0.0/8 and ::1
-    except ValueError:
-        return False
+    return parsed.scheme == "http" and is_loopback(parsed.hostname or "")
 
 
 def open_database(settings: Settings) -> Database:

@@ -130,7 +130,7 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """Only literal loopback addresses and the name ``localhost`` count.
 
     Other names are not resolved here: a DNS answer could change between this check and the
@@ -189,7 +189,7 @@ def check_fhir_server(url: str, allowlist: Sequence[str], *, allow_loopback_http
         # A bare string is a configuration mistake (it would be iterated char by char).
         raise TypeError("allowlist must be a sequence of URL prefixes, not a string")
     origin = _parse(url, allow_query=False)
-    if origin.scheme == "http" and not (allow_loopback_http and _is_loopback(origin.host)):
+    if origin.scheme == "http" and not (allow_loopback_http and is_loopback(origin.host)):
         if allow_loopback_http:
             raise FhirServerRefused("plain http is only allowed for loopback hosts")
         raise FhirServerRefused("the FHIR server URL must use https")
