@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from cds_service.facts.fhirpath import (
+    StatusBinding,
     code_list,
     codings,
     first_date,
@@ -27,15 +28,17 @@ from cds_service.knowledge import Knowledge
 # The code systems FHIR R4 binds Condition.clinicalStatus and verificationStatus to (required),
 # the URL STU3 gave each (still sent by older servers), and every code of each
 # (https://hl7.org/fhir/R4/valueset-condition-clinical.html, valueset-condition-ver-status.html).
-CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-CLINICAL_STATUS_ALIASES = frozenset({"http://hl7.org/fhir/condition-clinical"})
-CLINICAL_STATUS_CODES = frozenset(
-    {"active", "recurrence", "relapse", "inactive", "remission", "resolved"}
+CLINICAL_STATUS = StatusBinding(
+    "http://terminology.hl7.org/CodeSystem/condition-clinical",
+    frozenset({"http://hl7.org/fhir/condition-clinical"}),
+    frozenset({"active", "recurrence", "relapse", "inactive", "remission", "resolved"}),
 )
-VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-VERIFICATION_STATUS_ALIASES = frozenset({"http://hl7.org/fhir/condition-ver-status"})
-VERIFICATION_STATUS_CODES = frozenset(
-    {"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}
+VERIFICATION_STATUS = StatusBinding(
+    "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+    frozenset({"http://hl7.org/fhir/condition-ver-status"}),
+    frozenset(
+        {"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}
+    ),
 )
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 NOT_REAL = frozenset({"refuted", "entered-in-error"})
@@ -43,21 +46,13 @@ NOT_REAL = frozenset({"refuted", "entered-in-error"})
 
 def is_recorded(condition: Any) -> bool:
     """Not refuted and not entered in error: the condition is on the record at all."""
-    status = status_code(
-        condition.verificationStatus,
-        VERIFICATION_STATUS,
-        VERIFICATION_STATUS_ALIASES,
-        VERIFICATION_STATUS_CODES,
-    )
-    return status not in NOT_REAL
+    return status_code(condition.verificationStatus, VERIFICATION_STATUS) not in NOT_REAL
 
 
 def in_remission(condition: Any) -> bool:
     """Clinical status "remission" (and on the record): for opioid use disorder, the usual state
     of a patient on maintenance treatment (see build.has_oud)."""
-    clinical = status_code(
-        condition.clinicalStatus, CLINICAL_STATUS, CLINICAL_STATUS_ALIASES, CLINICAL_STATUS_CODES
-    )
+    clinical = status_code(condition.clinicalStatus, CLINICAL_STATUS)
     return clinical == "remission" and is_recorded(condition)
 
 
@@ -69,9 +64,7 @@ def is_active(condition: Any) -> bool:
     status, so an absent status there does not mean active, and an active one contradicts the
     abatement. It stays on the record (``is_recorded``): a resolved diagnosis is still one.
     """
-    clinical = status_code(
-        condition.clinicalStatus, CLINICAL_STATUS, CLINICAL_STATUS_ALIASES, CLINICAL_STATUS_CODES
-    )
+    clinical = status_code(condition.clinicalStatus, CLINICAL_STATUS)
     return (
         is_recorded(condition)
         and (clinical is None or clinical in ACTIVE_CLINICAL)

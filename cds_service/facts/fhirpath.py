@@ -11,7 +11,7 @@ import calendar
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def codings(concept: Any) -> list[tuple[str | None, str | None]]:
@@ -152,20 +152,26 @@ def first_date(*values: str | None) -> date | None:
     return to_date(first_present(*values))
 
 
-def status_code(
-    concept: Any, system: str, aliases: frozenset[str], codes: frozenset[str]
-) -> str | None:
-    """The code of a status CodeableConcept (Condition.clinicalStatus etc.): its code in
-    ``system``, the code system FHIR binds it to; else a code of that system (one of
-    ``codes``) given under one of its ``aliases`` (older servers send STU3's URL) or with no
-    system. A code of any other system is a translation (a local "A", or a local "inactive"
-    that means something else) and is never read as the status."""
+class StatusBinding(NamedTuple):
+    """The code system FHIR binds a status element to, the other names it goes by (older
+    servers send STU3's URL), and every code it has."""
+
+    system: str
+    aliases: frozenset[str]
+    codes: frozenset[str]
+
+
+def status_code(concept: Any, binding: StatusBinding) -> str | None:
+    """The code of a status CodeableConcept (Condition.clinicalStatus etc.): its code in the
+    bound system; else a code of that system given under one of its aliases or with no system.
+    A code of any other system is a translation (a local "A", or a local "inactive" that means
+    something else) and is never read as the status."""
     fallback = None
     for coding_system, code in codings(concept):
-        if coding_system == system and code:
+        if coding_system == binding.system and code:
             return code
-        named_so = coding_system is None or coding_system in aliases
-        if fallback is None and named_so and code in codes:
+        named_so = coding_system is None or coding_system in binding.aliases
+        if fallback is None and named_so and code in binding.codes:
             fallback = code
     return fallback
 
