@@ -7,9 +7,10 @@ fired for this patient), then the advice, then where the advice comes from.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from datetime import date
 from typing import Any
 
-from cds_service.facts.model import ClinicalFacts, MedicationOrder
+from cds_service.facts.model import ClinicalFacts, MedicationOrder, ServiceOrder
 from cds_service.guidance.cards import (
     RULE_CODE_SYSTEM,
     Action,
@@ -38,6 +39,24 @@ def cohort_evidence(facts: ClinicalFacts) -> list[str]:
             f"Chronic {pain.site} pain: {pain.condition.evidence()}, {pain.chronic_because}"
         )
     return lines
+
+
+# rules.md counts a rehabilitation order that is "active or completed". The records read are
+# ServiceRequests ("active": the order stands and the therapy is under way) and Procedures
+# ("in-progress": the same, recorded as a procedure). Not "on-hold" (either resource): a paused
+# order is not rehabilitation happening.
+REHAB_ONGOING = frozenset({"active", "in-progress"})
+
+
+def ongoing_rehabilitation(order: ServiceOrder, since: date) -> bool:
+    """A rehabilitation order on record that is under way and was authored on or after
+    ``since`` (the look-back; an undated one counts): what rehab-referral and
+    passive-modality-order both take as rehabilitation happening."""
+    return (
+        not order.draft
+        and order.status in REHAB_ONGOING
+        and (order.on is None or order.on >= since)
+    )
 
 
 def active_opioids(facts: ClinicalFacts) -> list[MedicationOrder]:

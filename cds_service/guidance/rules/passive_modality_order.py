@@ -26,6 +26,7 @@ from cds_service.guidance.compose import (
     create,
     fit,
     make_card,
+    ongoing_rehabilitation,
     override_reasons,
     physical_therapy_request,
     programme_request,
@@ -40,7 +41,6 @@ MODALITIES = {
     "interferential-therapy": "interferential therapy",
     "low-level-laser": "low-level laser therapy",
 }
-ONGOING = frozenset({"active", "on-hold"})
 
 
 def passive_orders(facts: ClinicalFacts) -> list[ServiceOrder]:
@@ -53,14 +53,14 @@ def passive_orders(facts: ClinicalFacts) -> list[ServiceOrder]:
 
 
 def rehabilitation_in_place(facts: ClinicalFacts, lookback_days: int) -> ServiceOrder | None:
-    """Changes the suggestion: a rehabilitation order drafted alongside, or ongoing on record
-    and authored within the look-back rehab-referral uses (an "active" order from years ago is
-    not rehabilitation under way, and rehab-referral would say so on the same chart)."""
+    """Changes the suggestion: a rehabilitation order drafted alongside, or under way on record
+    as rehab-referral counts it (compose.ongoing_rehabilitation: an "active" order from years
+    ago, or a paused one, is not rehabilitation under way)."""
     since = facts.today - timedelta(days=lookback_days)
     for order in facts.services_with("rehabilitation-order"):
         if "passive-modality" in order.concepts or order.resource_type != "ServiceRequest":
             continue
-        if order.draft or (order.status in ONGOING and (order.on is None or order.on >= since)):
+        if order.draft or ongoing_rehabilitation(order, since):
             return order
     return None
 

@@ -19,21 +19,12 @@ from cds_service.guidance.compose import (
     create,
     draft_service_request,
     make_card,
+    ongoing_rehabilitation,
     physical_therapy_request,
     programme_request,
 )
 from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
 
-# rules.md counts a rehabilitation order that is "active or completed". The records read here are
-# ServiceRequests and Procedures (facts.services), whose status codes differ:
-ONGOING = frozenset(
-    {
-        "active",  # ServiceRequest: the order stands and the therapy is under way
-        "in-progress",  # Procedure: the same for a therapy recorded as a procedure
-    }
-)
-# Not "on-hold" (either resource): a paused order is not rehabilitation happening, and the spec
-# does not count it, so the referral is still recommended.
 DONE = frozenset({"completed"})  # ServiceRequest and Procedure alike
 
 
@@ -41,10 +32,10 @@ def recent_rehabilitation(facts: ClinicalFacts, lookback_days: int) -> ServiceOr
     """Exclusion: a rehabilitation order that is ongoing, or completed within the look-back."""
     since = facts.today - timedelta(days=lookback_days)
     for order in facts.services_with("rehabilitation-order"):
+        if ongoing_rehabilitation(order, since):
+            return order
         if order.draft:
             continue
-        if order.status in ONGOING and (order.on is None or order.on >= since):
-            return order
         if order.status in DONE and order.on is not None and order.on >= since:
             return order
     return None
