@@ -199,7 +199,9 @@ def _authenticate() -> None:
     try:
         claims = state.verifier.verify(request.headers.get("Authorization"), audiences)
     except AuthUnavailable as error:
-        logger.error("authentication unavailable", extra={"reason": error.reason})
+        logger.error(
+            "authentication unavailable", extra={"reason": error.reason, "error": error.error}
+        )
         raise ApiError(
             503,
             "The request could not be authenticated just now; nothing was done. Retry later.",

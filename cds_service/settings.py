@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from cds_service.fhir.client import FetchLimits
 from cds_service.guidance.settings import GuidanceSettings
 
 Profile = Literal["production", "development"]
@@ -51,10 +52,11 @@ class Settings:
     max_json_depth: int = 64
     max_prefetch_keys: int = 32
     max_draft_orders: int = 100
-    fhir_timeout_s: float = 1.5
-    fhir_deadline_s: float = 2.0
-    fhir_max_pages: int = 50
-    fhir_page_size: int = 1000
+    # The FHIR client's own defaults, kept in one place (FetchLimits).
+    fhir_timeout_s: float = FetchLimits.timeout_s
+    fhir_deadline_s: float = FetchLimits.deadline_s
+    fhir_max_pages: int = FetchLimits.max_pages
+    fhir_page_size: int = FetchLimits.page_size
     # Threads fetching FHIR data, shared by all hook calls of a worker process. Keep it >=
     # (concurrent hook calls, CDS_THREADS) x (prefetch keys, 7): otherwise the fetches of a call
     # to a healthy EHR queue behind those of calls stuck on a hanging one (tests/reliability).

@@ -25,4 +25,8 @@ class AuthError(Exception):
 class AuthUnavailable(AuthError):
     """The token could not be checked because the service's own replay cache failed (its
     database locked, down or broken): refused, since checks must never be skipped, but as the
-    service's fault."""
+    service's fault. ``error`` is the failure's type name, for the log (never its message)."""
+
+    def __init__(self, reason: str, *, error: str) -> None:
+        super().__init__(reason)
+        self.error = error

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,8 +46,6 @@ from .errors import AuthError, AuthUnavailable
 from .issuers import TrustedIssuer
 from .jwks import ALG_KEY_TYPES, JwksFetcher, KeyIndex, index_jwks, merge_indexes, verification_key
 from .replay import ReplayCache
-
-log = logging.getLogger(__name__)
 
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_JTI_CHARS = 256
@@ -329,7 +326,7 @@ class JwtVerifier:
         try:
             is_new = self._replay_cache.add_if_new(iss, jti, exp + self._leeway_s)
         except Exception as exc:  # fail closed: an unusable cache must not disable replay checks
-            log.error("JWT replay cache failed: %s", type(exc).__name__)
-            raise AuthUnavailable("replay-cache-error") from None
+            # Logged once, by the HTTP layer, with the error's type (never its message).
+            raise AuthUnavailable("replay-cache-error", error=type(exc).__name__) from None
         if not is_new:
             raise AuthError("replay")
