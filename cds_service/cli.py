@@ -124,18 +124,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _whole_number(name: str, least: int, most: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``least`` to ``most`` (0 workers served nothing,
-    and 0 threads silently changed gunicorn's worker class)."""
+    """An argparse type: settings.whole_number (0 workers served nothing, and 0 threads
+    silently changed gunicorn's worker class)."""
+    from cds_service.settings import SettingsError, whole_number
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number") from None
-        if value < least or (most is not None and value > most):
-            upper = f" and at most {most}" if most is not None else ""
-            raise argparse.ArgumentTypeError(f"{name} must be at least {least}{upper}")
-        return value
+            return whole_number(text, name, least, most)
+        except SettingsError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
 

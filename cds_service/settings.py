@@ -176,12 +176,19 @@ def _bool(env: Mapping[str, str], var: str) -> bool:
 
 
 def _int(env: Mapping[str, str], var: str, least: int) -> int:
+    return whole_number(env[var], var, least)
+
+
+def whole_number(text: str, name: str, least: int, most: int | None = None) -> int:
+    """``text`` as a whole number from ``least`` to ``most``, or a SettingsError naming
+    ``name`` (the settings here, and ``serve``'s own in cli.py)."""
     try:
-        value = int(env[var])
+        value = int(text)
     except ValueError:
-        raise SettingsError(f"{var} must be an integer") from None
-    if value < least:
-        raise SettingsError(f"{var} must be at least {least}")
+        raise SettingsError(f"{name} must be a whole number") from None
+    if value < least or (most is not None and value > most):
+        upper = f" and at most {most}" if most is not None else ""
+        raise SettingsError(f"{name} must be at least {least}{upper}")
     return value
 
 
