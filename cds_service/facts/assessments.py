@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from cds_service.facts.beighton import effective_date
-from cds_service.facts.fhirpath import codings
+from cds_service.facts.fhirpath import codings, gives_a_value
 from cds_service.facts.model import AssessmentId, BeightonFact, ConditionFact, ServiceOrder
 from cds_service.fhir.record import COMPONENT_CONCEPTS
 from cds_service.knowledge import Knowledge
@@ -26,10 +26,10 @@ def _concepts(knowledge: Knowledge, observation: Any) -> frozenset[str]:
     that is absent (``dataAbsentReason``: a screen declined, a reading not performed) is no
     result, for the observation or for its component."""
     found: frozenset[str] = frozenset()
-    if observation.dataAbsentReason is None:
+    if gives_a_value(observation):
         found = found.union(*(knowledge.concepts_of(s, c) for s, c in codings(observation.code)))
     for component in observation.component or ():
-        if component.dataAbsentReason is not None:
+        if not gives_a_value(component):
             continue
         for system, code in codings(component.code):
             found |= knowledge.concepts_of(system, code) & COMPONENT_CONCEPTS

@@ -8,14 +8,16 @@ code's text or displays. Only final/amended/corrected integers 0..9 count.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from cds_service.facts.fhirpath import (
+    EARLIEST,
     age_on,
     codings,
     first_present,
+    gives_a_value,
     period_start,
     texts,
     to_date,
@@ -26,7 +28,6 @@ from cds_service.guidance.settings import GuidanceSettings
 from cds_service.knowledge import Knowledge
 
 COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
-_NEVER = datetime.min.replace(tzinfo=UTC)  # a score with no date is the oldest
 
 
 def is_beighton(observation: Any, knowledge: Knowledge) -> bool:
@@ -69,12 +70,11 @@ def effective_date(observation: Any) -> date | None:
 def valid_scores(
     observations: Iterable[Any], knowledge: Knowledge
 ) -> list[tuple[int, date | None, Any]]:
-    """Every counted Beighton score as (score, date, observation). One that also gives a
-    reason for an absent value (against FHIR's obs-6) is in doubt and not counted, as every
-    assessment with a ``dataAbsentReason`` is not."""
+    """Every counted Beighton score as (score, date, observation); one that says why its
+    value is absent is not (fhirpath.gives_a_value, as for every assessment)."""
     scores = []
     for obs in observations:
-        if obs.status not in COUNTED_STATUSES or obs.dataAbsentReason is not None:
+        if obs.status not in COUNTED_STATUSES or not gives_a_value(obs):
             continue
         if not is_beighton(obs, knowledge):
             continue
@@ -108,8 +108,9 @@ def most_recent_beighton(
     if not scores:
         return None
     # rules.md: "the most recent by effective date wins", compared as moments, not calendar
-    # days (two scores on one day, or across a date line, are told apart by their times).
-    score, on, obs = max(scores, key=lambda item: to_instant(_effective(item[2])) or _NEVER)
+    # days (two scores on one day, or across a date line, are told apart by their times); an
+    # undated one is the oldest.
+    score, on, obs = max(scores, key=lambda item: to_instant(_effective(item[2])) or EARLIEST)
     # The age band is the one the patient was in when examined: a score of 5 at 17 (band 6)
     # does not meet the criteria because the patient is 19 now.
     exam_age = age_on(born, on or today)

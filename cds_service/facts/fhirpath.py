@@ -102,7 +102,8 @@ _LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60")
 # The widest offsets from UTC in use: a date without a time may be any moment of its day
 # somewhere from UTC+14 to UTC-12.
 _EARLIEST_OFFSET, _LATEST_OFFSET = timedelta(hours=14), timedelta(hours=12)
-_MIN_MOMENT, _MAX_MOMENT = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+# The first and last moments Python can hold (an undated value sorts first as EARLIEST).
+EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
 def moment_span(value: str | None) -> tuple[datetime, datetime] | None:
@@ -124,8 +125,8 @@ def moment_span(value: str | None) -> tuple[datetime, datetime] | None:
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
     end = datetime(last.year, last.month, last.day, 23, 59, 59, tzinfo=UTC)
     # Each end as wide as Python allows at the calendar's edges (year 1, year 9999).
-    start = start - _EARLIEST_OFFSET if start - _MIN_MOMENT > _EARLIEST_OFFSET else _MIN_MOMENT
-    end = end + _LATEST_OFFSET if _MAX_MOMENT - end > _LATEST_OFFSET else _MAX_MOMENT
+    start = start - _EARLIEST_OFFSET if start - EARLIEST > _EARLIEST_OFFSET else EARLIEST
+    end = end + _LATEST_OFFSET if LATEST - end > _LATEST_OFFSET else LATEST
     return start, end
 
 
@@ -140,6 +141,13 @@ def age_on(birth_date: date | None, day: date) -> int | None:
         return None
     before_birthday = (day.month, day.day) < (birth_date.month, birth_date.day)
     return day.year - birth_date.year - before_birthday
+
+
+def gives_a_value(element: Any) -> bool:
+    """False for an Observation, or a component, that says why its value is absent
+    (``dataAbsentReason``: a screen declined, a reading not performed). FHIR's obs-6 allows the
+    reason only without a value, so one that has both is in doubt too: it is no result."""
+    return element.dataAbsentReason is None
 
 
 def first_present(*values: str | None) -> str | None:
