@@ -125,18 +125,10 @@ class GuidanceSettings:
             if name in values:
                 values[name] = _whole(values[name])
         if "beighton_age_bands" in values:
-            bands = values["beighton_age_bands"]
-            if not isinstance(bands, list | tuple) or not all(
-                isinstance(band, list | tuple)
-                and len(band) == 2
-                and all(type(_whole(n)) is int for n in band)
-                for band in bands
-            ):
-                raise ValueError("beighton_age_bands must be [[minimum age, threshold], ...]")
-            # Highest minimum age first, as threshold_for reads them, whatever the file's order.
-            values["beighton_age_bands"] = tuple(
-                sorted(((_whole(a), _whole(t)) for a, t in bands), key=lambda band: -band[0])
-            )
+            # Highest minimum age first, as threshold_for reads them, whatever the file's order;
+            # __post_init__ checks the rest (a value of the wrong type fails here as a TypeError).
+            bands = [tuple(_whole(n) for n in band) for band in values["beighton_age_bands"]]
+            values["beighton_age_bands"] = tuple(sorted(bands, key=lambda band: -band[0]))
         if "indicators" in values:
             values["indicators"] = dict(values["indicators"])
         return cls(**values)
