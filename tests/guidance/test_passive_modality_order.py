@@ -282,3 +282,13 @@ def test_an_active_rehabilitation_order_from_years_ago_is_not_rehabilitation_und
         "Replace with physical therapy (structured exercise)",
         "Replace with an intensive multidisciplinary programme"]
     assert "already ordered" not in card.detail
+
+
+def test_a_paused_rehabilitation_order_is_not_rehabilitation_under_way(run):
+    """One test with rehab-referral (compose.ongoing_rehabilitation): an on-hold order counted
+    here as under way, while rehab-referral on the same chart did not count it."""
+    card = run([device("br", code="L0625")],
+               resources=[*COHORT, physio_order("on-hold", "2026-09-01")])
+    assert [s.label for s in card.suggestions][:2] == [
+        "Replace with physical therapy (structured exercise)",
+        "Replace with an intensive multidisciplinary programme"]
