@@ -60,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from cds_service import create_app
+    from cds_service.api import server_refusals
     from cds_service.logs import configure_logging
     from cds_service.security.verifier import MAX_TOKEN_CHARS
     from cds_service.settings import Settings, SettingsError
@@ -119,6 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"http://{args.host}:{args.port}/cds-services",
         file=sys.stderr,
     )
+    server_refusals.install()  # before the workers fork
     Server().run()
     return 0
 

@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -239,6 +240,38 @@ def test_what_gunicorn_would_refuse_reaches_the_service(tmp_path):
                                 json={}, timeout=10, allow_redirects=False)
         assert doubled.status_code == 401
         assert_operation_outcome(doubled.status_code, doubled.content)
+
+
+def _raw_http(port: int, request: bytes) -> tuple[int, str, bytes]:
+    """Send bytes as they are; (status, Content-Type, body) of the answer, read to the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        received = b"".join(iter(lambda: conn.recv(65536), b""))
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers.get("content-type", ""), body
+
+
+def test_requests_gunicorn_refuses_get_operation_outcomes(tmp_path):
+    """Requests that are not well-formed HTTP never reach Flask: gunicorn answered them with its
+    own HTML page. They now get a JSON OperationOutcome, with gunicorn's status and reason."""
+    post = "POST /cds-services/hypermobility-pain-patient-view HTTP/1.1\r\nHost: x\r\n"
+    refused = {
+        414: b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        431: b"GET /cds-services HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n",
+        400: (post + "Content-Length: ten\r\n\r\n").encode(),
+    }
+    with ServedProcess(tmp_path / "s", workers=1, threads=2) as server:
+        for expected, request in refused.items():
+            status, content_type, body = _raw_http(server.port, request)
+            assert status == expected, body[:200]
+            assert content_type == "application/json"
+            outcome = assert_operation_outcome(status, body)
+            assert "<html" not in body.decode()
+            assert outcome["issue"][0]["diagnostics"]
+        # The workers still answer well-formed requests.
+        assert requests.get(server.url + "/cds-services", timeout=10).status_code == 200
 
 
 def test_failing_ehr_under_gunicorn(tmp_path):

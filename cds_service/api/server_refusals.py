@@ -1,0 +1,60 @@
+"""gunicorn's own refusals as OperationOutcomes, like every other error answer of the service.
+
+A request that is not well-formed HTTP never reaches Flask: gunicorn's worker refuses it itself
+(a request line over 4 KiB, a header line over its limit, a ``Content-Length`` that is not a
+number, a malformed chunked body's header, an unknown method...) and writes the answer with
+``gunicorn.util.write_error``, an HTML page. An EHR reading our errors as JSON then gets
+something it cannot parse. :func:`install` has gunicorn write the same status and message as an
+OperationOutcome (:func:`cds_service.api.errors.operation_outcome`) instead.
+
+Why replace that one function: it is where every worker class (sync, gthread) writes such an
+answer, after gunicorn has chosen the status and message, so nothing of its choice is repeated
+here. ``hypermobility-cds serve`` installs it once, before the workers fork.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import orjson
+from gunicorn import util
+
+from cds_service.api.errors import operation_outcome
+
+# OperationOutcome issue codes (http://hl7.org/fhir/issue-type) for gunicorn's statuses.
+_ISSUE_CODES = {
+    400: "invalid",
+    403: "forbidden",
+    414: "too-long",
+    417: "not-supported",
+    431: "too-long",
+    501: "not-supported",
+}
+MAX_MESSAGE_CHARS = 200  # gunicorn's message may quote the refused request line
+
+
+def refusal(status: int, reason: str, message: str) -> bytes:
+    """The whole HTTP response gunicorn sends for a request it refuses, with a JSON body."""
+    detail = f"{reason}: {message[:MAX_MESSAGE_CHARS]}" if message else reason
+    body = orjson.dumps(
+        operation_outcome(
+            [detail], code=_ISSUE_CODES.get(status, "exception" if status >= 500 else "invalid")
+        )
+    )
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1", "replace") + body
+
+
+def write_refusal(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """``gunicorn.util.write_error``'s signature and effect, with an OperationOutcome body."""
+    util.write_nonblock(sock, refusal(status_int, reason, mesg))
+
+
+def install() -> None:
+    """Have gunicorn (in this process and the workers it forks) answer refusals in JSON."""
+    util.write_error = write_refusal
