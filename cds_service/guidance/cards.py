@@ -39,8 +39,9 @@ def new_uuid() -> str:
     land all over the index: each insert reads and dirties a different page, and the cost grows
     with the table (measured on SQLite: 8.5 µs a row on average over the first 90,000 rows,
     about 20 µs a row past 360,000). Keys that begin with the time land at the index's end
-    (4 µs a row, flat). The uuid is as unique as before (74 random bits within a millisecond);
-    it tells whoever holds the card when it was made, which the EHR that asked knows anyway.
+    (4 µs a row, flat). Two uuids can only collide within one millisecond, and there 74 random
+    bits tell them apart (a version 4 uuid has 122 in all); it tells whoever holds the card when
+    it was made, which the EHR that asked knows anyway.
 
     Why a batch: every card and suggestion needs one, and ``os.urandom`` gives up the GIL. In a
     threaded worker under load, each such call can hand the interpreter to another request's

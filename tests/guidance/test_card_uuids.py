@@ -10,6 +10,12 @@ from cds_service.guidance import cards
 from cds_service.guidance.cards import Card, Source, Suggestion, new_uuid, response_json
 
 
+def _random_bits(value: str) -> int:
+    """The 74 random bits of a version 7 uuid: rand_a (bits 75-64) and rand_b (61-0)."""
+    number = uuid.UUID(value).int
+    return (number >> 64 & 0xFFF) << 62 | number & (1 << 62) - 1
+
+
 def test_uuids_are_version_7_and_distinct_across_batches():
     values = [new_uuid() for _ in range(3 * cards.UUID_BATCH + 7)]
     assert len(set(values)) == len(values)
@@ -50,7 +56,8 @@ def test_a_forked_worker_does_not_reuse_the_parents_batch():
     child = os.read(read_end, 64).decode()
     os.close(read_end)
     os.waitpid(pid, 0)
-    assert child != new_uuid()
+    # The random bits only: the time alone would tell two uuids apart a millisecond later.
+    assert _random_bits(child) != _random_bits(new_uuid())
 
 
 def test_serialising_cards_draws_no_uuids():
@@ -83,4 +90,25 @@ def test_every_bit_but_time_version_and_variant_comes_from_the_os(monkeypatch):
         monkeypatch.setattr(cards.os, "urandom", lambda n, fill=fill: bytes([fill]) * n)
         cards._uuid_bytes.clear()
         assert {new_uuid() for _ in range(cards.UUID_BATCH)} == {expected}
+    cards._uuid_bytes.clear()
+
+
+def test_each_uuids_random_bits_are_its_own_ten_bytes_from_the_os(monkeypatch):
+    """Distinct bytes in every position: each uuid carries the 74 bits of its own 10 bytes that
+    the version and variant leave (none dropped, repeated or taken from another uuid's)."""
+    size = cards.RANDOM_BYTES
+    # An odd multiplier modulo 2**80: every chunk differs, in every byte position.
+    chunks = [
+        ((i * 0x0123456789ABCDEF0123 + 0x1F2E3D4C5B6A79881726) % (1 << 80)).to_bytes(size)
+        for i in range(cards.UUID_BATCH)
+    ]
+    batch = b"".join(chunks)
+    monkeypatch.setattr(cards.os, "urandom", lambda n: batch[:n])
+    cards._uuid_bytes.clear()
+    made = [new_uuid() for _ in range(cards.UUID_BATCH)]
+    served = [chunks[0], *reversed(chunks[1:])]  # the first at once, then popped from the end
+    for value, chunk in zip(made, served, strict=True):
+        bits = int.from_bytes(chunk)
+        assert _random_bits(value) == (bits >> 64 & 0xFFF) << 62 | bits & (1 << 62) - 1
+    assert len({_random_bits(value) for value in made}) == len(made)
     cards._uuid_bytes.clear()
