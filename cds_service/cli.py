@@ -104,7 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)
             # A header line may carry the longest bearer token the verifier reads (16 KiB), so
-            # that one gets the verifier's 401 OperationOutcome, not gunicorn's HTML 431.
+            # that one gets the verifier's 401, not gunicorn's 431 (api/server_refusals.py).
             self.cfg.set("limit_request_field_size", MAX_TOKEN_CHARS + 1024)
             self.cfg.set("worker_exit", _worker_exit)
             if "control_socket_disable" in self.cfg.settings:

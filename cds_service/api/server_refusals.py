@@ -2,10 +2,11 @@
 
 A request that is not well-formed HTTP never reaches Flask: gunicorn's worker refuses it itself
 (a request line over 4 KiB, a header line over its limit, a ``Content-Length`` that is not a
-number, a malformed chunked body's header, an unknown method...) and writes the answer with
-``gunicorn.util.write_error``, an HTML page. An EHR reading our errors as JSON then gets
-something it cannot parse. :func:`install` has gunicorn write the same status and message as an
-OperationOutcome (:func:`cds_service.api.errors.operation_outcome`) instead.
+number, a ``Transfer-Encoding`` it does not support, a malformed method such as ``get``...) and
+writes the answer with ``gunicorn.util.write_error``, an HTML page. An EHR reading our errors as
+JSON then gets something it cannot parse. :func:`install` has gunicorn write the same status
+and message as an OperationOutcome (:func:`cds_service.api.errors.operation_outcome`) instead.
+The status text comes from the status: gunicorn keeps "Bad Request" when it answers 500 or 501.
 
 Why replace that one function: it is where every worker class (sync, gthread) writes such an
 answer, after gunicorn has chosen the status and message, so nothing of its choice is repeated
@@ -15,6 +16,7 @@ here. ``hypermobility-cds serve`` installs it once, before the workers fork.
 from __future__ import annotations
 
 import socket
+from http import HTTPStatus
 
 import orjson
 from gunicorn import util
@@ -31,10 +33,14 @@ _ISSUE_CODES = {
     501: "not-supported",
 }
 MAX_MESSAGE_CHARS = 200  # gunicorn's message may quote the refused request line
+_NAMED = frozenset(HTTPStatus)
 
 
 def refusal(status: int, reason: str, message: str) -> bytes:
-    """The whole HTTP response gunicorn sends for a request it refuses, with a JSON body."""
+    """The whole HTTP response gunicorn sends for a request it refuses, with a JSON body.
+    ``reason`` is used only for a status the standard library does not name."""
+    if status in _NAMED:
+        reason = HTTPStatus(status).phrase
     detail = f"{reason}: {message[:MAX_MESSAGE_CHARS]}" if message else reason
     body = orjson.dumps(
         operation_outcome(

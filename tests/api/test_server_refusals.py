@@ -36,6 +36,18 @@ def test_a_refusal_is_a_complete_http_answer_with_an_operation_outcome():
     }]
 
 
+def test_the_status_text_follows_the_status_not_gunicorns_leftover_reason():
+    """gunicorn answers an unsupported Transfer-Encoding 501 with reason "Bad Request"."""
+    status_line, _, body = _parse(
+        refusal(501, "Bad Request", "Unsupported transfer coding: 'foo'")
+    )
+    assert status_line == "HTTP/1.1 501 Not Implemented"
+    assert json.loads(body)["issue"][0]["diagnostics"] == (
+        "Not Implemented: Unsupported transfer coding: 'foo'"
+    )
+    assert _parse(refusal(599, "Odd", "m"))[0] == "HTTP/1.1 599 Odd"
+
+
 def test_issue_codes_follow_the_status():
     def code(status: int, reason: str) -> str:
         return json.loads(_parse(refusal(status, reason, "m"))[2])["issue"][0]["code"]
