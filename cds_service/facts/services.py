@@ -28,8 +28,8 @@ from cds_service.knowledge import Knowledge
 FINAL_REPORT = frozenset({"final", "amended", "corrected"})
 # rules.md "Planned hours": quantityQuantity in hours, or failing that the timing, whose
 # sessions may be given in hours or minutes. A quantity in minutes is a session's length.
-QUANTITY_HOURS = frozenset({"h", "hour", "hours"})
 HOURS_PER_UNIT = {"h": 1.0, "hour": 1.0, "hours": 1.0, "min": 1 / 60, "minutes": 1 / 60}
+QUANTITY_HOURS = frozenset(unit for unit, hours in HOURS_PER_UNIT.items() if hours == 1.0)
 
 
 def _concepts(knowledge: Knowledge, concept: Any, extra_text: list[str]) -> frozenset[str]:
