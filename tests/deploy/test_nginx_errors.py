@@ -1,0 +1,189 @@
+"""deploy/nginx.conf under a real nginx: its own answers are OperationOutcomes, the replicas'
+answers pass through untouched.
+
+The config is the file itself, with the compose replicas' addresses replaced by a local upstream
+(or a closed port) and the public port by a free one, inside a minimal main config (one process,
+temp paths under tmp_path). Skipped when nginx is not installed, unless CDS_REQUIRE_NGINX is set
+(CI installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.support import assert_operation_outcome
+from tools.soak import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+NGINX = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
+if NGINX is None:
+    if os.environ.get("CDS_REQUIRE_NGINX"):
+        raise RuntimeError("CDS_REQUIRE_NGINX is set but nginx is not installed")
+    pytest.skip("nginx is not installed", allow_module_level=True)
+
+REPLICA_ANSWER = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error",' \
+    b'"code":"transient","diagnostics":"the replica\'s own 503"}]}'
+
+
+class _Replica(BaseHTTPRequestHandler):
+    """A stand-in replica: 503 with its own body on /busy, 200 {"ok": true} elsewhere."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        status, body = (503, REPLICA_ANSWER) if self.path == "/busy" else (200, b'{"ok":true}')
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def _config(tmp: Path, upstream_port: int, port: int) -> Path:
+    site = (REPO / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+    replicas = re.findall(r"server cds-\d+:8000[^;]*;", site)
+    assert replicas, "deploy/nginx.conf names no replica"
+    site = site.replace(replicas[0], f"server 127.0.0.1:{upstream_port};")
+    for line in replicas[1:]:
+        site = site.replace(line, "")
+    assert "listen 8090;" in site
+    site = site.replace("listen 8090;", f"listen 127.0.0.1:{port};")
+    temp = {name: tmp / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    main = tmp / "nginx.conf"
+    main.write_text(
+        f"daemon off;\nmaster_process off;\npid {tmp / 'nginx.pid'};\n"
+        f"error_log {tmp / 'error.log'};\nevents {{ worker_connections 64; }}\n"
+        "http {\n    access_log off;\n"
+        + "".join(f"    {name}_temp_path {path};\n"
+                  for name, path in (("client_body", temp["body"]),
+                                     ("proxy", temp["proxy"]),
+                                     ("fastcgi", temp["fastcgi"]),
+                                     ("uwsgi", temp["uwsgi"]),
+                                     ("scgi", temp["scgi"])))
+        + site + "\n}\n",
+        encoding="utf-8",
+    )
+    return main
+
+
+def _nginx(tmp: Path, upstream_port: int) -> Iterator[int]:
+    port = free_port()
+    config = _config(tmp, upstream_port, port)
+    process = subprocess.Popen([NGINX, "-c", str(config), "-p", str(tmp)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    stderr = process.stderr.read() if process.poll() is not None else b""
+                    raise RuntimeError(f"nginx did not start: {stderr!r}") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def replica() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Replica)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def balancer(tmp_path, replica) -> Iterator[int]:
+    yield from _nginx(tmp_path, replica)
+
+
+@pytest.fixture
+def balancer_without_replicas(tmp_path) -> Iterator[int]:
+    yield from _nginx(tmp_path, free_port())  # nothing listens there
+
+
+def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are; (status, headers, body) of the answer, read to the close (every
+    well-formed request here says ``Connection: close``; nginx closes after a refusal).
+
+    nginx closes a refused connection with part of the request still unread, so the kernel may
+    reset it right after the answer: a reset after the whole answer (its Content-Length) ends
+    the read like a close; one that cut the answer short sends the request again."""
+    for _ in range(5):
+        received = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            try:
+                conn.sendall(request)
+                for chunk in iter(lambda: conn.recv(65536), b""):
+                    received += chunk
+            except ConnectionResetError:
+                pass
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length: *(\d+)", head)
+        if head and length and len(body) >= int(length.group(1)):
+            break
+    else:
+        raise AssertionError(f"no complete answer in five tries: {received[:200]!r}")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def _get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n\r\n".encode()
+
+
+def _is_outcome(status: int, headers: dict[str, str], body: bytes) -> dict:
+    assert headers["content-type"] == "application/json", (status, body[:200])
+    return assert_operation_outcome(status, body)
+
+
+def test_no_replica_reachable_is_a_502_operation_outcome(balancer_without_replicas):
+    status, headers, body = _raw(balancer_without_replicas, _get("/cds-services"))
+    assert status == 502
+    assert headers["retry-after"] == "5"
+    assert _is_outcome(status, headers, body)["issue"][0]["code"] == "transient"
+
+
+def test_requests_nginx_refuses_are_operation_outcomes(balancer):
+    refused = {
+        414: b"GET /" + b"a" * 40_000 + b" HTTP/1.1\r\nHost: cds\r\n\r\n",
+        400: b"GET /cds-services HTTP/1.1\r\nHost: cds\r\nConnection: close\r\nX-Long: "
+        + b"a" * 40_000 + b"\r\n\r\n",
+        413: b"POST /cds-services/x HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n",
+    }
+    for expected, request in refused.items():
+        status, headers, body = _raw(balancer, request)
+        assert status == expected, body[:200]
+        _is_outcome(status, headers, body)
+    status, headers, body = _raw(balancer, b"NOT HTTP AT ALL\r\n\r\n")
+    assert status == 400
+    _is_outcome(status, headers, body)
+
+
+def test_the_replicas_own_answers_pass_through_untouched(balancer):
+    status, _headers, body = _raw(balancer, _get("/cds-services"))
+    assert (status, json.loads(body)) == (200, {"ok": True})
+    status, headers, body = _raw(balancer, _get("/busy"))
+    assert (status, body) == (503, REPLICA_ANSWER)
+    assert "retry-after" not in headers
