@@ -11,10 +11,17 @@ The status text comes from the status: gunicorn keeps "Bad Request" when it answ
 Why replace that one function: it is where every worker class (sync, gthread) writes such an
 answer, after gunicorn has chosen the status and message, so nothing of its choice is repeated
 here. ``hypermobility-cds serve`` installs it once, before the workers fork.
+
+gunicorn also logs each refusal, as "Invalid request from ip=<ip>: <error>", and its error may
+quote the refused request: its request line, or a header line without a colon (an
+``Authorization Bearer <token>`` line, say). :func:`install` keeps the address and the fact in
+that log line and drops the quote: the service's logs never carry tokens or request text.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 from http import HTTPStatus
 
@@ -61,6 +68,27 @@ def write_refusal(sock: socket.socket, status_int: int, reason: str, mesg: str) 
     util.write_nonblock(sock, refusal(status_int, reason, mesg))
 
 
+_GUNICORN_REFUSAL = re.compile(r"Invalid request from ip=([0-9A-Fa-f:.]*): ")
+
+
+class WithholdRequestText(logging.Filter):
+    """Rewrites gunicorn's "Invalid request from ip=<ip>: <error>" to leave the error out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = _GUNICORN_REFUSAL.match(record.msg) if isinstance(record.msg, str) else None
+        if found:
+            record.msg = (
+                f"Invalid request from ip={found.group(1)}: refused (what it said is not logged: "
+                "it may quote the request)"
+            )
+            record.args = ()
+        return True
+
+
 def install() -> None:
-    """Have gunicorn (in this process and the workers it forks) answer refusals in JSON."""
+    """Have gunicorn (in this process and the workers it forks) answer refusals in JSON, and
+    log them without quoting the request."""
     util.write_error = write_refusal
+    error_log = logging.getLogger("gunicorn.error")
+    if not any(isinstance(f, WithholdRequestText) for f in error_log.filters):
+        error_log.addFilter(WithholdRequestText())

@@ -4,6 +4,7 @@ The whole path under a real ``serve`` is in tests/reliability/test_processes.py.
 """
 
 import json
+import logging
 import socket
 
 from gunicorn import util
@@ -70,6 +71,7 @@ def test_a_quoted_request_line_is_cut_short_and_an_empty_message_leaves_the_reas
 
 def test_install_makes_gunicorn_write_refusals_this_way(monkeypatch):
     monkeypatch.setattr(util, "write_error", util.write_error)  # restored after the test
+    monkeypatch.setattr(logging.getLogger("gunicorn.error"), "filters", [])
     server_refusals.install()
     ours, theirs = socket.socketpair()
     with ours, theirs:
@@ -82,3 +84,25 @@ def test_install_makes_gunicorn_write_refusals_this_way(monkeypatch):
     assert json.loads(body)["issue"][0]["diagnostics"] == (
         "Bad Request: Invalid HTTP Version 'HTTP/9'"
     )
+
+
+def test_gunicorns_log_line_for_a_refusal_keeps_the_address_not_the_request(monkeypatch, caplog):
+    """A header line without a colon is quoted whole in gunicorn's warning: here a token."""
+    error_log = logging.getLogger("gunicorn.error")
+    monkeypatch.setattr(error_log, "filters", [])
+    monkeypatch.setattr(util, "write_error", util.write_error)
+    server_refusals.install()
+    server_refusals.install()  # once is enough: no second filter
+    assert len(error_log.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="gunicorn.error"):
+        for ip in ("127.0.0.1", "::1"):
+            error_log.warning(
+                f"Invalid request from ip={ip}: Invalid HTTP header name: "
+                "'Authorization Bearer eyJhbGciOi.secret'"
+            )
+        error_log.warning("Worker timeout (pid:%s)", 1234)  # other lines are left alone
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("secret" in m or "Authorization" in m for m in messages)
+    assert messages[0].startswith("Invalid request from ip=127.0.0.1: refused")
+    assert messages[1].startswith("Invalid request from ip=::1: refused")
+    assert messages[2] == "Worker timeout (pid:1234)"

@@ -270,8 +270,15 @@ def test_requests_gunicorn_refuses_get_operation_outcomes(tmp_path):
             outcome = assert_operation_outcome(status, body)
             assert "<html" not in body.decode()
             assert outcome["issue"][0]["diagnostics"]
+        # A header line without a colon: gunicorn quotes it in its warning, token and all.
+        status, _, _ = _raw_http(server.port, b"GET /cds-services HTTP/1.1\r\nHost: x\r\n"
+                                 b"Authorization Bearer s3cr3t-t0ken\r\n\r\n")
+        assert status == 400
         # The workers still answer well-formed requests.
         assert requests.get(server.url + "/cds-services", timeout=10).status_code == 200
+        log = server.log_path.read_text(encoding="utf-8", errors="replace")
+        assert "Invalid request from ip=127.0.0.1: refused" in log
+        assert "s3cr3t-t0ken" not in log and "aaaa" not in log
 
 
 def test_failing_ehr_under_gunicorn(tmp_path):
