@@ -135,6 +135,13 @@ def table(results: dict[str, Any]) -> str:
             f"because one worker took every connection: floor {redone.get('floor', 0)}, "
             f"service {redone.get('service', 0)}; kept although never even: {kept})"
         )
+        floor_cpu = h.get("floor_worker_cpu_ms_per_request")
+        service_cpu = h.get("service_worker_cpu_ms_per_request")
+        if floor_cpu and service_cpu:
+            lines.append(
+                f"  workers' CPU per call: floor {floor_cpu:.3f} ms, service {service_cpu:.3f} ms "
+                f"(floor / service {floor_cpu / service_cpu:.2f})"
+            )
         mem = h["memory_after_10k"]
         before = max((w["peak_rss_mb"] for w in mem["workers_before"].values()), default=None)
         pss = max((w["pss_mb"] for w in mem["workers"].values()), default=None)

@@ -138,6 +138,17 @@ def spread(before: dict[int, float], after: dict[int, float]) -> float:
     return round(min(used) / busiest, 3) if busiest > 0 else 1.0
 
 
+def cpu_per_request(before: dict[int, float], after: dict[int, float],
+                    result: dict[str, Any]) -> float | None:
+    """The workers' CPU time per request answered in a run, in ms: what each call costs the
+    machine, whatever the load left for the app (None when wrk reported no requests)."""
+    requests = result.get("requests")
+    if not requests:
+        return None
+    used = sum(after.get(pid, start) - start for pid, start in before.items())
+    return round(used / requests * 1000, 3)
+
+
 def balanced_wrk(wrk: str, server: ServedProcess, path: str, body_file: Path, *, duration: int,
                  connections: int, threads: int, tries: int = MAX_TRIES,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -156,7 +167,9 @@ def balanced_wrk(wrk: str, server: ServedProcess, path: str, body_file: Path, *,
         before = {pid: cpu_seconds(pid) for pid in server.worker_pids()}
         result = run_wrk(wrk, server.port, path, body_file, duration=duration,
                          connections=connections, threads=threads)
-        result["worker_spread"] = spread(before, {pid: cpu_seconds(pid) for pid in before})
+        after = {pid: cpu_seconds(pid) for pid in before}
+        result["worker_spread"] = spread(before, after)
+        result["worker_cpu_ms_per_request"] = cpu_per_request(before, after, result)
         if result["worker_spread"] >= MIN_SPREAD:
             result["discarded_unbalanced"] = discarded
             return result
@@ -262,6 +275,8 @@ def run(
             service.stop()
     floor_rps = median([r["requests_per_s"] for r in floor_runs])
     service_rps = median([r["requests_per_s"] for r in service_runs])
+    floor_cpu = [r["worker_cpu_ms_per_request"] for r in floor_runs]
+    service_cpu = [r["worker_cpu_ms_per_request"] for r in service_runs]
     return {
         "scenario": PATIENT_VIEW_SCENARIO,
         "resources": call.chart.size,
@@ -276,6 +291,10 @@ def run(
         "floor_requests_per_s": round(floor_rps, 1),
         "service_requests_per_s": round(service_rps, 1),
         "ratio": round(service_rps / floor_rps, 3),
+        "floor_worker_cpu_ms_per_request": median(floor_cpu) if None not in floor_cpu else None,
+        "service_worker_cpu_ms_per_request": (
+            median(service_cpu) if None not in service_cpu else None
+        ),
         "floor_runs": floor_runs,
         "service_runs": service_runs,
         "unbalanced_runs_redone": {

@@ -275,3 +275,29 @@ def test_a_wrk_run_that_one_worker_took_alone_is_run_again(monkeypatch, tmp_path
     assert last["discarded_unbalanced"] == [{"requests_per_s": 5000.0, "worker_spread": 0.0}]
     assert http.spread({1: 0.0}, {1: 3.0}) == 1.0  # one worker is always even
     assert http.spread({1: 0.0, 2: 0.0}, {1: 0.0, 2: 0.0}) == 1.0  # nothing ran
+
+
+def test_a_wrk_run_reports_the_workers_cpu_per_request(monkeypatch, tmp_path):
+    """What a call costs the machine, summed over the workers: not the rate, which also
+    depends on what else the machine is doing."""
+    from benchmarks import http
+
+    class FakeServer:
+        port = 1
+
+        def worker_pids(self):
+            return [11, 12]
+
+    clock = {11: 10.0, 12: 20.0}
+
+    def fake_wrk(*args, **kwargs):
+        clock[11] += 3.0
+        clock[12] += 2.0
+        return {"requests_per_s": 400.0, "requests": 4000}
+
+    monkeypatch.setattr(http, "run_wrk", fake_wrk)
+    monkeypatch.setattr(http, "cpu_seconds", lambda pid: clock[pid])
+    result = http.balanced_wrk("wrk", FakeServer(), "/p", tmp_path / "b", duration=1,
+                               connections=8, threads=2, log=lambda line: None)
+    assert result["worker_cpu_ms_per_request"] == 1.25  # 5 CPU seconds over 4,000 requests
+    assert http.cpu_per_request({1: 0.0}, {1: 1.0}, {"requests": 0}) is None
