@@ -27,21 +27,35 @@ from tests.reliability.support import assert_operation_outcome
 from tools.soak import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
 NGINX = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
 if NGINX is None:
     if os.environ.get("CDS_REQUIRE_NGINX"):
         raise RuntimeError("CDS_REQUIRE_NGINX is set but nginx is not installed")
     pytest.skip("nginx is not installed", allow_module_level=True)
 
-REPLICA_ANSWER = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error",' \
-    b'"code":"transient","diagnostics":"the replica\'s own 503"}]}'
+# The stand-in replica's own answers, by path: each must reach the client byte for byte.
+REPLICA_ANSWERS = {
+    path: (status, b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"'
+           + code + b'","diagnostics":"the replica\'s own ' + str(status).encode() + b'"}]}')
+    for path, status, code in (
+        ("/bad", 400, b"invalid"),
+        ("/big", 413, b"too-costly"),
+        ("/gateway", 502, b"transient"),
+        ("/busy", 503, b"transient"),
+    )
+}
+SLOW_S = 3.0  # /slow answers after this; the test config gives replicas 1 s
 
 
 class _Replica(BaseHTTPRequestHandler):
-    """A stand-in replica: 503 with its own body on /busy, 200 {"ok": true} elsewhere."""
+    """A stand-in replica: the answers above, /slow late, 200 {"ok": true} elsewhere."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        status, body = (503, REPLICA_ANSWER) if self.path == "/busy" else (200, b'{"ok":true}')
+        if self.path == "/slow":
+            time.sleep(SLOW_S)
+        status, body = REPLICA_ANSWERS.get(self.path, (200, b'{"ok":true}'))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -59,8 +73,9 @@ def _config(tmp: Path, upstream_port: int, port: int) -> Path:
     site = site.replace(replicas[0], f"server 127.0.0.1:{upstream_port};")
     for line in replicas[1:]:
         site = site.replace(line, "")
-    assert "listen 8090;" in site
+    assert "listen 8090;" in site and "proxy_read_timeout 35s;" in site
     site = site.replace("listen 8090;", f"listen 127.0.0.1:{port};")
+    site = site.replace("proxy_read_timeout 35s;", "proxy_read_timeout 1s;")  # for the 504
     temp = {name: tmp / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
     main = tmp / "nginx.conf"
     main.write_text(
@@ -83,7 +98,7 @@ def _nginx(tmp: Path, upstream_port: int) -> Iterator[int]:
     port = free_port()
     config = _config(tmp, upstream_port, port)
     process = subprocess.Popen([NGINX, "-c", str(config), "-p", str(tmp)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -92,13 +107,18 @@ def _nginx(tmp: Path, upstream_port: int) -> Iterator[int]:
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    stderr = process.stderr.read() if process.poll() is not None else b""
-                    raise RuntimeError(f"nginx did not start: {stderr!r}") from None
+                    log = tmp / "error.log"
+                    said = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    raise RuntimeError(f"nginx did not start: {said}") from None
                 time.sleep(0.05)
         yield port
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -118,31 +138,44 @@ def balancer(tmp_path, replica) -> Iterator[int]:
 
 @pytest.fixture
 def balancer_without_replicas(tmp_path) -> Iterator[int]:
-    yield from _nginx(tmp_path, free_port())  # nothing listens there
+    # A port held, bound but not listening: connecting to it is refused, and nothing else can
+    # take it while the test runs.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield from _nginx(tmp_path, held.getsockname()[1])
+
+
+def _complete(received: bytes) -> bool:
+    """Whether ``received`` holds a whole answer: its head, and as much body as it announces."""
+    head, found, body = received.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    return bool(found and length and len(body) >= int(length.group(1)))
 
 
 def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send bytes as they are; (status, headers, body) of the answer, read to the close (every
-    well-formed request here says ``Connection: close``; nginx closes after a refusal).
+    """Send bytes as they are; (status, headers, body) of the answer, read up to its length.
 
-    nginx closes a refused connection with part of the request still unread, so the kernel may
-    reset it right after the answer: a reset after the whole answer (its Content-Length) ends
-    the read like a close; one that cut the answer short sends the request again."""
-    for _ in range(5):
+    Not read to the close: after refusing a request nginx keeps reading what the client still
+    sends for up to 5 s (its lingering close). And it may close a refused connection with part
+    of the request unread, so the kernel may reset it: a reset after the whole answer ends the
+    read; one that cut the answer short sends the request again (at most twice more)."""
+    for _ in range(3):
         received = b""
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             try:
                 conn.sendall(request)
-                for chunk in iter(lambda: conn.recv(65536), b""):
+                while not _complete(received):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
                     received += chunk
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):
                 pass
-        head, _, body = received.partition(b"\r\n\r\n")
-        length = re.search(rb"(?im)^content-length: *(\d+)", head)
-        if head and length and len(body) >= int(length.group(1)):
+        if _complete(received):
             break
     else:
-        raise AssertionError(f"no complete answer in five tries: {received[:200]!r}")
+        raise AssertionError(f"no complete answer in three tries: {received[:200]!r}")
+    head, _, body = received.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
     return int(status_line.split()[1]), headers, body
@@ -164,6 +197,12 @@ def test_no_replica_reachable_is_a_502_operation_outcome(balancer_without_replic
     assert _is_outcome(status, headers, body)["issue"][0]["code"] == "transient"
 
 
+def test_a_replica_too_slow_is_a_504_operation_outcome(balancer):
+    status, headers, body = _raw(balancer, _get("/slow"))
+    assert status == 504
+    assert _is_outcome(status, headers, body)["issue"][0]["code"] == "timeout"
+
+
 def test_requests_nginx_refuses_are_operation_outcomes(balancer):
     refused = {
         414: b"GET /" + b"a" * 40_000 + b" HTTP/1.1\r\nHost: cds\r\n\r\n",
@@ -171,19 +210,34 @@ def test_requests_nginx_refuses_are_operation_outcomes(balancer):
         + b"a" * 40_000 + b"\r\n\r\n",
         413: b"POST /cds-services/x HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n"
         b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n",
+        405: b"TRACE / HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n\r\n",
+        501: b"POST /cds-services/x HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n"
+        b"Transfer-Encoding: gzip\r\n\r\n",
+        505: b"GET /cds-services HTTP/2.0\r\nHost: cds\r\n\r\n",
     }
     for expected, request in refused.items():
         status, headers, body = _raw(balancer, request)
         assert status == expected, body[:200]
         _is_outcome(status, headers, body)
+        if status == 405:
+            assert headers["allow"] == "GET, POST, OPTIONS"  # RFC 9110 section 15.5.6
     status, headers, body = _raw(balancer, b"NOT HTTP AT ALL\r\n\r\n")
     assert status == 400
     _is_outcome(status, headers, body)
 
 
+def test_the_error_pages_are_not_served_to_the_outside(balancer):
+    status, headers, body = _raw(balancer, _get("/cds-errors/502.json"))
+    assert status == 404
+    assert "retry-after" not in headers
+    assert _is_outcome(status, headers, body)["issue"][0]["code"] == "not-found"
+
+
 def test_the_replicas_own_answers_pass_through_untouched(balancer):
+    """Errors included: nginx must not put its own pages in their place."""
     status, _headers, body = _raw(balancer, _get("/cds-services"))
     assert (status, json.loads(body)) == (200, {"ok": True})
-    status, headers, body = _raw(balancer, _get("/busy"))
-    assert (status, body) == (503, REPLICA_ANSWER)
-    assert "retry-after" not in headers
+    for path, (expected, answer) in REPLICA_ANSWERS.items():
+        status, headers, body = _raw(balancer, _get(path))
+        assert (status, body) == (expected, answer), path
+        assert "retry-after" not in headers
