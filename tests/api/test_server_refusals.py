@@ -95,7 +95,7 @@ def test_gunicorns_log_line_for_a_refusal_keeps_the_address_not_the_request(monk
     server_refusals.install()  # once is enough: no second filter
     assert len(error_log.filters) == 1
     with caplog.at_level(logging.WARNING, logger="gunicorn.error"):
-        for ip in ("127.0.0.1", "::1"):
+        for ip in ("127.0.0.1", "::1", "/run/cds.sock"):
             error_log.warning(
                 f"Invalid request from ip={ip}: Invalid HTTP header name: "
                 "'Authorization Bearer eyJhbGciOi.secret'"
@@ -105,4 +105,5 @@ def test_gunicorns_log_line_for_a_refusal_keeps_the_address_not_the_request(monk
     assert not any("secret" in m or "Authorization" in m for m in messages)
     assert messages[0].startswith("Invalid request from ip=127.0.0.1: refused")
     assert messages[1].startswith("Invalid request from ip=::1: refused")
-    assert messages[2] == "Worker timeout (pid:1234)"
+    assert messages[2].startswith("Invalid request from ip=/run/cds.sock: refused")
+    assert messages[3] == "Worker timeout (pid:1234)"
