@@ -8,6 +8,7 @@ requests). Other commands are for developers and live in ``cds_service.devtools`
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
@@ -97,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     class Server(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("bind", host_and_port(args.host, args.port))
             self.cfg.set("workers", args.workers)
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 30)
@@ -117,12 +118,22 @@ def _serve(args: argparse.Namespace) -> int:
 
     print(
         f"hypermobility-cds ({settings.profile} profile, auth {settings.auth}) on "
-        f"http://{args.host}:{args.port}/cds-services",
+        f"http://{host_and_port(args.host, args.port)}/cds-services",
         file=sys.stderr,
     )
     server_refusals.install()  # before the workers fork
     Server().run()
     return 0
+
+
+def host_and_port(host: str, port: int) -> str:
+    """``host:port`` as gunicorn's bind and a URL write it: an IPv6 address in brackets
+    (``--host ::1`` gave gunicorn "::1:8000", which it refused)."""
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return f"{host}:{port}"
+    return f"[{host}]:{port}"
 
 
 def _whole_number(name: str, least: int, most: int | None = None) -> Callable[[str], int]:
