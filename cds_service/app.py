@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds_service.api.errors import ApiError, register_error_handlers
+from cds_service.api.errors import ApiError, register_error_handlers, try_again_later
 from cds_service.api.health import bp as health_bp
 from cds_service.api.hooks import bp as hooks_bp
 from cds_service.api.large_bodies import install_large_body_gate
@@ -202,11 +202,8 @@ def _authenticate() -> None:
         logger.error(
             "authentication unavailable", extra={"reason": error.reason, "error": error.error}
         )
-        raise ApiError(
-            503,
-            "The request could not be authenticated just now; nothing was done. Retry later.",
-            code="transient",
-            headers={"Retry-After": "5"},
+        raise try_again_later(
+            "The request could not be authenticated just now; nothing was done. Retry later."
         ) from None
     except AuthError as error:
         logger.warning(

@@ -38,6 +38,15 @@ class ApiError(Exception):
         super().__init__("; ".join(self.messages))
 
 
+RETRY_AFTER_S = 5  # what a 503 tells the client to wait before trying again
+
+
+def try_again_later(message: str) -> ApiError:
+    """A 503 with ``Retry-After``: the service's own fault, passing (its database, say);
+    nothing was done, and the same request may be sent again."""
+    return ApiError(503, message, code="transient", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def operation_outcome(
     messages: Sequence[str], *, code: str, expressions: Sequence[str | None] | None = None
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.api.body import read_hook_body, read_json_object
-from cds_service.api.errors import ApiError
+from cds_service.api.errors import ApiError, try_again_later
 from cds_service.api.metrics import record_evaluation, record_feedback
 from cds_service.api.models import FeedbackRequest, HookRequest, problems
 from cds_service.api.services import SERVICES, ServiceDefinition
@@ -160,11 +160,8 @@ def feedback(service_id: str) -> Response:
     except SQLAlchemyError as error:
         # Not acknowledged, so the EHR keeps the feedback; 503 + Retry-After says "try again".
         logger.error("feedback not stored", extra={"error": type(error).__name__})
-        raise ApiError(
-            503,
-            "Feedback could not be stored just now; nothing was recorded. Retry later.",
-            code="transient",
-            headers={"Retry-After": "5"},
+        raise try_again_later(
+            "Feedback could not be stored just now; nothing was recorded. Retry later."
         ) from None
     record_feedback(len(entries), added)
     logger.info("feedback stored", extra={"entries": len(entries), "new_entries": added})
