@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -131,23 +131,7 @@ class Settings:
         ):
             if var in env:
                 changes[attr] = _float(env, var, zero_allowed=zero_allowed, most=most)
-        guidance = base.guidance
-        # GuidanceSettings checks its own values (ValueError); named here by their variable.
-        var = "CDS_GUIDANCE_FILE"
-        try:
-            if env.get(var):
-                guidance = GuidanceSettings.from_mapping(_read_json(env[var]))
-            var = "CDS_ENABLED_RULES"
-            if env.get(var):
-                guidance = replace(guidance, enabled_rules=frozenset(_split(env[var])))
-            var = "CDS_BEIGHTON_THRESHOLD_MODE"
-            if env.get(var):
-                guidance = replace(guidance, beighton_threshold_mode=env[var])
-        except (ValueError, TypeError) as error:  # TypeError: a value of the wrong JSON type
-            if isinstance(error, SettingsError):
-                raise
-            raise SettingsError(f"{var}: {error}") from None
-        changes["guidance"] = guidance
+        changes["guidance"] = _guidance(env, base.guidance)
         return replace(base, **changes)
 
 
@@ -173,6 +157,32 @@ def _bool(env: Mapping[str, str], var: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{var} must be true or false")
+
+
+# Each variable that changes the guidance settings, and how, in the order they apply.
+_GUIDANCE_VARIABLES: tuple[tuple[str, Callable[[str, GuidanceSettings], GuidanceSettings]], ...] = (
+    ("CDS_GUIDANCE_FILE", lambda value, _: GuidanceSettings.from_mapping(_read_json(value))),
+    ("CDS_ENABLED_RULES",
+     lambda value, guidance: replace(guidance, enabled_rules=frozenset(_split(value)))),
+    ("CDS_BEIGHTON_THRESHOLD_MODE",
+     lambda value, guidance: replace(guidance, beighton_threshold_mode=value)),
+)
+
+
+def _guidance(env: Mapping[str, str], guidance: GuidanceSettings) -> GuidanceSettings:
+    """The guidance settings as the environment changes them. GuidanceSettings checks its own
+    values (ValueError, or TypeError for a value of the wrong JSON type); a refusal is named
+    here by its variable."""
+    for var, apply in _GUIDANCE_VARIABLES:
+        if not env.get(var):
+            continue
+        try:
+            guidance = apply(env[var], guidance)
+        except SettingsError:
+            raise
+        except (ValueError, TypeError) as error:
+            raise SettingsError(f"{var}: {error}") from None
+    return guidance
 
 
 def _int(env: Mapping[str, str], var: str, least: int) -> int:
