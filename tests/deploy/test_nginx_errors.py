@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.support import assert_operation_outcome
+from tests.reliability.support import assert_operation_outcome, raw_http
 from tools.soak import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,42 +145,6 @@ def balancer_without_replicas(tmp_path) -> Iterator[int]:
         yield from _nginx(tmp_path, held.getsockname()[1])
 
 
-def _complete(received: bytes) -> bool:
-    """Whether ``received`` holds a whole answer: its head, and as much body as it announces."""
-    head, found, body = received.partition(b"\r\n\r\n")
-    length = re.search(rb"(?im)^content-length: *(\d+)", head)
-    return bool(found and length and len(body) >= int(length.group(1)))
-
-
-def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send bytes as they are; (status, headers, body) of the answer, read up to its length.
-
-    Not read to the close: after refusing a request nginx keeps reading what the client still
-    sends for up to 5 s (its lingering close). And it may close a refused connection with part
-    of the request unread, so the kernel may reset it: a reset after the whole answer ends the
-    read; one that cut the answer short sends the request again (at most twice more)."""
-    for _ in range(3):
-        received = b""
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            try:
-                conn.sendall(request)
-                while not _complete(received):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    received += chunk
-            except (ConnectionResetError, BrokenPipeError):
-                pass
-        if _complete(received):
-            break
-    else:
-        raise AssertionError(f"no complete answer in three tries: {received[:200]!r}")
-    head, _, body = received.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
-    return int(status_line.split()[1]), headers, body
-
-
 def _get(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n\r\n".encode()
 
@@ -191,14 +155,14 @@ def _is_outcome(status: int, headers: dict[str, str], body: bytes) -> dict:
 
 
 def test_no_replica_reachable_is_a_502_operation_outcome(balancer_without_replicas):
-    status, headers, body = _raw(balancer_without_replicas, _get("/cds-services"))
+    status, headers, body = raw_http(balancer_without_replicas, _get("/cds-services"))
     assert status == 502
     assert headers["retry-after"] == "5"
     assert _is_outcome(status, headers, body)["issue"][0]["code"] == "transient"
 
 
 def test_a_replica_too_slow_is_a_504_operation_outcome(balancer):
-    status, headers, body = _raw(balancer, _get("/slow"))
+    status, headers, body = raw_http(balancer, _get("/slow"))
     assert status == 504
     assert _is_outcome(status, headers, body)["issue"][0]["code"] == "timeout"
 
@@ -216,18 +180,18 @@ def test_requests_nginx_refuses_are_operation_outcomes(balancer):
         505: b"GET /cds-services HTTP/2.0\r\nHost: cds\r\n\r\n",
     }
     for expected, request in refused.items():
-        status, headers, body = _raw(balancer, request)
+        status, headers, body = raw_http(balancer, request)
         assert status == expected, body[:200]
         _is_outcome(status, headers, body)
         if status == 405:
             assert headers["allow"] == "GET, POST, OPTIONS"  # RFC 9110 section 15.5.6
-    status, headers, body = _raw(balancer, b"NOT HTTP AT ALL\r\n\r\n")
+    status, headers, body = raw_http(balancer, b"NOT HTTP AT ALL\r\n\r\n")
     assert status == 400
     _is_outcome(status, headers, body)
 
 
 def test_the_error_pages_are_not_served_to_the_outside(balancer):
-    status, headers, body = _raw(balancer, _get("/cds-errors/502.json"))
+    status, headers, body = raw_http(balancer, _get("/cds-errors/502.json"))
     assert status == 404
     assert "retry-after" not in headers
     assert _is_outcome(status, headers, body)["issue"][0]["code"] == "not-found"
@@ -235,9 +199,9 @@ def test_the_error_pages_are_not_served_to_the_outside(balancer):
 
 def test_the_replicas_own_answers_pass_through_untouched(balancer):
     """Errors included: nginx must not put its own pages in their place."""
-    status, _headers, body = _raw(balancer, _get("/cds-services"))
+    status, _headers, body = raw_http(balancer, _get("/cds-services"))
     assert (status, json.loads(body)) == (200, {"ok": True})
     for path, (expected, answer) in REPLICA_ANSWERS.items():
-        status, headers, body = _raw(balancer, _get(path))
+        status, headers, body = raw_http(balancer, _get(path))
         assert (status, body) == (expected, answer), path
         assert "retry-after" not in headers

@@ -7,6 +7,8 @@ document (not a copy), so the document and the real responses cannot drift apart
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -141,3 +143,40 @@ def check_answer(status: int, raw: bytes, success: str | None = None) -> None:
         assert_operation_outcome(status, raw)
     elif status == 200 and success:
         assert_conforms(success, json.loads(raw))
+
+
+def _complete(received: bytes) -> bool:
+    """Whether ``received`` holds a whole answer: its head, and as much body as it announces."""
+    head, found, body = received.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    return bool(found and length and len(body) >= int(length.group(1)))
+
+
+def raw_http(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are, malformed HTTP included; (status, lower-cased headers, body) of
+    the answer, read up to its Content-Length.
+
+    Not read to the close: after refusing a request nginx keeps reading what the client still
+    sends for up to 5 s (its lingering close). And a server may close a refused connection with
+    part of the request unread, so the kernel may reset it: a reset after the whole answer ends
+    the read; one that cut the answer short sends the request again (at most twice more)."""
+    for _ in range(3):
+        received = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            try:
+                conn.sendall(request)
+                while not _complete(received):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+        if _complete(received):
+            break
+    else:
+        raise AssertionError(f"no complete answer in three tries: {received[:200]!r}")
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body

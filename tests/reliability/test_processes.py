@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -33,6 +32,7 @@ from tests.reliability.support import (
     healthy_traffic,
     known_call,
     post_timed,
+    raw_http,
     rule_ids,
 )
 from tools.soak import ServedProcess
@@ -242,17 +242,6 @@ def test_what_gunicorn_would_refuse_reaches_the_service(tmp_path):
         assert_operation_outcome(doubled.status_code, doubled.content)
 
 
-def _raw_http(port: int, request: bytes) -> tuple[int, str, bytes]:
-    """Send bytes as they are; (status, Content-Type, body) of the answer, read to the close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(request)
-        received = b"".join(iter(lambda: conn.recv(65536), b""))
-    head, _, body = received.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
-    return int(status_line.split()[1]), headers.get("content-type", ""), body
-
-
 def test_requests_gunicorn_refuses_get_operation_outcomes(tmp_path):
     """Requests that are not well-formed HTTP never reach Flask: gunicorn answered them with its
     own HTML page. They now get a JSON OperationOutcome, with gunicorn's status and reason."""
@@ -264,14 +253,14 @@ def test_requests_gunicorn_refuses_get_operation_outcomes(tmp_path):
     }
     with ServedProcess(tmp_path / "s", workers=1, threads=2) as server:
         for expected, request in refused.items():
-            status, content_type, body = _raw_http(server.port, request)
+            status, headers, body = raw_http(server.port, request)
             assert status == expected, body[:200]
-            assert content_type == "application/json"
+            assert headers["content-type"] == "application/json"
             outcome = assert_operation_outcome(status, body)
             assert "<html" not in body.decode()
             assert outcome["issue"][0]["diagnostics"]
         # A header line without a colon: gunicorn quotes it in its warning, token and all.
-        status, _, _ = _raw_http(server.port, b"GET /cds-services HTTP/1.1\r\nHost: x\r\n"
+        status, _, _ = raw_http(server.port, b"GET /cds-services HTTP/1.1\r\nHost: x\r\n"
                                  b"Authorization Bearer s3cr3t-t0ken\r\n\r\n")
         assert status == 400
         # The workers still answer well-formed requests.
