@@ -292,3 +292,18 @@ def test_a_paused_rehabilitation_order_is_not_rehabilitation_under_way(run):
     assert [s.label for s in card.suggestions][:2] == [
         "Replace with physical therapy (structured exercise)",
         "Replace with an intensive multidisciplinary programme"]
+
+
+def test_a_rehabilitation_procedure_in_progress_is_rehabilitation_under_way(run):
+    """Found by review: rehab-referral counted an in-progress physiotherapy Procedure as
+    rehabilitation under way (and stayed silent), while this rule, reading ServiceRequests only,
+    still offered to replace the brace with physical therapy on the same chart."""
+    therapy = {
+        "resourceType": "Procedure", "id": "pt-course", "status": "in-progress",
+        "subject": {"reference": "Patient/p1"}, "performedDateTime": "2026-09-01",
+        "code": {"coding": [{"system": SNOMED, "code": "91251008"}]},
+    }
+    card = run([device("br", code="L0625")], resources=[*COHORT, therapy])
+    assert [s.label for s in card.suggestions] == [
+        "Remove the passive treatment (rehabilitation is already ordered)"]
+    assert "on record (in-progress, performed 2026-09-01)" in card.detail

@@ -55,10 +55,10 @@ def passive_orders(facts: ClinicalFacts) -> list[ServiceOrder]:
 def rehabilitation_in_place(facts: ClinicalFacts, lookback_days: int) -> ServiceOrder | None:
     """Changes the suggestion: a rehabilitation order drafted alongside, or under way on record
     as rehab-referral counts it (compose.ongoing_rehabilitation: an "active" order from years
-    ago, or a paused one, is not rehabilitation under way)."""
+    ago, or a paused one, is not rehabilitation under way; a Procedure in progress is)."""
     since = facts.today - timedelta(days=lookback_days)
     for order in facts.services_with("rehabilitation-order"):
-        if "passive-modality" in order.concepts or order.resource_type != "ServiceRequest":
+        if "passive-modality" in order.concepts:
             continue
         if order.draft or ongoing_rehabilitation(order, since):
             return order
@@ -78,7 +78,8 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     existing = rehabilitation_in_place(facts, ctx.settings.rehab_lookback_days)
     evidence = cohort_evidence(facts) + [f"Draft order: {o.name} ({kinds(o)})" for o in orders]
     if existing is not None:
-        dated = f", authored {existing.on.isoformat()}" if existing.on else ""
+        verb = "performed" if existing.resource_type == "Procedure" else "authored"
+        dated = f", {verb} {existing.on.isoformat()}" if existing.on else ""
         where = "in this order set" if existing.draft else f"on record ({existing.status}{dated})"
         evidence.append(f"Active rehabilitation already ordered: {existing.name}, {where}")
     advice = (
