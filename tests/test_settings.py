@@ -138,6 +138,8 @@ def test_indicator_override_changes_the_card(make_request, tmp_path):
     {"rehab_lookback_days": 1_000_000}, {"beighton_age_bands": [[0, -1]]},
     {"beighton_age_bands": [[-3, 6]]}, {"beighton_age_bands": [[18, 5], [18, 6]]},
     {"beighton_age_bands": [[0, 6], ["18", 5]]}, {"beighton_age_bands": [[0, 6], [None, 5]]},
+    # A third review: a fixed threshold above the score's 9 meant no one was ever hypermobile.
+    {"beighton_fixed_threshold": 10}, {"beighton_fixed_threshold": 50},
 ])
 def test_a_bad_guidance_file_names_the_variable(tmp_path, content):
     """Values of the wrong JSON type came out as TypeError tracebacks (found by review)."""

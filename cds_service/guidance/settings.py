@@ -36,9 +36,8 @@ def _threshold(name: str) -> Any:
     return load_knowledge().thresholds[name]
 
 
-# The settings that are whole numbers (checked in GuidanceSettings.__post_init__).
+# The settings that are whole numbers of days (checked in GuidanceSettings.__post_init__).
 WHOLE_NUMBERS = (
-    "beighton_fixed_threshold",
     "chronic_pain_days",
     "rehab_lookback_days",
     "psych_screen_lookback_days",
@@ -80,6 +79,9 @@ class GuidanceSettings:
             # At most a century of days (a million overflowed the date arithmetic).
             if type(value) is not int or not 0 <= value <= 36_500:
                 raise ValueError(f"{name} must be a whole number from 0 to 36500")
+        threshold = self.beighton_fixed_threshold
+        if type(threshold) is not int or not 0 <= threshold <= 9:  # the score runs from 0 to 9
+            raise ValueError("beighton_fixed_threshold must be a whole number from 0 to 9")
         bands = self.beighton_age_bands
         if (
             not all(
@@ -121,7 +123,7 @@ class GuidanceSettings:
         values = dict(data)
         if "enabled_rules" in values:
             values["enabled_rules"] = frozenset(values["enabled_rules"])
-        for name in WHOLE_NUMBERS:  # JSON writers may give 365.0 for 365
+        for name in (*WHOLE_NUMBERS, "beighton_fixed_threshold"):  # JSON may give 365.0
             if name in values:
                 values[name] = _whole(values[name])
         if "beighton_age_bands" in values:
