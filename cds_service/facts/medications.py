@@ -14,7 +14,7 @@ from typing import Any
 
 from cds_service.facts.fhirpath import codings, first_date, texts
 from cds_service.facts.model import MedicationOrder
-from cds_service.facts.naming import name_of
+from cds_service.facts.naming import known_display, name_of
 from cds_service.fhir.models import unversioned
 from cds_service.knowledge import Knowledge
 
@@ -66,11 +66,13 @@ def _route_names(knowledge: Knowledge, route: Any) -> list[str]:
     """The knowledge files' names of a route's codes (administration-route), so that a route
     coded without a display ("12130007", intra-articular) still speaks; the record's own
     display, when there is one, is read as well."""
-    names = []
-    for system, code in codings(route):
-        if code and "administration-route" in knowledge.concepts_of(system, code):
-            names.append(knowledge.coding("administration-route", code).display or "")
-    return names
+    return [
+        display
+        for system, code in codings(route)
+        if code
+        and "administration-route" in knowledge.concepts_of(system, code)
+        and (display := known_display(knowledge, system, code))
+    ]
 
 
 def _referenced_medication(order: Any, medications: Mapping[str, Any]) -> Any | None:
@@ -154,14 +156,10 @@ def opioid_ingredients(knowledge: Knowledge, drug: DrugDescription) -> frozenset
     """The opioid ingredients the drug names, lower case: by the OMTK ingredient of a coded
     product, the display of a coded ingredient, and the ingredient names in its text."""
     found = set()
-    for system, code in drug.codings:
-        product = knowledge.opioid_ingredient(code) if code else None
-        if product is not None and product.display:
-            found.add(product.display.lower())
-        if code and "opioid-ingredient" in knowledge.concepts_of(system, code):
-            display = knowledge.coding("opioid-ingredient", code).display
-            if display:
-                found.add(display.lower())
+    for _system, code in drug.codings:
+        ingredient = knowledge.opioid_ingredient(code) if code else None  # product or itself
+        if ingredient is not None and ingredient.display:
+            found.add(ingredient.display.lower())
     for text in drug.names:
         word = knowledge.text_matches("opioid-ingredient", text)
         if word:
