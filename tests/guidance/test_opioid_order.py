@@ -198,6 +198,9 @@ def test_a_renewal_for_a_patient_already_on_an_opioid_advises_a_taper(run):
     assert "Active opioid prescription: oxycodone 5 mg tablet, authored 2024-05-01" in card.detail
     assert "do not stop it abruptly" in card.detail and "gradual taper" in card.detail
     assert not any(s.isRecommended for s in card.suggestions)
+    # The override reason is named as the clinician sees it in the card's list (review).
+    taper = next(r for r in card.overrideReasons if r.code == "supervised-taper")
+    assert f"'{taper.display}'" in card.detail
     fresh, _ = run(draft("oxycodone 5 mg tablet"))  # no opioid on record: as before
     assert fresh.suggestions[0].isRecommended is True and "abruptly" not in fresh.detail
 

@@ -71,11 +71,13 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         "(structured exercise with cognitive behavioural therapy).\n\n"
     )
     if taking:
+        # The reason as the clinician sees it in the list (its display), not its code.
+        taper_reason = kb.coding("override-opioid-order", "supervised-taper").display
         advice += (
             "**This patient already takes an opioid: do not stop it abruptly.** Stopping "
             "suddenly risks withdrawal, rebound pain and a turn to illicit opioids (CDC 2022); "
-            "agree a gradual taper with the patient instead, and use the 'supervised taper' "
-            "override reason for an order that is part of one.\n\n"
+            "agree a gradual taper with the patient instead, and give the override reason "
+            f"'{taper_reason}' for an order that is part of one.\n\n"
         )
     advice += (
         "Not flagged: medications for opioid use disorder, and patients with cancer, sickle "
