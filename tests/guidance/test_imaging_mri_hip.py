@@ -219,7 +219,10 @@ def test_the_latest_report_is_found_by_its_moment_not_its_day_or_bundle_order(ru
     assert run([patient("p1"), *cohort_conditions("p1"), east, west, BURSITIS]) is None
 
 
-@pytest.mark.parametrize("abnormal_when", ["2026-08-02T06:00:00+10:00", "2026-08-01T15:00:00Z"])
+@pytest.mark.parametrize("abnormal_when", [
+    "2026-08-02T06:00:00+10:00", "2026-08-01T15:00:00Z",
+    "2026-07-31T12:00:00Z",  # before the UTC day, yet 1 August at UTC+14 (found by review)
+])
 def test_a_report_dated_by_its_day_may_be_any_moment_of_it(run, abnormal_when):
     """A review of the fix by moment: a normal report dated 2026-08-01 (no time) counted as
     that day's end in UTC, so it beat an abnormal one timed within that day somewhere."""

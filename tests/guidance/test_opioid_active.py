@@ -157,6 +157,10 @@ def test_a_status_without_a_system_is_read_as_the_bound_one(run):
     cancer = condition("p1", "ca", ICD10CM, "C50.911")
     del cancer["clinicalStatus"]["coding"][0]["system"]
     assert run(cohort(cancer, active("oxy", text="oxycodone 5 mg tablet"))) is None
+    # An unread status counts as active too, so "active" alone could not show it is read
+    # (found by review): a system-less "inactive" must end the exemption.
+    cancer["clinicalStatus"]["coding"][0]["code"] = "inactive"
+    assert run(cohort(cancer, active("oxy", text="oxycodone 5 mg tablet"))) is not None
 
 
 @pytest.mark.parametrize("system", [
