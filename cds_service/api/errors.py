@@ -74,7 +74,8 @@ def error_response(
     return response
 
 
-# OperationOutcome issue codes (http://hl7.org/fhir/issue-type) for the HTTP errors Flask raises.
+# OperationOutcome issue codes (http://hl7.org/fhir/issue-type) for the HTTP errors that Flask
+# raises and that gunicorn answers itself (api/server_refusals.py).
 _HTTP_CODES = {
     400: "invalid",
     401: "login",
@@ -82,8 +83,17 @@ _HTTP_CODES = {
     404: "not-found",
     405: "not-supported",
     413: "too-costly",
+    414: "too-long",
     415: "not-supported",
+    417: "not-supported",
+    431: "too-long",
+    501: "not-supported",
 }
+
+
+def issue_code(status: int) -> str:
+    """The OperationOutcome issue code for an HTTP error status ("exception" when unlisted)."""
+    return _HTTP_CODES.get(status, "exception")
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -108,7 +118,7 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(
             status,
             [message],
-            code=_HTTP_CODES.get(status, "exception"),
+            code=issue_code(status),
             headers={"Allow": allow} if allow else None,
         )
 

@@ -29,17 +29,8 @@ from http import HTTPStatus
 import orjson
 from gunicorn import util
 
-from cds_service.api.errors import operation_outcome
+from cds_service.api.errors import issue_code, operation_outcome
 
-# OperationOutcome issue codes (http://hl7.org/fhir/issue-type) for gunicorn's statuses.
-_ISSUE_CODES = {
-    400: "invalid",
-    403: "forbidden",
-    414: "too-long",
-    417: "not-supported",
-    431: "too-long",
-    501: "not-supported",
-}
 MAX_MESSAGE_CHARS = 200  # gunicorn's message may quote the refused request line
 _NAMED = frozenset(HTTPStatus)
 
@@ -51,9 +42,7 @@ def refusal(status: int, reason: str, message: str) -> bytes:
         reason = HTTPStatus(status).phrase
     detail = f"{reason}: {message[:MAX_MESSAGE_CHARS]}" if message else reason
     body = orjson.dumps(
-        operation_outcome(
-            [detail], code=_ISSUE_CODES.get(status, "exception" if status >= 500 else "invalid")
-        )
+        operation_outcome([detail], code=issue_code(status))
     )
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
