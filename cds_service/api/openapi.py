@@ -355,6 +355,10 @@ _COMMON_ERRORS = {
     "413": _outcome("The body is larger than the configured limit (1 MiB by default)."),
     "415": _outcome("The body is not JSON."),
     "500": _outcome("The service failed; logged with the hookInstance, details not disclosed."),
+    "503": _outcome(
+        "The JWT could not be checked against the replay cache just now (its database "
+        "unavailable); nothing was done. Retry after Retry-After."
+    ),
 }
 
 _SECURITY = [{"cdsHooksJwt": []}]
@@ -406,7 +410,10 @@ def _feedback(service_id: str) -> dict[str, Any]:
                 "200": _json(_ref("FeedbackResponse"), "Stored (durably, before answering)."),
                 **_COMMON_ERRORS,
                 "404": _outcome("No such service."),
-                "503": _outcome("Not stored (database unavailable); retry after Retry-After."),
+                "503": _outcome(
+                    "Not stored, or the JWT not checked (database unavailable); retry after "
+                    "Retry-After."
+                ),
             },
         }
     }
