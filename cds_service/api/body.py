@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Request
-from werkzeug.exceptions import RequestEntityTooLarge
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from cds_service.api.errors import ApiError
 from cds_service.api.large_bodies import wait_if_large
@@ -92,9 +93,11 @@ def _read(
         raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
         raise  # a 413 (a chunked body past the cap)
-    except Exception as error:
+    except (ParseException, OSError, ClientDisconnected) as error:
         # The server's reader failed: a malformed chunked body (gunicorn's InvalidChunkSize,
-        # ChunkMissingTerminator, ...) or a client that stopped mid-body. The client's fault.
+        # ChunkMissingTerminator, ...) or a client that stopped mid-body (gunicorn's
+        # NoMoreData, which werkzeug may report as ClientDisconnected). The client's fault;
+        # anything else is ours and stays a 500.
         logger.warning("request body unreadable", extra={"error": type(error).__name__})
         raise ApiError(
             400,
