@@ -23,7 +23,6 @@ from typing import Protocol, runtime_checkable
 
 from sqlalchemy import bindparam, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.storage.database import Database, RetryPolicy, as_database
 from cds_service.storage.schema import jwt_replay
@@ -166,7 +165,7 @@ class DatabaseReplayCache:
                 retry=PURGE_RETRY,
                 lock_wait_s=LOCK_WAIT_S,
             )
-        except SQLAlchemyError as error:
+        except Exception as error:  # the jti is already claimed: failing now would refuse it
             logger.warning("JWT replay purge failed", extra={"error": type(error).__name__})
 
     def _purge_due(self, now: float) -> bool:

@@ -8,7 +8,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from cds_service.security.replay import DatabaseReplayCache, ReplayCache
 from cds_service.storage.database import Database
@@ -146,16 +148,20 @@ def test_the_replay_check_asks_for_a_short_wait_and_two_tries(database_url, monk
     assert "statement_s" not in purge and purge["retry"].attempts == 1
 
 
-def test_a_purge_that_fails_never_fails_the_check(database_url, monkeypatch):
-    from sqlalchemy.exc import OperationalError
-
+@pytest.mark.parametrize("failure", [
+    lambda: OperationalError("DELETE", {}, Exception("canceling statement")),
+    # Not the database's: the jti was claimed already, so it must not fail the call either
+    # (a 503 "retry" whose retry would then be refused as a replay; found by review).
+    lambda: RuntimeError("anything else"),
+])
+def test_a_purge_that_fails_never_fails_the_check(database_url, monkeypatch, failure):
     db = Database(database_url)
     cache = DatabaseReplayCache(db, clock=Clock())
     run = db.run
 
     def failing_purge(work, **options):
         if "statement_s" not in options:  # the purge
-            raise OperationalError("DELETE", {}, Exception("canceling statement"))
+            raise failure()
         return run(work, **options)
 
     monkeypatch.setattr(db, "run", failing_purge)
