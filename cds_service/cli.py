@@ -139,9 +139,11 @@ def host_and_port(host: str, port: int) -> str:
 def _whole_number(name: str, least: int, most: int | None = None) -> Callable[[str], int]:
     """An argparse type: settings.whole_number (0 workers served nothing, and 0 threads
     silently changed gunicorn's worker class)."""
-    from cds_service.settings import SettingsError, whole_number
-
     def parse(text: str) -> int:
+        # Imported when a value is read, not when the parser is built: settings pulls in the
+        # guidance models, and `--help` or a developer command should not pay for them.
+        from cds_service.settings import SettingsError, whole_number
+
         try:
             return whole_number(text, name, least, most)
         except SettingsError as error:
