@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from cds_service.security.verifier import MAX_TOKEN_CHARS
 from tests.reliability.support import assert_operation_outcome, raw_http
 from tools.soak import free_port
 
@@ -205,3 +206,34 @@ def test_the_replicas_own_answers_pass_through_untouched(balancer):
         status, headers, body = raw_http(balancer, _get(path))
         assert (status, body) == (expected, answer), path
         assert "retry-after" not in headers
+
+
+def test_the_longest_token_and_a_long_request_line_reach_the_replicas(balancer):
+    """nginx's default buffers (8 KiB) would refuse a bearer token the service accepts (16 KiB)
+    with a page of its own; deploy/nginx.conf gives header lines up to 32 KiB (review)."""
+    token = "Authorization: Bearer " + "a" * MAX_TOKEN_CHARS
+    status, _, body = raw_http(balancer, f"GET /cds-services HTTP/1.1\r\nHost: cds\r\n{token}\r\n"
+                                         "Connection: close\r\n\r\n".encode())
+    assert (status, json.loads(body)) == (200, {"ok": True})
+    status, _, body = raw_http(balancer, _get("/cds-services?" + "q" * 20_000))
+    assert (status, json.loads(body)) == (200, {"ok": True})
+
+
+def test_every_error_page_nginx_names_is_an_operation_outcome_it_serves():
+    """Each error_page status has its internal page, answering that status with an
+    OperationOutcome (the 500 page, say, which no request here can make nginx need)."""
+    site = (REPO / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+    named = {
+        status: page
+        for statuses, page in re.findall(r"error_page ([\d ]+) (/cds-errors/\d+\.json);", site)
+        for status in statuses.split()
+    }
+    assert set(named) >= {"400", "404", "405", "413", "414", "500", "501", "502", "504", "505"}
+    pages = dict(re.findall(r"location = (/cds-errors/\d+\.json) \{.*?return (\d+ '.*?');",
+                            site, re.S))
+    for status, page in named.items():
+        answer = pages[page]
+        code, _, text = answer.partition(" ")
+        expected = "400" if status == "494" else status  # nginx sends its 494 as 400
+        assert code == expected, page
+        assert_operation_outcome(int(code), text.strip("'"))
