@@ -141,12 +141,13 @@ def spread(before: dict[int, float], after: dict[int, float]) -> float:
 def cpu_per_request(before: dict[int, float], after: dict[int, float],
                     result: dict[str, Any]) -> float | None:
     """The workers' CPU time per request answered in a run, in ms: what each call costs the
-    machine, whatever the load left for the app (None when wrk reported no requests)."""
+    machine, whatever the load left for the app. None when wrk reported no requests, or when a
+    worker's clock went back (it was replaced mid-run: its CPU time is lost, not zero)."""
     requests = result.get("requests")
-    if not requests:
+    used = [after[pid] - start for pid, start in before.items()]
+    if not requests or min(used, default=0.0) < 0:
         return None
-    used = sum(after.get(pid, start) - start for pid, start in before.items())
-    return round(used / requests * 1000, 3)
+    return round(sum(used) / requests * 1000, 3)
 
 
 def balanced_wrk(wrk: str, server: ServedProcess, path: str, body_file: Path, *, duration: int,

@@ -25,26 +25,32 @@ BATCH = 1500  # about what one worker queues in half a second under the HTTP ben
 
 def cost_per_row(make_key: Callable[[], str], rows: int, stretches: int) -> list[float]:
     """CPU µs per row for each of ``stretches`` equal stretches of ``rows`` rows."""
+    batches = rows // stretches // BATCH  # per stretch
+    if batches < 1:
+        raise ValueError(f"rows must be at least stretches x {BATCH}")
     with tempfile.TemporaryDirectory(prefix="cds-served-keys-") as tmp:
         database = Database(f"sqlite:///{Path(tmp) / 'served.sqlite3'}")
         store = FeedbackStore(database, served_flush_s=0, migrate=True)
-        per_stretch = rows // stretches
-        costs = []
-        for _ in range(stretches):
-            spent = 0.0
-            for _ in range(per_stretch // BATCH):
-                batch = [
-                    {"card_uuid": make_key(), "service_id": "hypermobility-patient-view",
-                     "rule_id": "rehab-referral", "hook": "patient-view",
-                     "served_at": "2026-11-26T15:00:00+00:00"}
-                    for _ in range(BATCH)
-                ]
-                started = time.process_time()
-                store._write_served(batch)
-                spent += time.process_time() - started
-            costs.append(round(spent / (per_stretch // BATCH * BATCH) * 1e6, 1))
-        store.close()
-        return costs
+        try:
+            costs = []
+            for _ in range(stretches):
+                spent = 0.0
+                for _ in range(batches):
+                    batch = [
+                        {"card_uuid": make_key(), "service_id": "hypermobility-pain-patient-view",
+                         "rule_id": "rehab-referral", "hook": "patient-view",
+                         "served_at": "2026-11-26T15:00:00+00:00"}
+                        for _ in range(BATCH)
+                    ]
+                    started = time.process_time()
+                    store._write_served(batch)
+                    spent += time.process_time() - started
+                costs.append(round(spent / (batches * BATCH) * 1e6, 1))
+            if store.count_served() != stretches * batches * BATCH:
+                raise RuntimeError("the served-card writer did not write every row")
+            return costs
+        finally:
+            store.close()
 
 
 def main() -> None:

@@ -301,3 +301,17 @@ def test_a_wrk_run_reports_the_workers_cpu_per_request(monkeypatch, tmp_path):
                                connections=8, threads=2, log=lambda line: None)
     assert result["worker_cpu_ms_per_request"] == 1.25  # 5 CPU seconds over 4,000 requests
     assert http.cpu_per_request({1: 0.0}, {1: 1.0}, {"requests": 0}) is None
+    # A worker replaced mid-run reads 0 s after: its lost CPU time is no figure (review).
+    assert http.cpu_per_request({1: 5.0, 2: 5.0}, {1: 9.0, 2: 0.0}, {"requests": 10}) is None
+
+
+def test_the_served_keys_benchmark_writes_every_row_and_reports_each_stretch():
+    """Not timed: the harness's arithmetic and that its rows reach the table."""
+    import uuid
+
+    from benchmarks import served_keys
+
+    costs = served_keys.cost_per_row(lambda: str(uuid.uuid4()), 2 * served_keys.BATCH, 2)
+    assert len(costs) == 2 and all(cost > 0 for cost in costs)
+    with pytest.raises(ValueError, match="at least"):
+        served_keys.cost_per_row(str, served_keys.BATCH, 2)
