@@ -175,6 +175,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="in-process runs per size")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="floor/service wrk rounds")
+    parser.add_argument("--workers", type=int, default=http.WORKERS,
+                        help="gunicorn workers, for the floor and the service alike")
+    parser.add_argument("--threads", type=int, default=http.THREADS,
+                        help="threads per worker, for the floor and the service alike")
     parser.add_argument("--delay-ms", type=float, default=100.0, help="FHIR server delay")
     parser.add_argument("--no-http", action="store_true", help="skip gunicorn/wrk and memory")
     parser.add_argument("--no-fallback", action="store_true", help="skip the FHIR fallback")
@@ -211,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_http:
         log("over HTTP ...")
         results["http"] = http.run(duration=args.duration, rounds=args.rounds,
+                                   workers=args.workers, threads=args.threads,
                                    memory_calls=4 if args.quick else 8, log=log)
     if not args.no_fallback:
         log("FHIR fallback ...")

@@ -235,7 +235,7 @@ def run(
     call = hook_call(PATIENT_VIEW_SCENARIO, size)
     big = hook_call(PATIENT_VIEW_SCENARIO, 10_000)
     connections = workers * threads
-    wrk_threads = max(1, min(2, os.cpu_count() or 1))
+    wrk_threads = max(1, min(2, os.cpu_count() or 1, connections))  # no more than connections
     with tempfile.TemporaryDirectory(prefix="cds-http-bench-") as tmp:
         directory = Path(tmp)
         body_file = directory / "body.json"
