@@ -139,6 +139,22 @@ def is_transient(error: BaseException) -> bool:
     )
 
 
+def _set_local(
+    conn: Connection, relaxed: bool, lock_wait_ms: int | None, statement_ms: int | None
+) -> None:
+    """This PostgreSQL transaction's own settings, in one round trip (``set_config(..., true)``
+    is ``SET LOCAL``): the replay check, on every authenticated call, asks for all three."""
+    settings = {
+        "synchronous_commit": "off" if relaxed else None,
+        "lock_timeout": lock_wait_ms,
+        "statement_timeout": statement_ms,
+    }
+    chosen = [f"set_config('{name}', '{value}', true)" for name, value in settings.items()
+              if value is not None]
+    if chosen:
+        conn.exec_driver_sql("SELECT " + ", ".join(chosen))
+
+
 class Database:
     """The database behind ``CDS_DATABASE_URL``, safe to share between threads and to fork.
 
@@ -265,15 +281,8 @@ class Database:
                     if lock_wait_ms is not None:
                         conn.execution_options(cds_lock_wait_ms=lock_wait_ms)
                     with conn.begin():
-                        if relaxed and self.backend == "postgresql":
-                            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                         if self.backend == "postgresql":
-                            if lock_wait_ms is not None:
-                                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_wait_ms}")
-                            if statement_ms is not None:
-                                conn.exec_driver_sql(
-                                    f"SET LOCAL statement_timeout = {statement_ms}"
-                                )
+                            _set_local(conn, relaxed, lock_wait_ms, statement_ms)
                         result = work(conn)
                     return result
             except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:

@@ -254,3 +254,27 @@ def test_a_statement_bound_holds_for_its_transaction_only(database_url):
     assert db.run(bound, statement_s=0.25) == "250ms"
     assert db.run(bound) == "0"
     assert db.run(bound, lock_wait_s=0.25) == "0"  # a lock wait alone bounds no statement
+
+
+def test_a_transactions_own_settings_cost_one_round_trip(postgres_url):
+    """The replay check runs on every authenticated call with all three settings: they were
+    three statements before its own (found by review); now one."""
+    from sqlalchemy import event
+
+    db = Database(postgres_url, pool_size=1, max_overflow=0)
+    sent: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: sent.append(statement))
+
+    def settings(conn) -> tuple:
+        return conn.exec_driver_sql(
+            "SELECT current_setting('synchronous_commit'), current_setting('lock_timeout'), "
+            "current_setting('statement_timeout')"
+        ).one()
+
+    assert tuple(db.run(settings, relaxed=True, lock_wait_s=0.5, statement_s=0.5)) == (
+        "off", "500ms", "500ms")
+    assert len(sent) == 2  # the settings, then the work
+    sent.clear()
+    assert tuple(db.run(settings)) == ("on", "0", "0")
+    assert len(sent) == 1
