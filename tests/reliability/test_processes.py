@@ -263,6 +263,12 @@ def test_requests_gunicorn_refuses_get_operation_outcomes(tmp_path):
             outcome = assert_operation_outcome(status, body)
             assert "<html" not in body.decode()
             assert outcome["issue"][0]["diagnostics"]
+        # Malformed method and HTTP version, which the README names: JSON too (review).
+        for request in (b"get /cds-services HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"GET /cds-services HTTP/9.9\r\nHost: x\r\n\r\n"):
+            status, headers, body = raw_http(server.port, request)
+            assert status == 400 and headers["content-type"] == "application/json"
+            assert_operation_outcome(status, body)
         # A header line without a colon: gunicorn quotes it in its warning, token and all.
         status, _, _ = raw_http(server.port, b"GET /cds-services HTTP/1.1\r\nHost: x\r\n"
                                  b"Authorization Bearer s3cr3t-t0ken\r\n\r\n")
