@@ -101,3 +101,19 @@ def test_multidisciplinary_alone_does_not_make_an_order_rehabilitation(make_fact
                                   "Multidisciplinary (MDT) pain rehabilitation programme"])
 def test_a_typed_multidisciplinary_rehabilitation_order_silences_it(run, text):
     assert run([*COHORT, typed_order(text)]) is None
+
+
+def test_years_of_old_orders_show_the_latest_three_and_a_count(run):
+    """One line per rehabilitation order ever recorded filled the card (found by review)."""
+    old = []
+    for year in range(2015, 2021):  # six "active" orders, all outside the look-back
+        order = physio("active")
+        order["id"] = f"pt-{year}"
+        order["authoredOn"] = f"{year}-03-01"
+        old.append(order)
+    card = run([*COHORT, *old])
+    lines = [line for line in card.detail.splitlines() if "Not counted" in line]
+    assert [line.rsplit(" ", 1)[-1] for line in lines[:3]] == [
+        "2020-03-01", "2019-03-01", "2018-03-01"]
+    assert lines[3] == "- Not counted either: 3 older such orders"
+    assert len(lines) == 4

@@ -10,7 +10,7 @@ alongside. Suggestions (any): a multidisciplinary programme, physical/exercise t
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from cds_service.facts.model import ClinicalFacts, ServiceOrder
 from cds_service.guidance.cards import Card, Suggestion
@@ -41,6 +41,26 @@ def recent_rehabilitation(facts: ClinicalFacts, lookback_days: int) -> ServiceOr
     return None
 
 
+NOT_COUNTED_SHOWN = 3  # the latest few; years of physiotherapy would fill the card
+
+
+def not_counted(facts: ClinicalFacts) -> list[str]:
+    """Rehabilitation orders on record that do not count (old, paused, ...), latest first: said,
+    so that "no order" is not read as "none at all" (found by a clinical review)."""
+    orders = sorted(
+        (o for o in facts.services_with("rehabilitation-order") if not o.draft and o.on_record),
+        key=lambda o: o.on or date.min,
+        reverse=True,
+    )
+    lines = [
+        f"Not counted: {o.name}, {o.status}" + (f", authored {o.on.isoformat()}" if o.on else "")
+        for o in orders[:NOT_COUNTED_SHOWN]
+    ]
+    if len(orders) > NOT_COUNTED_SHOWN:
+        lines.append(f"Not counted either: {len(orders) - NOT_COUNTED_SHOWN} older such orders")
+    return lines
+
+
 def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     if not facts.in_cohort:
         return None
@@ -69,13 +89,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     evidence = cohort_evidence(facts) + [
         "No rehabilitation, physical therapy or pain programme order ongoing or completed in the "
         f"last {months} months"
-    ] + [
-        # Orders that exist but do not count: said, so that the line above is not read as
-        # "none at all" (found by a clinical review).
-        f"Not counted: {o.name}, {o.status}" + (f", authored {o.on.isoformat()}" if o.on else "")
-        for o in facts.services_with("rehabilitation-order")
-        if not o.draft and o.on_record
-    ]
+    ] + not_counted(facts)
     return make_card(
         RULE,
         ctx,
