@@ -75,8 +75,25 @@ def _load_jsonfmt() -> Callable[[Any], str]:
     return module.dumps
 
 
-_SYSTEM_NAMES = {"http://snomed.info/sct": "SNOMED CT", "http://hl7.org/fhir/sid/icd-10-cm":
-                 "ICD-10-CM"}
+def _system_names() -> dict[str, str]:
+    """Each code system's name, as the knowledge files' systems.json gives it."""
+    with (DEFAULT_DATA_DIR / "systems.json").open(encoding="utf-8") as handle:
+        return {uri: system["name"] for uri, system in json.load(handle)["systems"].items()}
+
+
+def _excluded(compose: Mapping[str, Any]) -> list[str]:
+    """The codes whose descendants a value set's compose leaves out ("is-a" filters of its
+    excludes, the only form the shared value sets use: any other is refused, not skipped)."""
+    names = _system_names()
+    excluded = []
+    for part in compose.get("exclude", []):
+        if set(part) - {"system", "version", "filter"}:
+            raise ValueError(f"an exclude this script cannot describe: {sorted(part)}")
+        for each in part.get("filter", []):
+            if each.get("op") != "is-a":
+                raise ValueError(f"an exclude filter this script cannot describe: {each}")
+            excluded.append(f"{names.get(part['system'], part['system'])} {each['value']}")
+    return excluded
 
 
 class ValueSet:
@@ -88,13 +105,7 @@ class ValueSet:
             doc = json.load(handle)
         expansion = doc["expansion"]
         self.url: str = doc["url"]
-        # The codes whose descendants the compose leaves out ("is-a" filters of its excludes).
-        self.excluded: list[str] = [
-            f"{_SYSTEM_NAMES.get(part['system'], part['system'])} {each['value']}"
-            for part in doc.get("compose", {}).get("exclude", [])
-            for each in part.get("filter", [])
-            if each.get("op") == "is-a"
-        ]
+        self.excluded = _excluded(doc.get("compose", {}))
         self.timestamp: str = expansion["timestamp"]
         self.contains: list[dict[str, str]] = sorted(
             (

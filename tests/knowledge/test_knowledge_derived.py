@@ -121,3 +121,21 @@ def test_check_detects_a_hand_edit(tmp_path: Path) -> None:
     assert path.read_bytes() == (DEFAULT_DATA_DIR / "opioids.json").read_bytes()
     medications = (data / "medications.json").read_bytes()
     assert medications == (DEFAULT_DATA_DIR / "medications.json").read_bytes()
+
+
+def test_an_exclude_the_builder_cannot_describe_is_refused_not_skipped() -> None:
+    """The concept descriptions name each value set's exclusions; an exclude of another form
+    (a list of concepts, another filter) was silently left out of them (found by review)."""
+    from tools.build_knowledge import _excluded
+
+    snomed = "http://snomed.info/sct"
+    is_a = {"property": "concept", "op": "is-a", "value": "127040003"}
+    assert _excluded({"exclude": [{"system": snomed, "filter": [is_a]}]}) == [
+        "SNOMED CT 127040003"]
+    for exclude in (
+        {"system": snomed, "concept": [{"code": "127040003"}]},
+        {"system": snomed, "filter": [{**is_a, "op": "descendent-of"}]},
+        {"valueSet": ["http://example.org/ValueSet/x"]},
+    ):
+        with pytest.raises(ValueError, match="cannot describe"):
+            _excluded({"exclude": [exclude]})
