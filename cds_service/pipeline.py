@@ -25,7 +25,7 @@ from cds_service.api.models import (
     problems,
 )
 from cds_service.api.services import ServiceDefinition
-from cds_service.facts.build import build_facts
+from cds_service.facts.build import build_facts, ordered
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import DataUnavailable, gather
 from cds_service.fhir.record import build_record, is_relevant, validate
@@ -164,10 +164,12 @@ class HookPipeline:
                 record.add(model)
             else:
                 drafts.append(model)
-        orders = [
+        # The orders the facts read: a doNotPerform one is none (facts.build.ordered), so its
+        # Medication is not fetched, and cannot fail the call.
+        orders = ordered([
             *record.medication_requests,
             *(d for d in drafts if d.get_resource_type() == "MedicationRequest"),
-        ]
+        ])
         missing = missing_medications(orders, record.medications)
         reads = read_medications(
             missing,

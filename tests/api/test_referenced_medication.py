@@ -91,6 +91,17 @@ def test_a_failed_read_is_a_412_like_any_data_that_cannot_be_had(client):
 
 
 @responses.activate
+def test_a_do_not_perform_order_s_medication_is_not_read(client):
+    """Found by review: a request that the drug must not be given is no order the rules read,
+    yet its Medication was fetched, and a failed fetch made the whole call a 412."""
+    responses.get(f"{FHIR}/Medication/oxy", status=503)
+    refusal = {**active_order_of("Medication/oxy"), "doNotPerform": True}
+    response = client.post(PV, json=call(bundle(refusal), fhirServer=FHIR))
+    assert "opioid-active" not in rules(response)
+    assert len(responses.calls) == 0
+
+
+@responses.activate
 def test_a_draft_order_s_referenced_medication_is_read_too(client):
     from tests.builders import draft_orders
 
