@@ -23,7 +23,6 @@ from cds_service.api.services import ServiceDefinition
 from cds_service.devtools.scenarios import render_template
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-BIG_BODY_BYTES = 64 * 1024 * 1024  # a 10,000-resource prefetch is ~5 MB (default limit: 1 MiB)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.charts import PATIENT_VIEW_SCENARIO
-from benchmarks.common import BIG_BODY_BYTES, hook_call, median
+from benchmarks.common import hook_call, median
 from tools.proc import cpu_seconds
 from tools.proc import memory as process_memory
 from tools.soak import ServedProcess, free_port
@@ -66,9 +66,8 @@ def post(port: int, path: str, body: bytes, timeout: float = 60) -> tuple[int, b
 
 def start_service(directory: Path, workers: int, threads: int) -> ServedProcess:
     """``hypermobility-cds serve`` as deployed: the production profile (not the development
-    one ServedProcess defaults to), auth off (wrk sends no JWT), and bodies up to
-    :data:`BIG_BODY_BYTES` for the 10,000-resource chart."""
-    env = {"CDS_PROFILE": "production", "CDS_MAX_BODY_BYTES": str(BIG_BODY_BYTES)}
+    one ServedProcess defaults to) with auth off (wrk sends no JWT)."""
+    env = {"CDS_PROFILE": "production"}
     return ServedProcess(directory, workers=workers, threads=threads, env=env,
                          own_session=True).start()
 

@@ -35,7 +35,7 @@ from typing import Any
 from flask import Flask
 
 from benchmarks.charts import ORDER_SIGN_SCENARIO, PATIENT_VIEW_SCENARIO, SIZES
-from benchmarks.common import BIG_BODY_BYTES, HookCall, hook_call, median, summary_ms, wsgi_post
+from benchmarks.common import HookCall, hook_call, median, summary_ms, wsgi_post
 from benchmarks.floor_app import create_floor_app
 from cds_service import create_app
 from cds_service.api import hooks as hooks_module
@@ -56,11 +56,11 @@ def close_app(app: Flask) -> None:
 
 
 def make_app(directory: str | Path, **overrides: Any) -> Flask:
-    """The service as deployed (auth off, embedded database), with room for big prefetches."""
+    """The service as deployed (auth off, embedded database; the default body cap takes the
+    10,000-resource chart)."""
     settings = Settings(
         auth="off",
         database_url=f"sqlite:///{Path(directory) / 'bench.sqlite3'}",
-        max_body_bytes=BIG_BODY_BYTES,
         **overrides,
     )
     return create_app(settings)

@@ -48,7 +48,9 @@ class Settings:
     database_pool_size: int = 5
     database_auto_migrate: bool = True
     served_cards_flush_s: float = 0.5
-    max_body_bytes: int = 1024 * 1024
+    # As much as the FHIR fallback takes in for one call (FetchLimits.max_call_bytes): the
+    # same chart is answered whether the EHR prefetches it or lets the service fetch it.
+    max_body_bytes: int = FetchLimits.max_call_bytes
     max_json_depth: int = 64
     max_prefetch_keys: int = 32
     max_draft_orders: int = 100

@@ -14,7 +14,7 @@ def test_production_defaults_are_safe():
     assert settings.auth == "required"
     assert settings.fhir_server_allowlist == ()
     assert settings.allow_loopback_http is False
-    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.max_body_bytes == 32 * 1024 * 1024
 
 
 def test_development_profile():

@@ -1,12 +1,12 @@
 """Large request bodies are parsed and handled one at a time in each worker process.
 
-A hook call with a long chart in its prefetch (several MB of JSON, only when an operator raises
-``CDS_MAX_BODY_BYTES`` above its 1 MiB default) becomes tens of MB of Python objects while it is
-handled. Two such calls in the same worker at once hold two of those trees and nearly double the
-worker's peak memory, and gain nothing in return: the work is CPU-bound and holds the GIL, so
-interleaving them only makes the first one finish later. So once a body larger than
-:data:`LARGE_BODY_BYTES` has been read (a slow upload never holds the gate), it waits for the
-previous large one in its process to end; smaller bodies never wait.
+A hook call with a long chart in its prefetch (several MB of JSON: discovery asks for every
+Observation, and the body cap, ``CDS_MAX_BODY_BYTES``, is 32 MiB) becomes tens of MB of Python
+objects while it is handled. Two such calls in the same worker at once hold two of those trees
+and nearly double the worker's peak memory, and gain nothing in return: the work is CPU-bound
+and holds the GIL, so interleaving them only makes the first one finish later. So once a body
+larger than :data:`LARGE_BODY_BYTES` has been read (a slow upload never holds the gate), it
+waits for the previous large one in its process to end; smaller bodies never wait.
 
 The gate is released when the request ends, after the view has returned and its parsed body is
 gone. It is held meanwhile even while the call waits for the EHR's FHIR server (a prefetch that

@@ -174,7 +174,7 @@ def test_requests_nginx_refuses_are_operation_outcomes(balancer):
         400: b"GET /cds-services HTTP/1.1\r\nHost: cds\r\nConnection: close\r\nX-Long: "
         + b"a" * 40_000 + b"\r\n\r\n",
         413: b"POST /cds-services/x HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n",
+        b"Content-Type: application/json\r\nContent-Length: 40000000\r\n\r\n",
         405: b"TRACE / HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n\r\n",
         501: b"POST /cds-services/x HTTP/1.1\r\nHost: cds\r\nConnection: close\r\n"
         b"Transfer-Encoding: gzip\r\n\r\n",

@@ -146,7 +146,7 @@ def test_limits_in_the_errors_table_are_the_defaults():
     errors = section("API").split("**Errors.**", 1)[1]
     settings = Settings()
     assert f"nested deeper than {settings.max_json_depth} levels" in errors
-    assert settings.max_body_bytes == 1024 * 1024 and "(1 MiB by default)" in errors
+    assert settings.max_body_bytes == 32 * 1024 * 1024 and "(32 MiB by default)" in errors
 
 
 def test_production_serve_defaults(monkeypatch):

@@ -91,6 +91,9 @@ APP = create_app(
         auth="off",
         database_url=f"sqlite:///{_workdir}/fuzz.sqlite3",
         fhir_server_allowlist=(),
+        # Bodies at and just past the cap are among the generated ones: a cap of 1 MiB keeps
+        # each such example cheap (the default, 32 MiB, would make every one 32 MB).
+        max_body_bytes=1024 * 1024,
     )
 )
 TALLY = Tally(APP.wsgi_app)

@@ -100,7 +100,8 @@ def test_the_card_schema_is_not_vacuous(client):
         ({"data": "[" * 200 + "]" * 200, "content_type": "application/json"}, 400),
         ({"json": {"hook": "patient-view"}}, 400),
         ({"data": "hello", "content_type": "text/plain"}, 415),
-        ({"data": "x" * (1024 * 1024 + 1), "content_type": "application/json"}, 413),
+        ({"data": "x" * (Settings().max_body_bytes + 1), "content_type": "application/json"},
+         413),
     ],
 )
 def test_error_answers_conform(client, kwargs, status):
