@@ -148,11 +148,15 @@ def _is_moud_always(item: Mapping[str, str]) -> bool:
     return "naloxone" in display or "sublingual" in display or "prefilled syringe" in display
 
 
-def _ingredients(shared: Path) -> dict[str, dict[str, str]]:
-    table: dict[str, dict[str, str]] = {}
+def _omtk_products(shared: Path) -> dict[str, dict[str, Any]]:
+    """The OMTK table by product RxCUI: its name and its one opioid ingredient."""
+    table: dict[str, dict[str, Any]] = {}
     with (shared / VALUESETS / "opioid-drug-ingredients.csv").open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            found = {"code": row["ingredient_rxcui"], "name": row["ingredient_name"]}
+            found = {
+                "display": row["drug_name"],
+                "ingredient": {"code": row["ingredient_rxcui"], "name": row["ingredient_name"]},
+            }
             if table.setdefault(row["drug_rxcui"], found) != found:
                 raise ValueError(f"drug {row['drug_rxcui']} has two opioid ingredients")
     return table
@@ -206,12 +210,19 @@ def build_exemptions(shared: Path) -> dict[str, Any]:
 
 def build_opioids(shared: Path) -> dict[str, Any]:
     vs = ValueSet(shared, "opioid-analgesics-with-ambulatory-misuse-potential.json")
-    ingredients = _ingredients(shared)
+    products = _omtk_products(shared)
     codes = []
     for entry in vs.entries():
-        ingredient = ingredients.get(entry["code"]) if entry["system"] == RXNORM else None
-        codes.append({**entry, "ingredient": ingredient} if ingredient else entry)
+        product = products.get(entry["code"]) if entry["system"] == RXNORM else None
+        codes.append({**entry, "ingredient": product["ingredient"]} if product else entry)
     matched = sum("ingredient" in entry for entry in codes)
+    in_value_set = {entry["code"] for entry in codes if entry["system"] == RXNORM}
+    others = [
+        {"system": RXNORM, "code": code, "display": product["display"], "source": "OMTK",
+         "ingredient": product["ingredient"]}
+        for code, product in products.items()
+        if code not in in_value_set
+    ]
     return {
         "title": "Opioid products",
         "description": "Opioid analgesic products (RxNorm SCD/SBD) with ambulatory misuse "
@@ -234,7 +245,23 @@ def build_opioids(shared: Path) -> dict[str, Any]:
                     }
                 ),
                 "codes": codes,
-            }
+            },
+            "opioid-product-omtk": {
+                "description": "An opioid by code beyond that value set (rules.md 'Opioid': "
+                "any dose form, an injectable the value set leaves out included): every other "
+                "product of the OMTK table, which lists RxNorm products with an opioid "
+                "ingredient (injectables, cough and antispasmodic products among them), each "
+                "with that ingredient. Without it, such a product coded without a name would "
+                "be no opioid at all. MOUD products in it are exempted by the moud-* concepts.",
+                "derived_from": {
+                    "path": f"{VALUESETS}/opioid-drug-ingredients.csv",
+                    "table": "OMTKData 3.0.0 DrugIngredients",
+                    "repository": UPSTREAM_REPOSITORY,
+                    "commit": UPSTREAM_COMMIT,
+                    "count": len(others),
+                },
+                "codes": others,
+            },
         },
     }
 

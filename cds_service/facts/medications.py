@@ -169,7 +169,10 @@ def opioid_ingredients(knowledge: Knowledge, drug: DrugDescription) -> frozenset
 
 def opioid_reason(knowledge: Knowledge, drug: DrugDescription) -> str | None:
     return _code_or_name(
-        knowledge, drug, ("opioid-product", "opioid-ingredient"), "opioid-ingredient"
+        knowledge,
+        drug,
+        ("opioid-product", "opioid-product-omtk", "opioid-ingredient"),
+        "opioid-ingredient",
     )
 
 

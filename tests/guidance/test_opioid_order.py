@@ -226,3 +226,23 @@ def test_a_renewal_whose_ingredient_is_not_known_is_still_read_as_one(run, code)
     card, _ = run(medication_request("p1", "m1", code=code), resources=[*COHORT, on_record])
     assert card is not None and "do not stop it abruptly" in card.detail
     assert not any(s.isRecommended for s in card.suggestions)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "864714",  # methadone hydrochloride 10 MG/ML Injectable Solution (CDC MOUD value set)
+        "238129",  # 1 ML buprenorphine 0.3 MG/ML Injection (CDC MOUD value set)
+        "1724276",  # 1 ML hydromorphone hydrochloride 2 MG/ML Injection (OMTK only)
+        "904415",  # nalbuphine hydrochloride 10 MG/ML Injectable Solution (OMTK only)
+        "991486",  # codeine phosphate 2 MG/ML / promethazine ... Oral Solution (OMTK only)
+    ],
+)
+def test_an_opioid_product_outside_the_analgesic_value_set_is_an_opioid_by_code(run, code):
+    """rules.md "Opioid": any dose form, an injectable the value set leaves out included. Coded
+    without a display or text, as EHRs may send a draft, these injectables and sprays were no
+    opioid at all: the CDC analgesic value set leaves them out, and no name was there to read.
+    The OMTK table (every product, with its opioid ingredient) knows them."""
+    card, medication = run(medication_request("p1", "m1", code=code))
+    assert medication.opioid == f"RxNorm {code}" and medication.moud is None
+    assert card is not None

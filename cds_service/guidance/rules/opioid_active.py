@@ -76,6 +76,7 @@ RULE = Rule(
     evaluate=evaluate,
     concepts=(
         "opioid-product",
+        "opioid-product-omtk",
         "opioid-ingredient",
         "moud-always",
         "moud-if-oud",

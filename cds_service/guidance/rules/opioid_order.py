@@ -130,6 +130,7 @@ RULE = Rule(
     evaluate=evaluate,
     concepts=(
         "opioid-product",
+        "opioid-product-omtk",
         "opioid-ingredient",
         "moud-always",
         "moud-if-oud",
