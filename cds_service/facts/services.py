@@ -156,12 +156,16 @@ def diagnostic_report(report: Any, knowledge: Knowledge) -> ServiceOrder:
 
 def _reads_normal(knowledge: Knowledge, conclusion: str | None, coded: list[Any]) -> bool:
     """rules.md: a normal, negative or equivocal result by the conclusion's words or its
-    conclusionCode, and in doubt not. So: no abnormal code or word anywhere, and every coded
+    conclusionCode, and in doubt not. So: no abnormal code or word anywhere (a denial, "no
+    abnormality", names no finding, so it is taken out first), and every coded
     conclusion read as normal by a code or a word of its own (a disorder coded without a
     display is one the service cannot read: in doubt), and something that says normal."""
     words = ([conclusion] if conclusion else []) + texts(coded)
     if knowledge.matches("report-conclusion-abnormal", codings(coded)) or any(
-        knowledge.text_matches("report-abnormal-wording", text) for text in words
+        knowledge.text_matches(
+            "report-abnormal-wording", knowledge.without_terms("report-abnormality-denied", text)
+        )
+        for text in words
     ):
         return False
 

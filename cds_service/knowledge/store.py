@@ -246,6 +246,11 @@ class Knowledge:
             return None
         return found.term_by_key.get(term_key(hit.group(0)), hit.group(0))
 
+    def without_terms(self, concept: str, text: str) -> str:
+        """``text`` with each of the concept's whole-word terms replaced by a space."""
+        found = self._get(concept)
+        return text if found.pattern is None else found.pattern.sub(" ", text)
+
     def text_matches_any(self, concepts: tuple[str, ...], text: str | None) -> bool:
         """True when any of the concepts has a term in `text`, in one regex search.
 

@@ -140,6 +140,14 @@ def test_final_amended_or_corrected_report_counts(run, status):
     "Findings not normal; follow-up advised.",
     "Cam-type dysplasia.",
     "Abnormal sclerosis of the acetabulum.",
+    # The same findings in the plural, or as a noun ("in doubt, not normal"): a clinical review
+    # found each of these read as normal, and the MRI card fired.
+    "Normal alignment. Bilateral hip effusions.",
+    "Joint spaces normal. Multiple lytic lesions in the left iliac wing.",
+    "Unremarkable hips. Erosions at the pubic symphysis.",
+    "Normal bone density. Old healed fractures of the right pubic rami.",
+    "Abnormality of the left femoral head; otherwise normal.",
+    "No abnormality of the right hip. Abnormality of the left femoral head.",
 ])
 def test_abnormal_wording_silences(run, conclusion):
     resources = [patient("p1"), *cohort_conditions("p1"), report("xr1", conclusion=conclusion),
@@ -149,6 +157,7 @@ def test_abnormal_wording_silences(run, conclusion):
 
 @pytest.mark.parametrize("conclusion", [
     "No abnormality detected.",
+    "No abnormalities. Normal hips.",  # "abnormalities" denied is not a finding
     "Unremarkable pelvis and hips.",
     "Equivocal joint space; otherwise normal.",
     "NEGATIVE",

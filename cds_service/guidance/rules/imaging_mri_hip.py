@@ -138,6 +138,7 @@ RULE = Rule(
         "report-conclusion-abnormal",
         "report-normal-wording",
         "report-abnormal-wording",
+        "report-abnormality-denied",
         "hip-soft-tissue",
         "mri-hip",
         "mri-lower-extremity-joint-cpt",
