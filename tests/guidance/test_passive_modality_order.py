@@ -157,6 +157,9 @@ def test_each_passive_modality_is_recognised(run, order, kind):
         "Lumbar brace, prefabricated",  # a back brace by another name: it drew no card
         "Lumbosacral brace",
         "Lumbar-sacral brace, custom",
+        "Lumbosacral support",  # a lumbar support by its lumbar-sacral name: no card before
+        "Lumbar-sacral support belt",
+        "Lumbar-sacral braces",
     ],
 )
 def test_lumbar_sacral_and_plural_brace_texts_are_recognised(run, text):
