@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.api.errors import ApiError, register_error_handlers, try_again_later
@@ -175,6 +175,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_authenticate)
     install_large_body_gate(app)
     app.after_request(_cors)
+    app.after_request(_release_jti_of_a_503)
     app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
@@ -215,7 +216,22 @@ def _authenticate() -> None:
             code="login",
             headers={"WWW-Authenticate": 'Bearer realm="cds-services"'},
         ) from None
+    g.verified_claims = claims
     logger.debug("authenticated", extra={"iss": claims.get("iss")})
+
+
+def _release_jti_of_a_503(response: Response) -> Response:
+    """A 503 ("retry later") says that nothing was done and the same request may be sent again;
+    its token's ``jti``, claimed on the way in, is given back so that the resend is no replay.
+    Best effort: the database that failed the request may fail this too (then the EHR's resend
+    needs a new token, as most EHRs sign one per request anyway)."""
+    claims = g.pop("verified_claims", None)
+    if response.status_code == 503 and claims is not None:
+        try:
+            current_app.extensions["cds"].verifier.release(claims)
+        except Exception as error:  # the answer is already a 503: it stays one
+            logger.warning("jti not released", extra={"error": type(error).__name__})
+    return response
 
 
 def _cors(response: Response) -> Response:

@@ -44,6 +44,10 @@ class ReplayCache(Protocol):
         """Record ``(iss, jti)`` until ``expires_at``; return False if it was already recorded."""
         ...
 
+    def forget(self, iss: str, jti: str) -> None:
+        """Forget ``(iss, jti)``: its request did nothing (a 503), so it may be sent again."""
+        ...
+
 
 class MemoryReplayCache:
     """Thread-safe, single-process replay cache.
@@ -67,6 +71,10 @@ class MemoryReplayCache:
             self._entries[key] = expires_at
             heapq.heappush(self._heap, (expires_at, key))
             return True
+
+    def forget(self, iss: str, jti: str) -> None:
+        with self._lock:  # its heap entry stays, and is skipped when it comes up
+            self._entries.pop((iss, jti), None)
 
     def _purge(self, now: float) -> None:
         while self._heap and self._heap[0][0] < now:
@@ -137,6 +145,9 @@ class DatabaseReplayCache:
             .limit(PURGE_BATCH)
         )
         self._purge = delete(jwt_replay).where(key.in_(expired))
+        self._forget = delete(jwt_replay).where(
+            jwt_replay.c.iss == bindparam("iss"), jwt_replay.c.jti == bindparam("jti")
+        )
 
     def add_if_new(self, iss: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
@@ -151,6 +162,15 @@ class DatabaseReplayCache:
         if self._purge_due(now):
             self._purge_expired(now)
         return is_new
+
+    def forget(self, iss: str, jti: str) -> None:
+        self.database.run(
+            lambda conn: conn.execute(self._forget, {"iss": iss, "jti": jti}),
+            relaxed=True,
+            retry=RETRY,
+            lock_wait_s=LOCK_WAIT_S,
+            statement_s=LOCK_WAIT_S,
+        )
 
     def _purge_expired(self, now: float) -> None:
         """Delete up to :data:`PURGE_BATCH` expired rows, in a transaction of its own after the

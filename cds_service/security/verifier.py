@@ -177,6 +177,11 @@ class JwtVerifier:
         self._check_replay(issuer_keys.issuer.iss, payload["jti"], exp)
         return payload
 
+    def release(self, claims: dict[str, Any]) -> None:
+        """Give back the ``jti`` of claims :meth:`verify` returned: their request did nothing
+        (it was answered 503, "retry later"), so the same token may be sent again."""
+        self._replay_cache.forget(claims["iss"], claims["jti"])
+
     # -- steps ----------------------------------------------------------------------------------
 
     @staticmethod

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+from sqlalchemy.exc import OperationalError
 
 from cds_service import create_app
 from cds_service.api.openapi import openapi_document
@@ -262,3 +263,26 @@ def test_a_discovery_url_with_a_trailing_slash_works_as_the_sandbox_uses_it(secu
     other = "/cds-services//hypermobility-pain-order-sign"  # another endpoint's URL is not
     wrong = secured.post(doubled, json=make_request(), headers=auth(token(key, other)))
     assert wrong.status_code == 401
+
+
+def test_feedback_answered_503_may_be_sent_again_with_the_same_token(secured, key, monkeypatch):
+    """503 + Retry-After says nothing was done and the same request may come again; its jti
+    was already claimed, so the resend was refused as a replay (401) and the feedback lost."""
+    store = secured.application.extensions["cds"].store
+    real, calls = store.add_feedback, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "add_feedback", fails_once)
+    path = PV + "/feedback"
+    headers = auth(token(key, path))
+    body = {"feedback": [{"card": "c", "outcome": "overridden",
+                          "outcomeTimestamp": "2026-11-20T10:00:00Z"}]}
+    first = secured.post(path, json=body, headers=headers)
+    assert first.status_code == 503 and first.headers["Retry-After"]
+    assert secured.post(path, json=body, headers=headers).status_code == 200
+    assert secured.post(path, json=body, headers=headers).status_code == 401  # now spent

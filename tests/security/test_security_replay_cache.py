@@ -45,6 +45,18 @@ def test_add_if_new_semantics(cache_and_clock):
     assert cache.add_if_new("https://other.example", "a", exp) is True
 
 
+def test_a_forgotten_pair_is_new_again_and_only_that_pair(cache_and_clock):
+    """A request that did nothing (503) gives its jti back, so the EHR may send it again."""
+    cache, clock = cache_and_clock
+    exp = clock.now + 100
+    assert cache.add_if_new(ISS, "a", exp) and cache.add_if_new(ISS, "b", exp)
+    cache.forget(ISS, "a")
+    cache.forget(ISS, "never-seen")  # nothing to forget: no error
+    assert cache.add_if_new(ISS, "a", exp) is True
+    assert cache.add_if_new(ISS, "a", exp) is False
+    assert cache.add_if_new(ISS, "b", exp) is False
+
+
 def test_entries_kept_until_expiry_then_purged(cache_and_clock):
     cache, clock = cache_and_clock
     expires_at = clock.now + 100
