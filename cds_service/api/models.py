@@ -85,6 +85,13 @@ class FhirAuthorization(_CdsObject):
     subject: str = Field(min_length=1)
     patient: str | None = None
 
+    @field_validator("token_type", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        """CDS Hooks fixes "Bearer", but RFC 6749 (section 5.1) reads token types in any case,
+        and EHRs pass on what their authorization server wrote ("bearer")."""
+        return "Bearer" if isinstance(value, str) and value.lower() == "bearer" else value
+
 
 class BundleEntry(_Open):
     resource: dict[str, Any] | None = None

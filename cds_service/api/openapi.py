@@ -209,7 +209,8 @@ _REQUEST_SCHEMAS: dict[str, Any] = {
         "required": ["access_token", "token_type", "expires_in", "scope", "subject"],
         "properties": {
             "access_token": {"type": "string", "pattern": BEARER_TOKEN},
-            "token_type": {"const": "Bearer"},
+            "token_type": {"type": "string", "pattern": "^[Bb][Ee][Aa][Rr][Ee][Rr]$",
+                           "description": "Bearer, in any case (RFC 6749 section 5.1)"},
             "expires_in": {"type": "integer", "minimum": 0},
             "scope": _TEXT,
             "subject": _TEXT,

@@ -351,6 +351,25 @@ def test_bearer_tokens_of_every_common_form_are_accepted(client, make_request, v
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("value", ["bearer", "BEARER", "Bearer"])
+def test_token_type_bearer_is_read_in_any_case(client, make_request, value):
+    """RFC 6749 section 5.1: token_type is case-insensitive, and EHRs pass on what their
+    authorization server says ("bearer"); the whole call was refused (400)."""
+    body = make_request(fhirServer="https://fhir.example.test/r4", fhirAuthorization={
+        "access_token": "t", "token_type": value, "expires_in": 60, "scope": "user/*.read",
+        "subject": "cds"})
+    response = client.post(PV, json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("value", ["Basic", "mac", "", 1, None])
+def test_token_type_other_than_bearer_is_refused(client, make_request, value):
+    body = make_request(fhirServer="https://fhir.example.test/r4", fhirAuthorization={
+        "access_token": "t", "token_type": value, "expires_in": 60, "scope": "user/*.read",
+        "subject": "cds"})
+    assert "fhirAuthorization.token_type" in outcome(client.post(PV, json=body), 400)
+
+
 @pytest.mark.parametrize("value", ["300", True, 1.5])
 def test_expires_in_must_be_an_integer(client, make_request, value):
     body = make_request(fhirServer="https://fhir.example.test/r4", fhirAuthorization={
