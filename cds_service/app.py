@@ -85,6 +85,14 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
         )
     if not settings.public_base_urls:
         raise SettingsError("CDS_AUTH=required needs CDS_PUBLIC_BASE_URL (the JWT audience)")
+    unusable = [url for url in settings.public_base_urls if not _a_base_url(url)]
+    if unusable:
+        # The audience is the base URL with the endpoint's path after it: none of these could
+        # ever be named by a token, and every call would be a 401.
+        raise SettingsError(
+            f"CDS_PUBLIC_BASE_URL must be a base URL (scheme, host, optional port and path; no "
+            f"query, fragment or user info): {unusable}"
+        )
     plain = [url for url in settings.public_base_urls if not _over_tls_or_loopback(url)]
     if plain and settings.profile == "production":
         # CDS Hooks requires TLS for every call: a token whose aud is a plain-http URL was sent
@@ -98,6 +106,12 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
         return JwtVerifier(issuers, replay_cache=DatabaseReplayCache(database, migrate=False))
     except (ValueError, TypeError) as error:
         raise SettingsError(f"CDS_TRUSTED_ISSUERS(_FILE): {error}") from None
+
+
+def _a_base_url(url: str) -> bool:
+    """A URL that an endpoint's path can follow: a host, and no user info, query or fragment."""
+    parsed = urlsplit(url)
+    return bool(parsed.hostname) and "@" not in parsed.netloc and not any(c in url for c in "?#")
 
 
 def _over_tls_or_loopback(url: str) -> bool:
@@ -151,10 +165,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         max_workers=settings.fhir_max_workers,
     )
-    bad_entries = validate_allowlist(settings.fhir_server_allowlist)
+    bad_entries = validate_allowlist(
+        settings.fhir_server_allowlist, allow_loopback_http=settings.allow_loopback_http
+    )
     if bad_entries:
         raise SettingsError(
-            f"CDS_FHIR_SERVER_ALLOWLIST has entries that can never match: {bad_entries}"
+            f"CDS_FHIR_SERVER_ALLOWLIST has entries that can never match (not an https URL "
+            f"prefix; plain http only to loopback, in the development profile): {bad_entries}"
         )
     database = open_database(settings)
     app.extensions["cds"] = ServiceState(

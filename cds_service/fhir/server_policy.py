@@ -161,15 +161,24 @@ def _parse_entry(entry: str) -> _Origin | None:
         return None
 
 
-def validate_allowlist(allowlist: Sequence[str]) -> list[str]:
-    """Return the allowlist entries that can never match (so app start-up can fail loudly).
+def validate_allowlist(allowlist: Sequence[str], *, allow_loopback_http: bool) -> list[str]:
+    """Return the allowlist entries that can never match (so app start-up can fail loudly):
+    those that are no URL prefix, and plain-http ones that :func:`check_fhir_server`'s scheme
+    rule refuses whatever the allowlist says.
 
     An invalid entry is silently ineffective in :func:`check_fhir_server` (it refuses rather
     than crashing a clinical request), which is why configuration should be checked here once.
     """
     if isinstance(allowlist, str):
         return [allowlist]
-    return [e for e in allowlist if e != WILDCARD and _parse_entry(e) is None]
+
+    def never_matches(entry: str) -> bool:
+        origin = _parse_entry(entry)
+        return origin is None or (
+            origin.scheme == "http" and not (allow_loopback_http and is_loopback(origin.host))
+        )
+
+    return [e for e in allowlist if e != WILDCARD and never_matches(e)]
 
 
 def check_fhir_server(url: str, allowlist: Sequence[str], *, allow_loopback_http: bool) -> str:

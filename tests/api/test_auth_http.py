@@ -191,11 +191,29 @@ def test_a_bad_trusted_issuer_setting_names_its_variable(settings, overrides, ne
                                            **overrides))
 
 
-def test_allowlist_entry_that_can_never_match_refuses_to_start(settings):
+@pytest.mark.parametrize("entry", ["fhir.example.org", "http://fhir.example.org/r4"])
+def test_allowlist_entry_that_can_never_match_refuses_to_start(settings, entry):
+    """A plain-http entry passed in production, where the scheme rule refuses every call to it
+    (412): found by review."""
     from cds_service.settings import SettingsError
 
     with pytest.raises(SettingsError, match="ALLOWLIST"):
-        create_app(settings.with_overrides(fhir_server_allowlist=("fhir.example.org",)))
+        create_app(settings.with_overrides(fhir_server_allowlist=(entry,)))
+
+
+@pytest.mark.parametrize("url", ["https://cds.example.org/x?tenant=1",
+                                 "https://cds.example.org/#frag", "https://",
+                                 "https://user@cds.example.org"])
+def test_a_public_url_no_audience_can_name_refuses_to_start(settings, key, url):
+    """The audience is the base URL with the endpoint's path after it: with a query, a
+    fragment, user info or no host, no token could ever name it, and every call was a 401
+    with no detail (found by review)."""
+    from cds_service.settings import SettingsError
+
+    issuers = json.dumps({"issuers": [{"iss": ISS, "jwks": key[1]}]})
+    with pytest.raises(SettingsError, match="CDS_PUBLIC_BASE_URL"):
+        create_app(settings.with_overrides(auth="required", trusted_issuers_json=issuers,
+                                           public_base_urls=(url,)))
 
 
 def test_token_for_any_public_base_url_is_accepted_once(settings, key, make_request):

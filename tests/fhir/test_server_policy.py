@@ -163,8 +163,18 @@ def test_string_allowlist_is_a_type_error() -> None:
 def test_invalid_entries_never_match_and_are_reported() -> None:
     bad = ["fhir.example.org", "https://u:p@fhir.example.org", "ftp://x"]
     assert "allowlist" in refused("https://fhir.example.org", bad)
-    assert validate_allowlist(bad + ["*", "https://ok.example/r4"]) == bad
-    assert validate_allowlist(ALLOW) == []
+    entries = bad + ["*", "https://ok.example/r4"]
+    assert validate_allowlist(entries, allow_loopback_http=False) == bad
+    assert validate_allowlist(ALLOW, allow_loopback_http=False) == []
+
+
+def test_a_plain_http_entry_that_the_scheme_rule_refuses_is_reported() -> None:
+    """A review found CDS_FHIR_SERVER_ALLOWLIST=http://fhir.example.org/r4 accepted at start-up
+    in production, where every call naming that server was then refused (412)."""
+    remote, local = "http://fhir.example.org/r4", "http://127.0.0.1:8080/fhir"
+    assert "https" in refused(remote, [remote], loopback=False)
+    assert validate_allowlist([remote, local], allow_loopback_http=False) == [remote, local]
+    assert validate_allowlist([remote, local], allow_loopback_http=True) == [remote]
 
 
 def test_reason_does_not_echo_the_url() -> None:
