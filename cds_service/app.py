@@ -51,7 +51,7 @@ class ServiceState:
     verifier: JwtVerifier | None
 
 
-def build_verifier(settings: Settings, database: Database | None = None) -> JwtVerifier | None:
+def build_verifier(settings: Settings, database: Database) -> JwtVerifier | None:
     """The JWT verifier for ``CDS_AUTH=required``; None when authentication is off.
 
     Its ``jti`` replay table lives in the service database, so a token replayed to another
@@ -101,7 +101,6 @@ def build_verifier(settings: Settings, database: Database | None = None) -> JwtV
             f"CDS_PUBLIC_BASE_URL must use https in the production profile (loopback may use "
             f"http, for a TLS proxy on the same host): {plain}"
         )
-    database = database or open_database(settings)
     try:  # the issuers' key sets are read here
         return JwtVerifier(issuers, replay_cache=DatabaseReplayCache(database, migrate=False))
     except (ValueError, TypeError) as error:
@@ -122,15 +121,32 @@ def _over_tls_or_loopback(url: str) -> bool:
     return parsed.scheme == "http" and is_loopback(parsed.hostname or "")
 
 
-def open_database(settings: Settings) -> Database:
-    """The database behind ``CDS_DATABASE_URL``, its schema current before anything is served.
-
-    Runs in the gunicorn master before workers fork; connections are opened per worker later.
+def checked_configuration(settings: Settings) -> tuple[Database, JwtVerifier | None]:
+    """The database (not yet opened) and the JWT verifier, once every setting that can be
+    checked without the database has been: the FHIR server allowlist, the database URL, the
+    trusted issuers and their key sets, the public base URLs. ``serve`` runs this before it
+    migrates, so that a release that cannot start leaves a shared database as it found it.
     """
+    bad_entries = validate_allowlist(
+        settings.fhir_server_allowlist, allow_loopback_http=settings.allow_loopback_http
+    )
+    if bad_entries:
+        raise SettingsError(
+            f"CDS_FHIR_SERVER_ALLOWLIST has entries that can never match (not an https URL "
+            f"prefix; plain http only to loopback, in the development profile): {bad_entries}"
+        )
     try:
         database = Database(settings.database_url, pool_size=settings.database_pool_size)
     except DatabaseConfigError as error:
         raise SettingsError(str(error)) from None
+    return database, build_verifier(settings, database)
+
+
+def prepare_schema(settings: Settings, database: Database) -> None:
+    """Bring the schema up to date, or check that it is, before anything is served.
+
+    Runs in the gunicorn master before workers fork; connections are opened per worker later.
+    """
     try:
         if settings.database_auto_migrate:
             database.upgrade()
@@ -140,12 +156,12 @@ def open_database(settings: Settings) -> Database:
         raise SettingsError(str(error)) from None
     except SQLAlchemyError as error:  # unreachable server, bad credentials, read-only file...
         raise SettingsError(cannot_open(database, error)) from None
-    return database
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     keep_url_loggers_quiet()  # no patient id in logs, even through a library's warning
+    database, verifier = checked_configuration(settings)
     knowledge = load_knowledge()
     app = Flask(__name__)
     # One byte over the cap: a body without Content-Length (chunked) is read up to this limit
@@ -165,15 +181,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         max_workers=settings.fhir_max_workers,
     )
-    bad_entries = validate_allowlist(
-        settings.fhir_server_allowlist, allow_loopback_http=settings.allow_loopback_http
-    )
-    if bad_entries:
-        raise SettingsError(
-            f"CDS_FHIR_SERVER_ALLOWLIST has entries that can never match (not an https URL "
-            f"prefix; plain http only to loopback, in the development profile): {bad_entries}"
-        )
-    database = open_database(settings)
+    prepare_schema(settings, database)
     app.extensions["cds"] = ServiceState(
         settings=settings,
         knowledge=knowledge,
@@ -181,7 +189,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         store=FeedbackStore(
             database, served_flush_s=settings.served_cards_flush_s, migrate=False
         ),
-        verifier=build_verifier(settings, database),
+        verifier=verifier,
     )
     register_error_handlers(app)
     install_metrics(app, metrics)  # first: its timer starts before authentication runs

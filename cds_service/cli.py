@@ -62,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from cds_service import create_app
     from cds_service.api import server_refusals
+    from cds_service.app import checked_configuration
     from cds_service.logs import configure_logging
     from cds_service.security.verifier import MAX_TOKEN_CHARS
     from cds_service.settings import Settings, SettingsError
@@ -81,6 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
                     f"http://{host}:{args.port}" for host in ("localhost", "127.0.0.1")
                 )
             )
+        checked_configuration(settings)  # before the database is touched
         if settings.database_auto_migrate:
             migrated = _migrate_in_own_process()
             if migrated != 0:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -40,3 +42,22 @@ def test_serve_listens_on_ipv6_loopback(tmp_path):
     server.url = f"http://[::1]:{port}"  # what ServedProcess waits on, and the test asks
     with server:
         assert requests.get(server.url + "/cds-services", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("env", [
+    {},  # production: authentication required, and no trusted issuer
+    {"CDS_AUTH": "off", "CDS_FHIR_SERVER_ALLOWLIST": "http://fhir.example.org/r4"},
+])
+def test_serve_refuses_bad_settings_before_it_migrates_the_database(tmp_path, env):
+    """A release that cannot start must leave the shared database as it found it: serve
+    migrated first and checked the settings after (found by review)."""
+    database = tmp_path / "fresh.sqlite3"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    environment.update(env, CDS_DATABASE_URL=f"sqlite:///{database}")
+    done = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(free_port())],
+        env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "configuration error" in done.stderr
+    assert not database.exists()

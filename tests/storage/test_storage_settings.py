@@ -82,7 +82,10 @@ def test_app_reports_an_unreachable_database_as_a_configuration_error():
 def test_the_commands_report_an_unreachable_database_in_one_line(command):
     """`serve` migrates in a child process (`db upgrade`): its failure must read as the app's
     own does, not as a traceback."""
-    env = {**os.environ, "CDS_DATABASE_URL": "postgresql://cds:pw@127.0.0.1:1/cds"}
+    # Authentication off: the settings are checked before the database (serve refuses a bad
+    # configuration before it migrates), and without issuers that check would fail first.
+    env = {**os.environ, "CDS_DATABASE_URL": "postgresql://cds:pw@127.0.0.1:1/cds",
+           "CDS_AUTH": "off"}
     env.pop("CDS_PROFILE", None)
     done = subprocess.run(
         [sys.executable, "-m", "cds_service.cli", *command],
