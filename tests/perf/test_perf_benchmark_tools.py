@@ -207,8 +207,10 @@ def test_in_process_results_carry_the_floor_and_the_table_shows_it(monkeypatch):
             floor = per_size[size]["floor"]
             assert floor["response_bytes"] > 0 and floor["p50_ms"] > 0
             assert floor["runs_p50_ms"] == [floor["p50_ms"]]
+        # Each figure is rounded to 0.01, so their quotient is off by up to about 1%.
         assert per_size["scaling_over_floor"] == pytest.approx(
-            per_size["scaling_1k_to_10k"] / per_size["floor_scaling_1k_to_10k"], abs=0.01)
+            per_size["scaling_1k_to_10k"] / per_size["floor_scaling_1k_to_10k"],
+            rel=0.01, abs=0.01)
     results = {"machine": {"nproc": 2, "cpu_model": "x", "python": "3", "loadavg_start": [0]},
                "options": {"repeats": 1}, "in_process": in_process}
     results["targets"] = verdicts(results)
