@@ -62,7 +62,6 @@ def make_request() -> Callable[..., dict[str, Any]]:
             },
         }
         if hook != "patient-view":
-            body["prefetch"].pop("medications")
             body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": []}
         if hook == "order-select":
             body["context"]["selections"] = ["MedicationRequest/none"]

@@ -3,9 +3,10 @@
 Prefetch templates use only CDS Hooks 2.0 tokens (``{{context.patientId}}``; no ``today()``,
 which is a 3.0 ballot feature) and plain FHIR search that real servers accept. They ask only for
 what the rules read: the Patient (age, for the Beighton age bands), Conditions, Observations,
-MedicationRequests (patient-view only: active opioids), ServiceRequests, DiagnosticReports and
-Procedures (rehabilitation, imaging, hospice care, assessments). Observations are not filtered by
-code because EHRs file the Beighton score under local codes.
+active MedicationRequests (opioids taken: flagged in patient-view, and a drafted opioid the
+patient already takes is a renewal, for which opioid-order advises a taper), ServiceRequests,
+DiagnosticReports and Procedures (rehabilitation, imaging, hospice care, assessments).
+Observations are not filtered by code because EHRs file the Beighton score under local codes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ _COMMON = {
     "patient": "Patient/{{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}",
     "observations": "Observation?patient={{context.patientId}}",
+    "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
     "servicerequests": "ServiceRequest?patient={{context.patientId}}",
     "diagnosticreports": "DiagnosticReport?patient={{context.patientId}}",
     "procedures": "Procedure?patient={{context.patientId}}",
@@ -57,7 +59,6 @@ SERVICES: dict[str, ServiceDefinition] = {
             "Ehlers-Danlos syndrome) and chronic low back or hip pain: recommends intensive "
             "multidisciplinary rehabilitation, flags active opioid prescriptions, suggests "
             "radiographs before MRI, and lists assessments that are often missed.",
-            medications="MedicationRequest?patient={{context.patientId}}&status=active",
         ),
         _service(
             "hypermobility-pain-order-select",

@@ -43,14 +43,13 @@ def request_for(hook, conditions, *, drafts=(), services=(), selections=None):
             "patient": patient("p1"),
             "conditions": bundle(*conditions),
             "observations": bundle(),
+            "medications": bundle(),
             "servicerequests": bundle(*services),
             "diagnosticreports": bundle(),
             "procedures": bundle(),
         },
     }
-    if hook == "patient-view":
-        body["prefetch"]["medications"] = bundle()
-    else:
+    if hook != "patient-view":
         body["context"]["draftOrders"] = draft_orders(*drafts)
     if selections is not None:
         body["context"]["selections"] = selections
@@ -212,6 +211,21 @@ def test_a_recorded_order_without_intent_is_still_invalid(client):
     assert "opioid-active" in rule_ids(client.post(PV, json=body))
     del opioid["intent"]
     assert "opioid-active" not in rule_ids(client.post(PV, json=body))
+
+
+@pytest.mark.parametrize("path,hook", [(SIGN, "order-sign"), (SELECT, "order-select")])
+def test_a_drafted_opioid_the_patient_already_takes_gets_taper_advice(core_client, path, hook):
+    """The order services asked for no MedicationRequests, so over HTTP every drafted opioid
+    was a new one and the renewal of a long prescription drew "replace with acetaminophen"
+    (found by review): the taper advice existed only in unit tests."""
+    taken = medication_request("p1", "taken", code="1049621", status="active")
+    draft = medication_request("p1", "oxy", code="1049621")
+    body = request_for(hook, cohort_conditions("p1"), drafts=[draft],
+                       selections=["MedicationRequest/oxy"] if hook == "order-select" else None)
+    body["prefetch"]["medications"] = bundle(taken)
+    [card] = core_client.post(path, json=body).get_json()["cards"]
+    assert "do not stop it abruptly" in card["detail"]
+    assert not any(s.get("isRecommended") for s in card["suggestions"])
 
 
 def test_opioid_by_cdc_product_code(core_client):

@@ -33,10 +33,14 @@ def test_prefetch_uses_only_2_0_tokens_and_plain_searches(client):
             ), template
 
 
-def test_patient_view_alone_asks_for_medications(client):
-    services = {s["id"]: s for s in client.get("/cds-services").get_json()["services"]}
-    assert "medications" in services["hypermobility-pain-patient-view"]["prefetch"]
-    assert "medications" not in services["hypermobility-pain-order-sign"]["prefetch"]
+def test_every_service_asks_for_the_active_medications(client):
+    """patient-view flags active opioids; the order services tell a renewal (a drafted opioid
+    the patient already takes: opioid-order advises a taper, not a replacement) from a new
+    opioid. They asked for no MedicationRequests, so in production every draft was new."""
+    for service in client.get("/cds-services").get_json()["services"]:
+        assert service["prefetch"]["medications"] == (
+            "MedicationRequest?patient={{context.patientId}}&status=active"
+        ), service["id"]
 
 
 def test_no_empty_values_in_discovery(client):

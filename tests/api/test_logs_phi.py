@@ -26,7 +26,8 @@ def test_full_run_logs_no_phi(client, log_lines):
     responses.get(f"{FHIR}/Patient/{PATIENT_ID}", json=patient)
     responses.get(re.compile(rf"{re.escape(FHIR)}/Condition\?.*"),
                   json=bundle(*cohort_conditions(PATIENT_ID)))
-    for kind in ("Observation", "ServiceRequest", "DiagnosticReport", "Procedure"):
+    for kind in ("Observation", "MedicationRequest", "ServiceRequest", "DiagnosticReport",
+                 "Procedure"):
         responses.get(re.compile(rf"{re.escape(FHIR)}/{kind}\?.*"), json=bundle())
     hook_instance = str(uuid.uuid4())
     body = {

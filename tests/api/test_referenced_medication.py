@@ -108,7 +108,6 @@ def test_a_draft_order_s_referenced_medication_is_read_too(client):
     responses.get(f"{FHIR}/Medication/oxy", json=OXYCODONE)
     draft = {**active_order_of("Medication/oxy"), "id": "draft-1", "status": "draft"}
     body = call(bundle(), hook="order-sign", fhirServer=FHIR)
-    body["prefetch"].pop("medications")
     body["context"]["draftOrders"] = draft_orders(draft)
     response = client.post("/cds-services/hypermobility-pain-order-sign", json=body)
     assert "opioid-order" in rules(response)
