@@ -36,6 +36,14 @@ EXEMPTION_CONCEPTS: dict[str, str] = {
 }
 
 
+# MedicationRequest.intent (FHIR R4) values that make a record a prescription, as rules.md's
+# "active opioid prescription" means: a proposal, a plan or an option in a protocol is no order
+# to dispense (the CDC opioid IG reads intent = order). Draft orders are read whatever it says.
+PRESCRIPTION_INTENTS = frozenset(
+    {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
+)
+
+
 def ordered(requests: Iterable[Any]) -> list[Any]:
     """The requests that ask for something to be done. A MedicationRequest or ServiceRequest
     with ``doNotPerform`` says the drug or service must *not* be given (FHIR R4): it is no
@@ -114,7 +122,7 @@ def build_facts(
             adrenal_insufficiency=adrenal,
         )
         for order in ordered(record.medication_requests)
-        if order.status == "active"
+        if order.status == "active" and order.intent in PRESCRIPTION_INTENTS
     )
 
     beighton = most_recent_beighton(record.observations, knowledge, born, today, settings)

@@ -1,8 +1,9 @@
 """opioid-active (patient-view).
 
 When: the patient is in cohort, is not opioid-exempt (cancer, sickle cell disease, palliative or
-hospice care), and has an active opioid MedicationRequest on record (medications for opioid use
-disorder are never flagged).
+hospice care), and has an active opioid MedicationRequest on record whose intent makes it a
+prescription (an order, not a proposal or plan: facts.build.PRESCRIPTION_INTENTS; medications
+for opioid use disorder are never flagged).
 Then: a warning that opioids should not be used for musculoskeletal pain in hypermobility, and
 that the plan should be to taper and stop, gradually (stopping abruptly harms patients, CDC
 2022). No suggestions; the card links to its sources.
