@@ -102,6 +102,10 @@ def test_non_systemic_products_are_not_flagged(run, order):
         "betamethasone dipropionate 0.05% shampoo",
         "triamcinolone 10 mg/mL intralesional injection",  # into a lesion, like intra-articular
         "dexamethasone 0.7 mg intravitreal implant",
+        # RxNorm's names of an intravitreal implant and a medicated pad, which name no route:
+        # both were flagged as systemic (found by a clinical review).
+        "dexamethasone 0.7 MG Drug Implant",
+        "hydrocortisone acetate 1 % Medicated Pad",
         "triamcinolone intranasal spray",
     ],
 )
