@@ -7,6 +7,7 @@ every replica. The default development stack must keep working alongside it.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[2]
+SANDBOX_JWKS = REPO / "cds_service" / "security" / "keys" / "sandbox-jwks.json"
 _VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
 
@@ -169,3 +171,38 @@ def test_readme_ports_and_loader(services):
     assert "hypermobility-cds load-fixtures --fhir-server http://hapi:8080/fhir" in " ".join(
         loader["command"] if isinstance(loader["command"], list) else [loader["command"]]
     )
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """``${VAR:-default}`` as compose interpolates it with ``env`` set."""
+    return _VAR.sub(lambda m: env.get(m.group(1)) or m.group(2) or "", value)
+
+
+def test_the_documented_production_switch_gives_settings_the_service_accepts(
+    services, tmp_path
+):
+    """The replicas' comment says how to run the stack in production. A review found that the
+    replicas then refused to start: their FHIR allowlist was a fixed plain-http URL, which the
+    production profile can never use (startup now refuses such entries)."""
+    from cds_service.app import checked_configuration
+    from cds_service.settings import Settings
+
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text(json.dumps({"issuers": [
+        {"iss": "https://ehr.example.org", "jwks_file": str(SANDBOX_JWKS)}]}))
+    switch = {
+        "CDS_SCALE_PROFILE": "production",
+        "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+        "CDS_SCALE_PUBLIC_URL": "https://cds.example.org",
+        "CDS_SCALE_FHIR_ALLOWLIST": "https://fhir.example.org/r4",
+    }
+    comment = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
+    for variable in switch:
+        assert variable in comment  # each is named where the stack is described
+    for name, service in _scale(services).items():
+        if not name.startswith("cds-") or name == "cds-migrate":
+            continue
+        env = {k: _interpolate(str(v), switch) for k, v in service["environment"].items()}
+        settings = Settings.from_env(env)
+        assert settings.profile == "production", name
+        checked_configuration(settings)  # raises SettingsError if the replica would not start
