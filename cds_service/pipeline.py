@@ -25,7 +25,7 @@ from cds_service.api.models import (
     problems,
 )
 from cds_service.api.services import ServiceDefinition
-from cds_service.facts.build import build_facts, ordered
+from cds_service.facts.build import build_facts, ordered, prescriptions
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import DataUnavailable, gather
 from cds_service.fhir.record import build_record, is_relevant, validate
@@ -164,12 +164,17 @@ class HookPipeline:
                 record.add(model)
             else:
                 drafts.append(model)
-        # The orders the facts read: a doNotPerform one is none (facts.build.ordered), so its
-        # Medication is not fetched, and cannot fail the call.
-        orders = ordered([
-            *record.medication_requests,
-            *(d for d in drafts if d.get_resource_type() == "MedicationRequest"),
-        ])
+        # The Medications of the orders the facts read, and only those, are fetched (a failed
+        # read fails the call): the drafts (facts.build.ordered: no doNotPerform one), and the
+        # prescriptions on record (facts.build.prescriptions), which the order hooks read only
+        # to tell a drafted drug's renewal, so not when no drug is drafted.
+        drafted = ordered(d for d in drafts if d.get_resource_type() == "MedicationRequest")
+        on_record = (
+            prescriptions(record.medication_requests)
+            if drafted or service.hook == "patient-view"
+            else []
+        )
+        orders = [*on_record, *drafted]
         missing = missing_medications(orders, record.medications)
         reads = read_medications(
             missing,

@@ -51,6 +51,16 @@ def ordered(requests: Iterable[Any]) -> list[Any]:
     return [r for r in requests if not getattr(r, "doNotPerform", None)]
 
 
+def prescriptions(requests: Iterable[Any]) -> list[Any]:
+    """The MedicationRequests on record that are prescriptions the patient has now: active,
+    ordered (:func:`ordered`), and with an intent that makes them an order
+    (:data:`PRESCRIPTION_INTENTS`)."""
+    return [
+        r for r in ordered(requests)
+        if r.status == "active" and r.intent in PRESCRIPTION_INTENTS
+    ]
+
+
 def _with(facts: Iterable[ConditionFact], concept: str, *, active: bool = True) -> tuple:
     return tuple(f for f in facts if concept in f.concepts and (f.active or not active))
 
@@ -121,8 +131,7 @@ def build_facts(
             has_oud=has_oud,
             adrenal_insufficiency=adrenal,
         )
-        for order in ordered(record.medication_requests)
-        if order.status == "active" and order.intent in PRESCRIPTION_INTENTS
+        for order in prescriptions(record.medication_requests)
     )
 
     beighton = most_recent_beighton(record.observations, knowledge, born, today, settings)

@@ -112,3 +112,33 @@ def test_a_draft_order_s_referenced_medication_is_read_too(client):
     response = client.post("/cds-services/hypermobility-pain-order-sign", json=body)
     assert "opioid-order" in rules(response)
     assert [c.request.url for c in responses.calls] == [f"{FHIR}/Medication/oxy"]
+
+
+@responses.activate
+def test_a_plan_s_medication_is_not_read(client):
+    """Found by review: a MedicationRequest whose intent is a plan or proposal is no
+    prescription the rules read (facts.build.prescriptions), yet its Medication was fetched,
+    and a failed fetch made the whole call a 412."""
+    responses.get(f"{FHIR}/Medication/oxy", status=503)
+    plan = {**active_order_of("Medication/oxy"), "intent": "plan"}
+    response = client.post(PV, json=call(bundle(plan), fhirServer=FHIR))
+    assert "opioid-active" not in rules(response)
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_an_order_with_no_drug_drafted_reads_no_medication_on_record(client):
+    """Found by review: once the order services prefetched the prescriptions on record, an
+    order-sign for a lumbar brace read an unrelated prescription's Medication, and a failed
+    read made it a 412. The order services read them only to tell a drafted drug's renewal."""
+    from tests.builders import draft_orders
+
+    responses.get(f"{FHIR}/Medication/oxy", status=503)
+    brace = {"resourceType": "DeviceRequest", "id": "brace", "status": "draft",
+             "intent": "order", "subject": {"reference": "Patient/p1"},
+             "codeCodeableConcept": {"text": "Lumbar support"}}
+    body = call(bundle(active_order_of("Medication/oxy")), hook="order-sign", fhirServer=FHIR)
+    body["context"]["draftOrders"] = draft_orders(brace)
+    response = client.post("/cds-services/hypermobility-pain-order-sign", json=body)
+    assert rules(response) == {"passive-modality-order"}
+    assert len(responses.calls) == 0
