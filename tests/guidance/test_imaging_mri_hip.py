@@ -158,6 +158,12 @@ def test_abnormal_wording_silences(run, conclusion):
 @pytest.mark.parametrize("conclusion", [
     "No abnormality detected.",
     "No abnormalities. Normal hips.",  # "abnormalities" denied is not a finding
+    # Usual ways of denying any abnormality, which read as findings once "abnormality" was an
+    # abnormal word (found by review):
+    "Normal hips. No acute osseous abnormality.",
+    "Normal radiograph; no bony abnormality.",
+    "Unremarkable. No significant abnormality.",
+    "No evidence of abnormality. Normal.",
     "Unremarkable pelvis and hips.",
     "Equivocal joint space; otherwise normal.",
     "NEGATIVE",
