@@ -61,6 +61,17 @@ def prescriptions(requests: Iterable[Any]) -> list[Any]:
     ]
 
 
+def _hypermobility_diagnoses(conditions: Iterable[ConditionFact]) -> tuple:
+    """rules.md "Hypermobility diagnosis". Classical, vascular and other EDS types are none;
+    with one of them active on record, an EDS left unspecified (a second, less precise entry
+    of the same disorder) is none either: only hypermobility-specific diagnoses still count.
+    Within one Condition, conditions.condition_fact lets the specific type win the same way."""
+    found = _with(conditions, "hypermobility-diagnosis")
+    if _with(conditions, "eds-other-type"):
+        found = tuple(c for c in found if "hypermobility-specific-diagnosis" in c.concepts)
+    return found
+
+
 def _with(facts: Iterable[ConditionFact], concept: str, *, active: bool = True) -> tuple:
     return tuple(f for f in facts if concept in f.concepts and (f.active or not active))
 
@@ -147,7 +158,7 @@ def build_facts(
         now=now,
         patient_id=patient_id,
         age=age,
-        hypermobility_diagnoses=_with(conditions, "hypermobility-diagnosis"),
+        hypermobility_diagnoses=_hypermobility_diagnoses(conditions),
         has_any_eds_or_hypermobility_diagnosis=bool(
             _with(conditions, "eds-or-hypermobility-any-type", active=False)
         ),

@@ -54,3 +54,30 @@ def test_a_generic_code_alone_or_beside_hypermobile_eds_is_one(make_facts, gener
     facts = make_facts(chart(diagnosis), strict=True)
     assert [d.id for d in facts.hypermobility_diagnoses] == ["eds"]
     assert facts.in_cohort
+
+
+@pytest.mark.parametrize("generic", GENERIC)
+def test_a_generic_eds_condition_beside_another_eds_type_on_record_is_not_one(make_facts, generic):
+    """The same as one Condition with both codes, but as two entries of the problem list (an
+    import often records a disorder twice, once less precisely): found by review."""
+    vascular = condition("p1", "veds", ICD10CM, "Q79.63")
+    facts = make_facts([*chart(eds(generic)), vascular], strict=True)
+    assert facts.hypermobility_diagnoses == ()
+    assert not facts.in_cohort
+
+
+@pytest.mark.parametrize("specific", [(ICD10CM, "M35.7"), (ICD10CM, "Q79.62"),
+                                      (SNOMED, "30652003")])
+def test_a_hypermobility_specific_diagnosis_counts_beside_another_eds_type(make_facts, specific):
+    vascular = condition("p1", "veds", ICD10CM, "Q79.63")
+    facts = make_facts([*chart(eds(specific)), vascular], strict=True)
+    assert [d.id for d in facts.hypermobility_diagnoses] == ["eds"]
+
+
+def test_an_inactive_other_eds_type_leaves_a_generic_diagnosis_alone(make_facts):
+    vascular = condition("p1", "veds", ICD10CM, "Q79.63")
+    vascular["verificationStatus"] = {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+        "code": "refuted"}]}
+    facts = make_facts([*chart(eds((SNOMED, "398114001"))), vascular], strict=True)
+    assert [d.id for d in facts.hypermobility_diagnoses] == ["eds"]
