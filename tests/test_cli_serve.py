@@ -51,7 +51,7 @@ def test_serve_listens_on_ipv6_loopback(tmp_path):
 def test_serve_refuses_bad_settings_before_it_migrates_the_database(tmp_path, env):
     """A release that cannot start must leave the shared database as it found it: serve
     migrated first and checked the settings after (found by review)."""
-    database = tmp_path / "fresh.sqlite3"
+    database = tmp_path / "new" / "dir" / "fresh.sqlite3"  # nor its directories (review)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     environment.update(env, CDS_DATABASE_URL=f"sqlite:///{database}")
     done = subprocess.run(
@@ -60,4 +60,4 @@ def test_serve_refuses_bad_settings_before_it_migrates_the_database(tmp_path, en
     )
     assert done.returncode == 2, done.stderr
     assert "configuration error" in done.stderr
-    assert not database.exists()
+    assert not (tmp_path / "new").exists()

@@ -188,8 +188,6 @@ class Database:
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
         self._schema_current = False
-        if self.backend == "sqlite":
-            Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:  # never print a password
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -225,6 +223,9 @@ class Database:
             else {"poolclass": NullPool}
         )
         if self.backend == "sqlite":
+            # On first use, not when constructed: a service that refuses its settings (checked
+            # with the database constructed, before it is opened) leaves no directory behind.
+            Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(
                 self.url,
                 connect_args={"timeout": self._busy_timeout_s, "check_same_thread": False},

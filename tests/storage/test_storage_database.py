@@ -50,8 +50,12 @@ def test_repr_hides_the_password():
     assert "s3cret" not in repr(Database("postgresql://cds:s3cret@db/cds"))
 
 
-def test_sqlite_parent_directory_is_created(tmp_path):
-    Database(f"sqlite:///{tmp_path / 'a' / 'b' / 'x.sqlite3'}")
+def test_sqlite_parent_directory_is_created_on_first_use(tmp_path):
+    """Not when constructed: the service constructs its database while it checks its
+    settings, and one that refuses them must leave nothing behind."""
+    database = Database(f"sqlite:///{tmp_path / 'a' / 'b' / 'x.sqlite3'}")
+    assert not (tmp_path / "a").exists()
+    database.upgrade()
     assert (tmp_path / "a" / "b").is_dir()
 
 
