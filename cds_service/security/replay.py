@@ -34,7 +34,8 @@ logger = logging.getLogger("cds_service.auth")
 # store's background writes may take: past that, the call answers 503 (see the verifier).
 LOCK_WAIT_S = 0.5
 RETRY = RetryPolicy(attempts=2, base_delay_s=0.05, max_delay_s=0.1)
-PURGE_RETRY = RetryPolicy(attempts=1)
+# Housekeeping and the release of a jti after a 503 try once: neither may hold up an answer.
+ONE_TRY = RetryPolicy(attempts=1)
 PURGE_BATCH = 5000
 
 
@@ -167,7 +168,7 @@ class DatabaseReplayCache:
         self.database.run(
             lambda conn: conn.execute(self._forget, {"iss": iss, "jti": jti}),
             relaxed=True,
-            retry=RETRY,
+            retry=ONE_TRY,
             lock_wait_s=LOCK_WAIT_S,
             statement_s=LOCK_WAIT_S,
         )
@@ -182,7 +183,7 @@ class DatabaseReplayCache:
             self.database.run(
                 lambda conn: conn.execute(self._purge, {"now": now}),
                 relaxed=True,
-                retry=PURGE_RETRY,
+                retry=ONE_TRY,
                 lock_wait_s=LOCK_WAIT_S,
             )
         except Exception as error:  # the jti is already claimed: failing now would refuse it
