@@ -304,3 +304,21 @@ def test_feedback_answered_503_may_be_sent_again_with_the_same_token(secured, ke
     assert first.status_code == 503 and first.headers["Retry-After"]
     assert secured.post(path, json=body, headers=headers).status_code == 200
     assert secured.post(path, json=body, headers=headers).status_code == 401  # now spent
+
+
+def test_a_500_keeps_the_jti_spent(secured, key, monkeypatch):
+    """Only a 503 says nothing was done; after a fault of ours (500) the effect is unknown, so
+    the same token stays refused (a review found nothing checked this)."""
+    store = secured.application.extensions["cds"].store
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store, "add_feedback", broken)
+    path = PV + "/feedback"
+    headers = auth(token(key, path))
+    body = {"feedback": [{"card": "c", "outcome": "overridden",
+                          "outcomeTimestamp": "2026-11-20T10:00:00Z"}]}
+    assert secured.post(path, json=body, headers=headers).status_code == 500
+    monkeypatch.undo()
+    assert secured.post(path, json=body, headers=headers).status_code == 401

@@ -179,3 +179,16 @@ def test_the_document_and_the_service_agree_that_an_extension_is_an_object(clien
     for body in bodies:
         assert schema_errors("FeedbackRequest", body), body
         assert client.post(PV + "/feedback", json=body).status_code == 400, body
+
+
+@pytest.mark.parametrize("token_type, accepted", [("Bearer", True), ("bearer", True),
+                                                  ("BEARER", True), ("Basic", False)])
+def test_the_document_and_the_service_agree_on_token_type(client, make_request, token_type,
+                                                           accepted):
+    """RFC 6749: a token type in any case. The service took "bearer" while the document still
+    said only "Bearer" would do (found by review)."""
+    body = make_request(fhirServer="https://fhir.example.org/r4", fhirAuthorization={
+        "access_token": "t", "token_type": token_type, "expires_in": 60,
+        "scope": "user/*.read", "subject": "cds"})
+    assert (not schema_errors("FhirAuthorization", body["fhirAuthorization"])) is accepted
+    assert (client.post(PV, json=body).status_code == 200) is accepted
