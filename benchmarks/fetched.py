@@ -1,8 +1,8 @@
 """A long chart fetched from the FHIR server: no prefetch, 10,000 resources served in pages.
 
-Under the default 1 MiB body limit, a chart this long cannot come as prefetch; the EHR sends
-``fhirServer`` and the service pages through its searches (``cds_service.fhir.client``), keeping
-only what a rule could read, page by page. This times that path end to end in process.
+An EHR that does not prefetch sends ``fhirServer``, and the service pages through its searches
+(``cds_service.fhir.client``), keeping only what a rule could read, page by page. This times
+that path end to end in process.
 
 The FHIR server (``cds_service.devtools.memory_fhir``, no delay) runs in a process of its own,
 so that its work (building and writing the pages) does not share the service's interpreter: the

@@ -36,9 +36,10 @@ EXEMPTION_CONCEPTS: dict[str, str] = {
 }
 
 
-# MedicationRequest.intent (FHIR R4) values that make a record a prescription, as rules.md's
-# "active opioid prescription" means: a proposal, a plan or an option in a protocol is no order
-# to dispense (the CDC opioid IG reads intent = order). Draft orders are read whatever it says.
+# MedicationRequest.intent (FHIR R4) values that make a record a prescription. rules.md says "an
+# active opioid MedicationRequest"; this project reads a proposal, a plan or an option in a
+# protocol as no prescription, since nobody takes a drug because of one (the CDC opioid IG reads
+# intent = order). Draft orders are read whatever their intent says.
 PRESCRIPTION_INTENTS = frozenset(
     {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
 )

@@ -21,7 +21,7 @@ PREFETCH_PATIENT_VIEW = {
     "diagnosticreports": "DiagnosticReport?patient={{context.patientId}}",
     "procedures": "Procedure?patient={{context.patientId}}",
 }
-PREFETCH_ORDERS = {k: v for k, v in PREFETCH_PATIENT_VIEW.items() if k != "medications"}
+PREFETCH_ORDERS = dict(PREFETCH_PATIENT_VIEW)  # every service asks for the same data
 
 
 # ---------------------------------------------------------------- shift_dates

@@ -260,9 +260,10 @@ def test_methadone_is_moud_with_opioid_use_disorder_in_remission(run, clinical, 
     ("proposal", False), ("plan", False), ("directive", False), ("option", False),
 ])
 def test_only_an_order_is_a_prescription(run, intent, prescribed):
-    """rules.md: an active opioid *prescription*. A MedicationRequest's intent says whether it
-    is one (FHIR R4): a proposal, a plan, a directive or an option in a protocol is no order to
-    dispense, and nobody takes that drug because of it (the CDC opioid IG reads intent=order)."""
+    """rules.md says "an active opioid MedicationRequest"; the project reads it as a drug the
+    patient takes. A MedicationRequest's intent says whether it was prescribed (FHIR R4): a
+    proposal, a plan, a directive or an option in a protocol is no order to dispense, and nobody
+    takes that drug because of it (the CDC opioid IG reads intent=order)."""
     order = active("oxy", text="oxyCODONE 5 mg oral tablet")
     order["intent"] = intent
     assert (run(cohort(order)) is not None) is prescribed
