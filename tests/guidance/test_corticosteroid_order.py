@@ -106,6 +106,10 @@ def test_non_systemic_products_are_not_flagged(run, order):
         # both were flagged as systemic (found by a clinical review).
         "dexamethasone 0.7 MG Drug Implant",
         "hydrocortisone acetate 1 % Medicated Pad",
+        # Spinal injections act where given, like a joint injection (found by a card review):
+        "methylprednisolone acetate 80 mg/mL injectable suspension, epidural",
+        "triamcinolone 40 mg transforaminal injection L4-L5",
+        "dexamethasone 10 mg caudal injection",
         "triamcinolone intranasal spray",
     ],
 )

@@ -1,8 +1,9 @@
 """corticosteroid-order (order-select, order-sign).
 
 When: the patient is in cohort and a draft order in focus is a systemic corticosteroid (oral or
-parenteral glucocorticoid; fludrocortisone, topical, inhaled, nasal, ophthalmic and
-intra-articular products, and hydrocortisone replacement for adrenal insufficiency are not).
+parenteral glucocorticoid; fludrocortisone, topical, inhaled, nasal, ophthalmic,
+intra-articular and epidural products, and hydrocortisone replacement for adrenal insufficiency
+are not).
 Then: a warning that systemic corticosteroids work no better than placebo for low back pain, with
 or without radicular symptoms. Suggestion: remove the draft order. Override reason: prescribed
 for another indication.
@@ -42,12 +43,13 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         f"Draft order: {o.name} (recognised by {o.systemic_corticosteroid})" for o in orders
     ]
     advice = (
-        "Oral or injected corticosteroids have not relieved low back pain better than placebo, "
+        "Oral, intramuscular or intravenous corticosteroids have not relieved low back pain "
+        "better than placebo, "
         "whether or not the pain radiates down the leg, and they add the harms of systemic "
         "steroid exposure. If this course is for another condition, keep it and give that as "
         "the override reason.\n\n"
-        "Not flagged: fludrocortisone; topical, inhaled, nasal, eye and intra-articular "
-        "products; hydrocortisone replacement for adrenal insufficiency."
+        "Not flagged: fludrocortisone; topical, inhaled, nasal, eye, intra-articular and "
+        "epidural products; hydrocortisone replacement for adrenal insufficiency."
     )
     removals = remove_drafts(orders)
     suggestions = (
@@ -73,8 +75,8 @@ RULE = Rule(
     hooks=ORDER_HOOKS,
     indicator="warning",
     when="Patient in cohort with a draft order for a systemic (oral or parenteral) "
-    "corticosteroid; not fludrocortisone, topical, inhaled, nasal, ophthalmic or intra-articular "
-    "products, nor hydrocortisone for adrenal insufficiency.",
+    "corticosteroid; not fludrocortisone, topical, inhaled, nasal, ophthalmic, intra-articular "
+    "or epidural products, nor hydrocortisone for adrenal insufficiency.",
     then="Warns that systemic corticosteroids are no better than placebo for low back pain with "
     "or without radicular symptoms and names the drug; suggests removing the order; offers an "
     "'another indication' override reason.",
