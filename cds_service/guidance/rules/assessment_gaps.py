@@ -67,7 +67,7 @@ GAPS: dict[AssessmentId, Gap] = {
     ),
     "mast-cell": Gap(
         title="Mast cell activation",
-        short="mast cell",
+        short="mast cell activation",
         why="mast cell activation turns up alongside hypermobility more often than "
         "expected and is managed in its own right.",
         how="ask about flushing, urticaria (hives) and gastrointestinal symptoms; record a "
@@ -83,9 +83,7 @@ def missing_assessments(facts: ClinicalFacts) -> tuple[AssessmentId, ...]:
 
 
 def _summary(missing: list[Gap]) -> str:
-    count = len(missing)
-    noun = "assessment" if count == 1 else "assessments"
-    base = f"{count} of {len(ASSESSMENT_IDS)} key hypermobility {noun} not on record"
+    base = f"{len(missing)} of {len(ASSESSMENT_IDS)} key hypermobility assessments not on record"
     listed = f"{base}: {', '.join(g.short for g in missing)}"
     return listed if len(listed) < 140 else base
 
