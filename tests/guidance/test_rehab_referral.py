@@ -117,3 +117,14 @@ def test_years_of_old_orders_show_the_latest_three_and_a_count(run):
         "2020-03-01", "2019-03-01", "2018-03-01"]
     assert lines[3] == "- Not counted either: 3 older such orders"
     assert len(lines) == 4
+
+
+def test_the_medicines_advice_never_reads_as_stop_the_opioid_taken(run):
+    """Beside opioid-active's "taper gradually, do not stop abruptly", the referral's bare
+    "Avoid opioids." could read as "stop it" (found by a card review): it is about starting."""
+    from tests.builders import medication_request
+
+    taken = medication_request("p1", "tram", text="tramadol 50 mg tablet", status="active")
+    card = run([*COHORT, taken])
+    assert "Avoid starting opioids." in card.detail
+    assert "Avoid opioids." not in card.detail

@@ -84,7 +84,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
         "under control.\n\n"
         "**Medicines alongside, not instead:** acetaminophen (paracetamol) or an NSAID first; "
         "duloxetine or a tricyclic antidepressant for chronic pain; gabapentin or pregabalin "
-        "only for neuropathic features. Avoid opioids."
+        "only for neuropathic features. Avoid starting opioids."
     )
     evidence = cohort_evidence(facts) + [
         "No rehabilitation, physical therapy or pain programme order ongoing or completed in the "
