@@ -65,9 +65,10 @@ def active_opioids(facts: ClinicalFacts) -> list[MedicationOrder]:
     return [m for m in facts.active_medications if m.opioid]
 
 
-def prescription_evidence(order: MedicationOrder) -> str:
+def prescription_evidence(order: MedicationOrder, kind: str, recognised_by: str | None) -> str:
+    """An evidence line naming a prescription on record: ``kind`` is "opioid", say."""
     when = f"authored {order.authored.isoformat()}" if order.authored else "no authored date"
-    return f"Active opioid prescription: {order.name}, {when} (recognised by {order.opioid})"
+    return f"Active {kind} prescription: {order.name}, {when} (recognised by {recognised_by})"
 
 
 def bullets(lines: Iterable[str]) -> str:

@@ -227,3 +227,19 @@ def test_a_route_coded_without_a_display_decides_the_form(run, text, route, flag
     clinical review)."""
     card = run([coded_route(draft("s1", text=text), route)])
     assert (card is not None) is flagged
+
+
+def test_a_steroid_the_patient_already_takes_is_not_recommended_for_removal(run):
+    """A review found "Remove predniSONE 20 mg oral tablet" recommended, one click, for the
+    renewal of a course on record, with nothing said of that course. Now the prescription on
+    record is named and no removal is recommended; a new course still gets the recommendation."""
+    taken = medication_request("p1", "pred-old", text="predniSONE 20 mg oral tablet",
+                               status="active")
+    taken["authoredOn"] = "2026-01-10"
+    card = run([draft("pred", "predniSONE 20 mg oral tablet")], resources=[*COHORT, taken])
+    assert "Active corticosteroid prescription: predniSONE 20 mg oral tablet, authored " \
+        "2026-01-10" in card.detail
+    assert "may renew" in card.detail
+    assert not any(s.isRecommended for s in card.suggestions)
+    card = run([draft("pred", "predniSONE 20 mg oral tablet")])
+    assert [s.isRecommended for s in card.suggestions] == [True]

@@ -5,8 +5,9 @@ parenteral glucocorticoid; fludrocortisone, topical, inhaled, nasal, ophthalmic,
 intra-articular and epidural products, and hydrocortisone replacement for adrenal insufficiency
 are not).
 Then: a warning that systemic corticosteroids work no better than placebo for low back pain, with
-or without radicular symptoms. Suggestion: remove the draft order. Override reason: prescribed
-for another indication.
+or without radicular symptoms. Suggestion: remove the draft order (not recommended when a systemic
+corticosteroid is already prescribed: the draft may renew it). Override reason: prescribed for
+another indication.
 
 The facts decide what is systemic (``MedicationOrder.systemic_corticosteroid``); this rule only
 chooses which of those orders the clinician is looking at, so the classification stays in one
@@ -22,6 +23,7 @@ from cds_service.guidance.compose import (
     fit,
     make_card,
     override_reasons,
+    prescription_evidence,
     remove_drafts,
 )
 from cds_service.guidance.rule import ORDER_HOOKS, Rule, RuleContext
@@ -39,21 +41,37 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     if not orders:
         return None
     names = ", ".join(o.name for o in orders)
+    # A systemic corticosteroid already prescribed: the draft may renew a course started for
+    # another reason, which nobody should end with one click from a back-pain card.
+    taking = [m for m in facts.active_medications if m.systemic_corticosteroid]
     evidence = cohort_evidence(facts) + [
         f"Draft order: {o.name} (recognised by {o.systemic_corticosteroid})" for o in orders
-    ]
-    advice = (
+    ] + [prescription_evidence(m, "corticosteroid", m.systemic_corticosteroid) for m in taking]
+    paragraphs = [
         "Oral, intramuscular or intravenous corticosteroids have not relieved low back pain "
-        "better than placebo, "
-        "whether or not the pain radiates down the leg, and they add the harms of systemic "
-        "steroid exposure. If this course is for another condition, keep it and give that as "
-        "the override reason.\n\n"
+        "better than placebo, whether or not the pain radiates down the leg, and they add the "
+        "harms of systemic steroid exposure. If this course is for another condition, keep it "
+        "and give that as the override reason."
+    ]
+    if taking:
+        paragraphs.append(
+            "**A systemic corticosteroid is already prescribed** (above): this draft may renew "
+            "that course, so review it before removing anything."
+        )
+    paragraphs.append(
         "Not flagged: fludrocortisone; topical, inhaled, nasal, eye, intra-articular and "
         "epidural products; hydrocortisone replacement for adrenal insufficiency."
     )
+    advice = "\n\n".join(paragraphs)
     removals = remove_drafts(orders)
     suggestions = (
-        [Suggestion(label=fit(f"Remove {names}", 80), isRecommended=True, actions=removals)]
+        [
+            Suggestion(
+                label=fit(f"Remove {names}", 80),
+                isRecommended=None if taking else True,
+                actions=removals,
+            )
+        ]
         if removals
         else []
     )
@@ -78,8 +96,9 @@ RULE = Rule(
     "corticosteroid; not fludrocortisone, topical, inhaled, nasal, ophthalmic, intra-articular "
     "or epidural products, nor hydrocortisone for adrenal insufficiency.",
     then="Warns that systemic corticosteroids are no better than placebo for low back pain with "
-    "or without radicular symptoms and names the drug; suggests removing the order; offers an "
-    "'another indication' override reason.",
+    "or without radicular symptoms and names the drug; suggests removing the order (not as the "
+    "recommended step when a systemic corticosteroid is already prescribed, which it names: "
+    "the draft may renew that course); offers an 'another indication' override reason.",
     evaluate=evaluate,
     concepts=(
         "systemic-corticosteroid-ingredient",

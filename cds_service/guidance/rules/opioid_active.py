@@ -59,7 +59,8 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
             "Opioids do not treat hypermobility pain: plan a gradual taper of "
             + ", ".join(o.name for o in opioids)
         ),
-        evidence=cohort_evidence(facts) + [prescription_evidence(o) for o in opioids],
+        evidence=cohort_evidence(facts)
+        + [prescription_evidence(o, "opioid", o.opioid) for o in opioids],
         advice=advice,
     )
 

@@ -63,7 +63,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     taking = [m for m in active_opioids(facts) if any(may_renew(o, m) for o in orders)]
     evidence = cohort_evidence(facts) + [
         f"Draft order: {o.name} (recognised by {o.opioid})" for o in orders
-    ] + [prescription_evidence(o) for o in taking]
+    ] + [prescription_evidence(o, "opioid", o.opioid) for o in taking]
     advice = (
         "Opioids should be avoided for musculoskeletal pain in hypermobility disorders; they "
         "are not a treatment for it. Prefer acetaminophen (paracetamol) or an NSAID, with "
