@@ -246,3 +246,13 @@ def test_an_opioid_product_outside_the_analgesic_value_set_is_an_opioid_by_code(
     card, medication = run(medication_request("p1", "m1", code=code))
     assert medication.opioid == f"RxNorm {code}" and medication.moud is None
     assert card is not None
+
+
+def test_a_replacement_says_its_dose_is_left_to_the_prescriber(run):
+    """The drafted acetaminophen and ibuprofen name the drug only (no verified product-level
+    code is bundled): a card review found nothing told the clinician that dose, form and
+    route are still to be chosen before signing."""
+    card, _ = run(draft("oxycodone 5 mg tablet"))
+    creates = [a for s in card.suggestions for a in s.actions if a.type == "create"]
+    assert len(creates) == 2
+    assert all("dose, form and route to complete" in a.description for a in creates)

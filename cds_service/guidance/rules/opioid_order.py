@@ -49,6 +49,9 @@ def exempt(facts: ClinicalFacts) -> bool:
     return facts.opioid_exempt
 
 
+# The drafted replacements name the drug only (no verified product-level code is bundled).
+TO_COMPLETE = "dose, form and route to complete"
+
 def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     if not facts.in_cohort or exempt(facts):
         return None
@@ -95,12 +98,14 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
                 label="Replace with acetaminophen (paracetamol)",
                 isRecommended=None if taking else True,
                 actions=replacement(
-                    removals, create(acetaminophen, "Draft an acetaminophen order")
+                    removals, create(acetaminophen, f"Draft an acetaminophen order ({TO_COMPLETE})")
                 ),
             ),
             Suggestion(
                 label="Replace with an NSAID (ibuprofen)",
-                actions=replacement(removals, create(nsaid, "Draft an ibuprofen order")),
+                actions=replacement(
+                    removals, create(nsaid, f"Draft an ibuprofen order ({TO_COMPLETE})")
+                ),
             ),
             Suggestion(label=f"Remove {names}", actions=removals),
         ]
