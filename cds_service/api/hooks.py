@@ -28,6 +28,11 @@ logger = logging.getLogger("cds_service.api")
 
 bp = Blueprint("cds_hooks", __name__)
 
+# A feedback body is a few hundred bytes a card; the hook calls' cap (CDS_MAX_BODY_BYTES, sized
+# for long prefetched charts) would let one feedback POST hold a worker's memory, or a comment
+# of megabytes be stored.
+FEEDBACK_MAX_BYTES = 256 * 1024
+
 
 def _invalid(errors: list[tuple[str, str]]) -> ApiError:
     """A 400 with one issue per (where, message); ``where`` ("" for the body) is the expression."""
@@ -45,10 +50,12 @@ def _service(service_id: str) -> ServiceDefinition:
     return service
 
 
-def _body() -> dict[str, Any]:
+def _feedback_body() -> dict[str, Any]:
     settings = current_app.extensions["cds"].settings
     return read_json_object(
-        request, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+        request,
+        max_bytes=min(settings.max_body_bytes, FEEDBACK_MAX_BYTES),
+        max_depth=settings.max_json_depth,
     )
 
 
@@ -149,7 +156,7 @@ def call_service(service_id: str) -> Response:
 def feedback(service_id: str) -> Response:
     service = _service(service_id)
     service_id_var.set(service.id)
-    body = _body()
+    body = _feedback_body()
     try:
         parsed = FeedbackRequest.model_validate(body)
     except ValidationError as exc:

@@ -353,7 +353,10 @@ _COMMON_ERRORS = {
         "`issue[].expression` names the member."
     ),
     "401": _outcome("No valid CDS Hooks JWT (when authentication is required)."),
-    "413": _outcome("The body is larger than the configured limit (32 MiB by default)."),
+    "413": _outcome(
+        "The body is larger than the configured limit (32 MiB by default; for feedback, "
+        "256 KiB)."
+    ),
     "415": _outcome("The body is not JSON."),
     "500": _outcome("The service failed; logged with the hookInstance, details not disclosed."),
     "503": _outcome(

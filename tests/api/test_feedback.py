@@ -100,3 +100,21 @@ def test_store_failure_is_503_retry_later(client, app, monkeypatch):
     body = response.get_json()
     assert body["resourceType"] == "OperationOutcome"
     assert body["issue"][0]["code"] == "transient"
+
+
+def test_a_feedback_body_is_small_whatever_the_hook_body_cap(client, app):
+    """Feedback is a few hundred bytes a card; with the hook calls' 32 MiB cap, a security
+    review stored a 30 MiB comment, and a 32 MiB array of empty objects cost the worker about
+    1 GB while it was read."""
+    from cds_service.api.hooks import FEEDBACK_MAX_BYTES
+
+    comment = "A" * FEEDBACK_MAX_BYTES
+    body = {"feedback": [{"card": "c1", "outcome": "overridden",
+                          "outcomeTimestamp": "2026-01-01T00:00:00Z",
+                          "overrideReason": {"userComment": comment}}]}
+    response = client.post(FB, json=body)
+    assert response.status_code == 413
+    assert f"{FEEDBACK_MAX_BYTES} bytes" in response.get_json()["issue"][0]["diagnostics"]
+    assert app.extensions["cds"].store.feedback_rows() == []
+    body["feedback"][0]["overrideReason"]["userComment"] = "A" * 4000
+    assert client.post(FB, json=body).status_code == 200

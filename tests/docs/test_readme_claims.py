@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cds_service.api.hooks import FEEDBACK_MAX_BYTES
 from cds_service.api.services import SERVICES
 from cds_service.cli import build_parser
 from cds_service.devtools.scenarios import list_scenarios
@@ -146,7 +147,8 @@ def test_limits_in_the_errors_table_are_the_defaults():
     errors = section("API").split("**Errors.**", 1)[1]
     settings = Settings()
     assert f"nested deeper than {settings.max_json_depth} levels" in errors
-    assert settings.max_body_bytes == 32 * 1024 * 1024 and "(32 MiB by default)" in errors
+    assert settings.max_body_bytes == 32 * 1024 * 1024 and "(32 MiB by default;" in errors
+    assert FEEDBACK_MAX_BYTES == 256 * 1024 and "for feedback, 256 KiB)" in errors
 
 
 def test_production_serve_defaults(monkeypatch):
