@@ -158,3 +158,15 @@ def test_max_depth_is_where_the_reader_stops():
     assert loads(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
     with pytest.raises(TooDeep):
         loads(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+
+
+def test_a_text_costs_its_size_or_16_bytes_a_value_whichever_is_more():
+    from cds_service.strict_json import VALUE_BYTES, cost
+
+    assert VALUE_BYTES == 16
+    from cds_service.devtools.scenarios import load_patient
+
+    chart = json.dumps(load_patient("cohort-back-pain-no-rehab"), separators=(",", ":")).encode()
+    assert cost(chart) == len(chart)  # ordinary FHIR JSON: its size
+    empties = b"[" + b"{}," * 999 + b"{}]"  # 3,001 bytes: 1,000 objects, 999 commas, 1 list
+    assert cost(empties) == 16 * 2000

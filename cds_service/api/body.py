@@ -18,7 +18,15 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from cds_service.api.errors import ApiError
 from cds_service.api.large_bodies import wait_if_large
 from cds_service.api.pruning_reader import PRUNE_ABOVE_BYTES, loads_pruned
-from cds_service.strict_json import MAX_DEPTH, REFUSALS, DuplicateKey, TooDeep, loads
+from cds_service.strict_json import (
+    MAX_DEPTH,
+    REFUSALS,
+    VALUE_BYTES,
+    DuplicateKey,
+    TooDeep,
+    cost,
+    loads,
+)
 
 logger = logging.getLogger("cds_service.api")
 
@@ -106,6 +114,17 @@ def _read(
         ) from None
     if len(raw) > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
+    # At most two bytes in three are commas or opening brackets (",{}"), so a body can cost more
+    # than the cap (strict_json.cost) only past 3/32 of it; smaller ones, the hot path, are not
+    # counted.
+    if len(raw) * 2 * VALUE_BYTES > 3 * max_bytes and cost(raw) > max_bytes:
+        raise ApiError(
+            413,
+            f"The request body holds too many JSON values for its size cap: each comma and "
+            f"opening bracket counts {VALUE_BYTES} bytes against the {max_bytes}-byte cap, "
+            f"so at most {max_bytes // VALUE_BYTES} of them.",
+            code="too-costly",
+        )
     wait_if_large(len(raw))
     try:
         body, dropped = parse(raw)

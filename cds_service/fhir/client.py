@@ -601,7 +601,13 @@ class FhirClient:
                 raise _logged(FetchError(key, "too-large", status=status), started)
             if monotonic() - started > timeout:
                 raise _logged(FetchError(key, "timeout", status=status), started)
-        return bytes(buf)
+        # Tiny values cost more than their bytes once parsed (strict_json.cost): the rest of
+        # the charge, against this response's cap and the call's budget alike.
+        body = bytes(buf)
+        extra = strict_json.cost(body) - len(body)
+        if extra > 0 and (len(body) + extra > cap or not call.budget.spend(extra)):
+            raise _logged(FetchError(key, "too-large", status=status), started)
+        return body
 
 
 def _late(call: _Call, reason: str) -> str:

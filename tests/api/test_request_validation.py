@@ -161,6 +161,22 @@ def test_pathologically_deep_nesting_is_not_a_500(client):
         assert "nested too deeply to read" in response.get_data(as_text=True)
 
 
+def test_a_body_of_tiny_values_is_413_before_it_is_parsed(settings, make_request):
+    """A security review: 32 MiB of empty objects (3 bytes of text each, 64 of Python) cost a
+    worker about 1 GB. A body may hold one value per 16 bytes of the cap."""
+    from dataclasses import replace
+
+    from cds_service import create_app
+
+    small = create_app(replace(settings, max_body_bytes=1024 * 1024)).test_client()
+    body = make_request()
+    body["extension"] = {"x": [{}] * 40_000}  # 160 kB, within the cap: 80,000 tokens
+    response = small.post(PV, json=body)
+    assert "at most 65536" in outcome(response, 413)
+    body["extension"] = {"x": [{}] * 30_000}
+    assert small.post(PV, json=body).status_code == 200
+
+
 def test_body_too_large(client, app, make_request):
     body = make_request()
     body["extension"] = {"x": "a" * (app.extensions["cds"].settings.max_body_bytes + 10)}

@@ -801,3 +801,21 @@ def test_an_answer_that_arrives_after_the_deadline_is_not_used(mocked, monkeypat
         out = c.fetch(BASE, {"c": "Condition?patient=p1"}, token=None,
                       deadline=real() + 3.0)
     assert isinstance(out["c"], FetchError) and out["c"].reason == "deadline"
+
+
+def test_a_page_of_tiny_values_is_charged_for_its_values_not_its_bytes(mocked) -> None:
+    """A security review: seven gzip replies, each within the byte caps, made one call hold
+    about 850 MB, since an empty object is 2 bytes of text and 64 of Python. A text is charged
+    the larger of its size and 16 bytes a value (strict_json.cost)."""
+    empties = b'{"resourceType":"Bundle","type":"searchset","x":[' + b"{}," * 3000 + b"{}]}"
+    assert len(empties) < 10_000
+    mocked.get(f"{BASE}/Condition?patient=p1", body=empties,
+               content_type="application/fhir+json")
+    with FhirClient(limits=limits_(max_response_bytes=20_000)) as small:
+        out = small.fetch(BASE, {"c": "Condition?patient=p1"}, token=None)
+    assert isinstance(out["c"], FetchError) and out["c"].reason == "too-large"
+    mocked.get(f"{BASE}/Observation?patient=p1", body=empties,
+               content_type="application/fhir+json")
+    with FhirClient(limits=limits_(max_call_bytes=20_000)) as small:
+        out = small.fetch(BASE, {"o": "Observation?patient=p1"}, token=None)
+    assert isinstance(out["o"], FetchError) and out["o"].reason == "too-large"
