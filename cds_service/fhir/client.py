@@ -42,11 +42,11 @@ from requests.auth import AuthBase
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import DecodeError, HTTPError, MaxRetryError, ReadTimeoutError
-from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from cds_service import strict_json
 from cds_service.fhir.server_policy import is_under_base
+from cds_service.streamed_body import pieces
 
 __all__ = ["FetchError", "FetchLimits", "FetchResult", "FhirClient"]
 
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 3
-_CHUNK = 64 * 1024
 # An instance read ("Patient/123") or version read ("Patient/123/_history/2"); ids per FHIR
 # R4 (1-64 of [A-Za-z0-9-.]). Anything else is sent as a search and must answer with a Bundle.
 _READ_RE = re.compile(
@@ -583,11 +582,10 @@ class FhirClient:
         """Stream the body, stopping past the size cap (this response's, or all of the fetch
         call's together) or the per-call time budget.
 
-        The socket timeout applies to each read, so a server dripping a byte at a time could
-        otherwise hold a worker far beyond ``timeout_s``. ``read1`` returns whatever one socket
-        read delivered (``iter_content`` would block until a whole chunk arrived), so the
-        elapsed-time check runs after every read. A read that starts just before the budget
-        ends can still take one more socket timeout; the caller's deadline is unaffected.
+        The elapsed-time check runs after every socket read (``streamed_body``), so a server
+        dripping a byte at a time cannot hold a worker beyond ``timeout_s``. A read that starts
+        just before the budget ends can still take one more socket timeout; the caller's
+        deadline is unaffected.
         """
         status = response.status_code
         cap = self._limits.max_response_bytes
@@ -618,13 +616,8 @@ def _late(call: _Call, reason: str) -> str:
 
 def _chunks(key: str, response: requests.Response, started: float) -> Iterator[bytes]:
     """Decoded body pieces as they arrive, with transport errors mapped to FetchError."""
-    raw = response.raw
     try:
-        if isinstance(raw, BaseHTTPResponse):
-            while chunk := raw.read1(_CHUNK, decode_content=True):
-                yield chunk
-        else:  # a custom adapter without urllib3 underneath
-            yield from response.iter_content(chunk_size=_CHUNK)
+        yield from pieces(response)
     except (ReadTimeoutError, requests.Timeout):
         raise _logged(FetchError(key, "timeout"), started) from None
     except (DecodeError, requests.exceptions.ContentDecodingError):

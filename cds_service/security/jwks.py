@@ -18,8 +18,10 @@ from typing import Any
 
 import jwt
 import requests
+from urllib3.exceptions import HTTPError
 
 from cds_service import strict_json
+from cds_service.streamed_body import pieces
 
 from .errors import AuthError
 
@@ -161,8 +163,13 @@ class JwksFetcher:
     def lookup(self, url: str, kid: str) -> list[dict[str, Any]]:
         """JWKs under ``kid`` at ``url`` (possibly empty); AuthError if the set cannot be had."""
         entry = self._entry(url)
+        cached = entry.keys
         # One lock per URL: concurrent requests wait for one fetch instead of each starting one.
-        with entry.lock:
+        # Those whose key is already held do not wait: a slow key server then holds up only the
+        # request that refreshes the set, not every call of its issuer.
+        if not entry.lock.acquire(blocking=cached is None or kid not in cached):
+            return list(cached[kid])  # type: ignore[index]
+        try:
             now = self._clock()
             refreshed = False
             if entry.keys is None or now - entry.fetched_at >= self._ttl_s:
@@ -172,6 +179,8 @@ class JwksFetcher:
             if kid not in entry.keys and not refreshed:
                 self._maybe_refresh(url, entry, now)
             return list(entry.keys.get(kid, ()))
+        finally:
+            entry.lock.release()
 
     def _maybe_refresh(self, url: str, entry: _CachedSet, now: float) -> bool:
         if now - entry.attempted_at < self._min_refresh_interval_s:
@@ -187,6 +196,7 @@ class JwksFetcher:
         return True
 
     def _fetch(self, url: str) -> KeyIndex:
+        started = time.monotonic()
         try:
             resp = self._session.get(
                 url,
@@ -202,11 +212,15 @@ class JwksFetcher:
                 raise _FetchError(f"HTTP {resp.status_code}")
             body = bytearray()
             try:
-                for chunk in resp.iter_content(chunk_size=16 * 1024):
+                for chunk in pieces(resp):
                     body.extend(chunk)
                     if len(body) > self._max_bytes:
                         raise _FetchError("response too large")
-            except requests.RequestException as exc:
+                    # The timeout bounds the whole body, not each read: a server dripping a
+                    # byte at a time held the verifying request for minutes.
+                    if time.monotonic() - started > self._timeout_s:
+                        raise _FetchError("too slow")
+            except (requests.RequestException, HTTPError, OSError) as exc:
                 raise _FetchError(type(exc).__name__) from None
         finally:
             resp.close()
