@@ -18,9 +18,11 @@ from cds_service.facts.fhirpath import (
     codings,
     first_date,
     status_code,
+    texts,
     to_date,
     to_instant,
 )
+from cds_service.facts.laterality import side_of
 from cds_service.facts.model import ConditionFact, PainFact
 from cds_service.facts.naming import card_text, name_of
 from cds_service.knowledge import Knowledge
@@ -157,13 +159,15 @@ def condition_fact(
         # condition less precisely: the specific type says which disorder it is.
         concepts.discard("hypermobility-diagnosis")
     onset = read_onset(condition, birth_date)
+    name = name_of(knowledge, condition.code, "unnamed condition")
     return ConditionFact(
         id=condition.id,
-        name=name_of(knowledge, condition.code, "unnamed condition"),
+        name=name,
         codes=card_text(code_list(condition.code)),
         concepts=frozenset(concepts),
         active=is_active(condition),
         remission=in_remission(condition),
+        side=side_of(knowledge, [*texts(condition.code), name]),
         onset=onset.when,
         recorded=first_date(condition.recordedDate),
         onset_age=onset.age,

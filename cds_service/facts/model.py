@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Literal
 
 PainSite = Literal["back", "hip"]
+Side = Literal["left", "right", "both"]  # the side a hip finding or order names
 AssessmentId = Literal[
     "hypermobility", "psychological-distress", "autonomic", "pelvic-floor", "mast-cell"
 ]
@@ -45,6 +46,7 @@ class ConditionFact:
     onset: date | None
     recorded: date | None
     remission: bool = False  # clinical status "remission"
+    side: Side | None = None  # the side its texts name (facts.laterality)
     onset_age: str | None = None
     onset_undated: str | None = None
     # The onset and recorded moments, when given with a time of day: the 84-day test then
@@ -131,6 +133,7 @@ class ServiceOrder:
     # A report's earliest and latest possible moments (fhirpath.moment_span), to order reports
     # by; None when undated.
     span: tuple[datetime, datetime] | None = None
+    side: Side | None = None  # the side its texts name (facts.laterality)
 
     @property
     def reference(self) -> str | None:

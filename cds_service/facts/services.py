@@ -20,6 +20,7 @@ from cds_service.facts.fhirpath import (
     texts,
     to_date,
 )
+from cds_service.facts.laterality import side_of
 from cds_service.facts.model import ServiceOrder
 from cds_service.facts.naming import card_text, name_of
 from cds_service.fhir.record import ORDER_TEXT_CONCEPTS, PASSIVE_MODALITIES
@@ -93,10 +94,11 @@ def service_request(
     request: Any, knowledge: Knowledge, *, draft: bool = False, selected: bool = False
 ) -> ServiceOrder:
     body_sites = texts(request.bodySite or [])
+    name = name_of(knowledge, request.code, "unnamed service request")
     return ServiceOrder(
         resource_type="ServiceRequest",
         id=request.id,
-        name=name_of(knowledge, request.code, "unnamed service request"),
+        name=name,
         status=request.status,
         on=first_date(
             request.authoredOn, request.occurrenceDateTime, period_start(request.occurrencePeriod)
@@ -105,6 +107,7 @@ def service_request(
         draft=draft,
         selected=selected,
         planned_hours=planned_hours(request),
+        side=side_of(knowledge, [*texts(request.code), name, *body_sites]),
     )
 
 

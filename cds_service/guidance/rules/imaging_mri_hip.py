@@ -16,13 +16,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from cds_service.facts.model import ClinicalFacts, ConditionFact, ServiceOrder
+from cds_service.facts.laterality import together
+from cds_service.facts.model import ClinicalFacts, ConditionFact, ServiceOrder, Side
 from cds_service.guidance.cards import Card, Suggestion
 from cds_service.guidance.compose import cohort_evidence, create, draft_service_request, make_card
 from cds_service.guidance.rule import PATIENT_VIEW, Rule, RuleContext
 
 FINAL_REPORT = frozenset({"final", "amended", "corrected"})
-MRI_HIP_LOINC = "30687-8"  # MR Hip WO contrast
+# MR Hip WO contrast, by the side the soft-tissue problems name (terminology.md D2).
+MRI_HIP: dict[Side | None, tuple[str, str]] = {
+    None: ("30687-8", "MRI of the hip without IV contrast"),
+    "left": ("36488-5", "MRI of the left hip without IV contrast"),
+    "right": ("36490-1", "MRI of the right hip without IV contrast"),
+    "both": ("36486-9", "MRI of both hips without IV contrast"),
+}
 
 
 def latest_final_radiograph_report(facts: ClinicalFacts) -> ServiceOrder | None:
@@ -65,10 +72,11 @@ def hip_mri_on_record(facts: ClinicalFacts) -> ServiceOrder | None:
 
 def mri_request(facts: ClinicalFacts, ctx: RuleContext, reasons: tuple[ConditionFact, ...]
                 ) -> dict[str, Any]:
+    code, text = MRI_HIP[together(c.side for c in reasons)]
     resource = draft_service_request(
         facts,
-        [ctx.knowledge.coding("mri-hip", MRI_HIP_LOINC)],
-        "MRI of the hip without IV contrast",
+        [ctx.knowledge.coding("mri-hip", code)],
+        text,
         note="Radiographs negative or equivocal; suspected extra-articular soft-tissue problem.",
     )
     references = [{"reference": f"Condition/{c.id}"} for c in reasons if c.id]
@@ -130,9 +138,12 @@ RULE = Rule(
     "or equivocal, with an active hip bursitis or gluteal/psoas tendinitis, and no hip MRI "
     "ordered or reported (entered-in-error, revoked or cancelled ones do not count).",
     then="Says MRI of the hip without IV contrast is the appropriate next test; suggests drafting "
-    "that order.",
+    "that order, on the side the soft-tissue problems name.",
     evaluate=evaluate,
     concepts=(
+        "side-left",
+        "side-right",
+        "side-both",
         "radiograph-pelvis-hip",
         "report-conclusion-normal",
         "report-conclusion-abnormal",

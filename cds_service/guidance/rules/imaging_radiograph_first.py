@@ -11,7 +11,8 @@ radiographs (patient-view); replace the MRI with radiographs (order hooks).
 
 from __future__ import annotations
 
-from cds_service.facts.model import ClinicalFacts, PainFact, ServiceOrder
+from cds_service.facts.laterality import together
+from cds_service.facts.model import ClinicalFacts, PainFact, ServiceOrder, Side
 from cds_service.guidance.cards import Action, Card, Suggestion
 from cds_service.guidance.compose import (
     cohort_evidence,
@@ -39,11 +40,20 @@ def chronic_hip_pain(facts: ClinicalFacts) -> list[PainFact]:
     return [p for p in facts.chronic_pain if p.site == "hip"]
 
 
-# The radiographs the card drafts: (LOINC code, order text).
-RADIOGRAPHS = (("28561-9", "X-ray of the pelvis"), ("24762-7", "X-ray of the hip"))
+# The radiographs the card drafts: (LOINC code, order text); the hip's by the side the
+# evidence names (terminology.md D2), none when it names none.
+PELVIS_RADIOGRAPH = ("28561-9", "X-ray of the pelvis")
+HIP_RADIOGRAPHS: dict[Side | None, tuple[str, str]] = {
+    None: ("24762-7", "X-ray of the hip"),
+    "left": ("26131-3", "X-ray of the left hip"),
+    "right": ("26132-1", "X-ray of the right hip"),
+    "both": ("26130-5", "X-ray of both hips"),
+}
 
 
-def draft_radiographs(facts: ClinicalFacts, ctx: RuleContext) -> tuple[Action, ...]:
+def draft_radiographs(
+    facts: ClinicalFacts, ctx: RuleContext, side: Side | None
+) -> tuple[Action, ...]:
     """Create actions for draft pelvis and hip radiograph orders."""
     return tuple(
         create(
@@ -52,7 +62,7 @@ def draft_radiographs(facts: ClinicalFacts, ctx: RuleContext) -> tuple[Action, .
             ),
             f"Draft an order: {text}",
         )
-        for code, text in RADIOGRAPHS
+        for code, text in (PELVIS_RADIOGRAPH, HIP_RADIOGRAPHS[side])
     )
 
 
@@ -65,9 +75,10 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
 
 
 def _patient_view(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
-    if not chronic_hip_pain(facts):
+    pain = chronic_hip_pain(facts)
+    if not pain:
         return None
-    creates = draft_radiographs(facts, ctx)
+    creates = draft_radiographs(facts, ctx, together(p.condition.side for p in pain))
     return make_card(
         RULE,
         ctx,
@@ -87,7 +98,7 @@ def _mri_order(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     if not mris:
         return None
     removals = remove_drafts(mris)
-    creates = draft_radiographs(facts, ctx)
+    creates = draft_radiographs(facts, ctx, together(m.side for m in mris))
     suggestions = []
     if removals:
         suggestions.append(Suggestion(label="Replace the MRI with pelvis and hip radiographs",
@@ -118,8 +129,17 @@ RULE = Rule(
     "record. Order hooks: a draft hip MRI with no pelvis/hip radiograph on record or drafted "
     "alongside.",
     then="Says pelvis and hip radiographs come first and MRI only if they are negative or "
-    "equivocal; suggests drafting the radiographs, or replacing the MRI with them.",
+    "equivocal; suggests drafting the radiographs (the hip's on the side the hip pain or the "
+    "drafted MRI names), or replacing the MRI with them.",
     evaluate=evaluate,
-    concepts=("radiograph-pelvis-hip", "mri-hip", "mri-lower-extremity-joint-cpt", "hip-pain"),
+    concepts=(
+        "radiograph-pelvis-hip",
+        "mri-hip",
+        "mri-lower-extremity-joint-cpt",
+        "hip-pain",
+        "side-left",
+        "side-right",
+        "side-both",
+    ),
     sources=("source-guidance", "acr-chronic-hip-pain"),
 )
