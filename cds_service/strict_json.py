@@ -70,21 +70,25 @@ def _named_duplicate(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-# A parsed value costs Python far more memory than its text: an empty object is 2 bytes of text
-# and a 64-byte dict. Byte caps alone let a text of tiny values (``[{},{},...]``) become ~30
-# times its size in objects, so a text is charged the larger of its size and this many bytes
-# for each of its commas and opening brackets, which every value but the first brings (a value
-# after a comma that is itself a container brings two). Ordinary FHIR JSON has one per 19.5 to
-# 21 bytes (the benchmark charts, compact and indented), so it is charged its size.
-VALUE_BYTES = 16
+# A parsed value costs Python far more memory than its text: ``{}`` is 2 bytes of text and a
+# 64-byte dict, ``{"a":0}`` 7 bytes and a 184-byte one. Byte caps alone let a text of tiny
+# values become 10 to 30 times its size in objects, so a text is charged the larger of its size
+# and these many bytes for each comma, opening bracket and (on top) opening brace, which every
+# value but the first brings. FHIR JSON as the templates fetch it (compact Observations without
+# displays, labs, the benchmark charts) has a brace per 47 to 59 bytes and a comma per 27 to 37,
+# so it is charged at most 0.7 of its size: its size. The costliest texts still parse to about
+# 8 times their charge (a one-member object per 8 bytes).
+TOKEN_BYTES = 8  # each comma, opening bracket and opening brace
+BRACE_BYTES = 8  # each opening brace again: an object costs Python more than anything else
+MOST_PER_BYTE = TOKEN_BYTES + BRACE_BYTES  # a text of braces alone
 
 
 def cost(text: bytes) -> int:
-    """What ``text`` is charged against a byte cap: its size, or :data:`VALUE_BYTES` for each
-    comma and opening bracket, whichever is more (counted without parsing; commas inside
-    strings count too, against the text)."""
-    tokens = len(text) - len(text.translate(None, b",{["))  # one pass: 3 ms for 5 MB
-    return max(len(text), VALUE_BYTES * tokens)
+    """What ``text`` is charged against a byte cap: its size, or the tokens' charge, whichever
+    is more (counted without parsing, in two passes: about 5 ms for 5 MB; inside strings the
+    characters count too, against the text)."""
+    tokens = len(text) - len(text.translate(None, b",{["))
+    return max(len(text), TOKEN_BYTES * tokens + BRACE_BYTES * text.count(b"{"))
 
 
 # Everything :func:`loads` raises (all are ``ValueError``).

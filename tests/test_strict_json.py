@@ -160,13 +160,33 @@ def test_max_depth_is_where_the_reader_stops():
         loads(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
 
 
-def test_a_text_costs_its_size_or_16_bytes_a_value_whichever_is_more():
-    from cds_service.strict_json import VALUE_BYTES, cost
+def _blood_pressure(n: int) -> dict:
+    """A vital sign as FHIR servers write them: compact, codes without displays."""
+    def component(code: str) -> dict:
+        return {"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "valueQuantity": {"value": 120, "unit": "mmHg",
+                                  "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}
+    return {"resourceType": "Observation", "id": f"bp-{n}", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                      "observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-01-01",
+            "component": [component("8480-6"), component("8462-4")]}
 
-    assert VALUE_BYTES == 16
+
+def test_fhir_json_is_charged_its_size_and_tiny_values_their_tokens():
+    """A security review found 32 MiB of empty objects cost a worker about 1 GB; a review of
+    the fix found compact vital signs (a comma per 15 bytes) charged more than their size, and
+    refused near the cap. Objects are charged most: they cost Python most."""
     from cds_service.devtools.scenarios import load_patient
+    from cds_service.strict_json import BRACE_BYTES, MOST_PER_BYTE, TOKEN_BYTES, cost
 
+    assert (TOKEN_BYTES, BRACE_BYTES, MOST_PER_BYTE) == (8, 8, 16)
     chart = json.dumps(load_patient("cohort-back-pain-no-rehab"), separators=(",", ":")).encode()
-    assert cost(chart) == len(chart)  # ordinary FHIR JSON: its size
+    vitals = json.dumps({"resourceType": "Bundle", "entry": [
+        {"resource": _blood_pressure(n)} for n in range(200)]}, separators=(",", ":")).encode()
+    for fhir in (chart, vitals):
+        assert cost(fhir) == len(fhir)  # FHIR JSON: its size
     empties = b"[" + b"{}," * 999 + b"{}]"  # 3,001 bytes: 1,000 objects, 999 commas, 1 list
-    assert cost(empties) == 16 * 2000
+    assert cost(empties) == 8 * (1000 + 999 + 1) + 8 * 1000
+    assert cost(b"{" * 100) == 16 * 100  # the most a byte is charged

@@ -20,8 +20,8 @@ from cds_service.api.large_bodies import wait_if_large
 from cds_service.api.pruning_reader import PRUNE_ABOVE_BYTES, loads_pruned
 from cds_service.strict_json import (
     MAX_DEPTH,
+    MOST_PER_BYTE,
     REFUSALS,
-    VALUE_BYTES,
     DuplicateKey,
     TooDeep,
     cost,
@@ -114,15 +114,13 @@ def _read(
         ) from None
     if len(raw) > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
-    # At most two bytes in three are commas or opening brackets (",{}"), so a body can cost more
-    # than the cap (strict_json.cost) only past 3/32 of it; smaller ones, the hot path, are not
-    # counted.
-    if len(raw) * 2 * VALUE_BYTES > 3 * max_bytes and cost(raw) > max_bytes:
+    # A byte is charged at most MOST_PER_BYTE (strict_json.cost), so a body can cost more than
+    # the cap only past that fraction of it; smaller ones, the hot path, are not counted.
+    if len(raw) * MOST_PER_BYTE > max_bytes and cost(raw) > max_bytes:
         raise ApiError(
             413,
-            f"The request body holds too many JSON values for its size cap: each comma and "
-            f"opening bracket counts {VALUE_BYTES} bytes against the {max_bytes}-byte cap, "
-            f"so at most {max_bytes // VALUE_BYTES} of them.",
+            f"The request body holds too many JSON values for its {max_bytes}-byte size cap: "
+            f"each comma, bracket and brace is charged against it as well as its bytes.",
             code="too-costly",
         )
     wait_if_large(len(raw))

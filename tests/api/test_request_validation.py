@@ -163,17 +163,17 @@ def test_pathologically_deep_nesting_is_not_a_500(client):
 
 def test_a_body_of_tiny_values_is_413_before_it_is_parsed(settings, make_request):
     """A security review: 32 MiB of empty objects (3 bytes of text each, 64 of Python) cost a
-    worker about 1 GB. A body may hold one value per 16 bytes of the cap."""
+    worker about 1 GB. Each comma, bracket and brace is charged against the cap too."""
     from dataclasses import replace
 
     from cds_service import create_app
 
     small = create_app(replace(settings, max_body_bytes=1024 * 1024)).test_client()
     body = make_request()
-    body["extension"] = {"x": [{}] * 40_000}  # 160 kB, within the cap: 80,000 tokens
+    body["extension"] = {"x": [{}] * 50_000}  # 200 kB: charged 24 bytes an object, 1.2 MB
     response = small.post(PV, json=body)
-    assert "at most 65536" in outcome(response, 413)
-    body["extension"] = {"x": [{}] * 30_000}
+    assert "too many JSON values" in outcome(response, 413)
+    body["extension"] = {"x": [{}] * 40_000}  # charged 960 kB
     assert small.post(PV, json=body).status_code == 200
 
 
