@@ -208,15 +208,18 @@ def _dose_form(knowledge: Knowledge, drug: DrugDescription) -> tuple[str | None,
     intra-articular) makes it local, and an oral, intravenous or intramuscular word systemic.
     Only when they say nothing, the dosage instructions, which may mention other things either
     way ("keep using the diclofenac gel", "continue oral naproxen"): a local word there makes it
-    local, as it always did, else a systemic word systemic. An injection word alone is systemic
-    last of all, since a joint injection is one too and its route or instructions say so.
+    local, as it always did, else a systemic word systemic; a spinal injection word counts only
+    in the name, form and routes ("epidural injection if no better" may follow an oral course).
+    An injection word alone is systemic last of all, since a joint injection is one too and its
+    route or instructions say so.
     """
     stated = drug.names + drug.form_words
-    for texts_ in (stated, drug.instructions):
-        for concept in ("dose-form-not-systemic", "dose-form-systemic"):
+    local = ("dose-form-not-systemic", "dose-form-spinal-injection")
+    for texts_, local_concepts in ((stated, local), (drug.instructions, local[:1])):
+        for concept in (*local_concepts, "dose-form-systemic"):
             word = _first_term(knowledge, concept, texts_)
             if word:
-                return (word, None) if concept == "dose-form-not-systemic" else (None, word)
+                return (None, word) if concept == "dose-form-systemic" else (word, None)
     injection = _first_term(knowledge, "injection-form", stated + drug.instructions)
     return None, injection
 

@@ -243,3 +243,12 @@ def test_a_steroid_the_patient_already_takes_is_not_recommended_for_removal(run)
     assert not any(s.isRecommended for s in card.suggestions)
     card = run([draft("pred", "predniSONE 20 mg oral tablet")])
     assert [s.isRecommended for s in card.suggestions] == [True]
+
+
+def test_a_spinal_injection_named_in_the_instructions_does_not_make_an_oral_course_local(run):
+    """A review of the epidural fix: "predniSONE" with instructions "40 mg by mouth daily for 5
+    days; epidural injection if no better" drew no card, the epidural word winning."""
+    order = draft("pred", "predniSONE")
+    order["dosageInstruction"] = [
+        {"text": "40 mg by mouth daily for 5 days; epidural injection if no better"}]
+    assert run([order]) is not None

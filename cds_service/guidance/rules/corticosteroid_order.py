@@ -108,6 +108,7 @@ RULE = Rule(
         "dose-form-systemic",
         "injection-form",
         "dose-form-not-systemic",
+        "dose-form-spinal-injection",
         "administration-route",
         "override-corticosteroid-order",
     ),
