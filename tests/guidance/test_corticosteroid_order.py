@@ -239,7 +239,7 @@ def test_a_steroid_the_patient_already_takes_is_not_recommended_for_removal(run)
     card = run([draft("pred", "predniSONE 20 mg oral tablet")], resources=[*COHORT, taken])
     assert "Active corticosteroid prescription: predniSONE 20 mg oral tablet, authored " \
         "2026-01-10" in card.detail
-    assert "may renew" in card.detail
+    assert "may renew or replace" in card.detail
     assert not any(s.isRecommended for s in card.suggestions)
     card = run([draft("pred", "predniSONE 20 mg oral tablet")])
     assert [s.isRecommended for s in card.suggestions] == [True]
@@ -252,3 +252,14 @@ def test_a_spinal_injection_named_in_the_instructions_does_not_make_an_oral_cour
     order["dosageInstruction"] = [
         {"text": "40 mg by mouth daily for 5 days; epidural injection if no better"}]
     assert run([order]) is not None
+
+
+def test_another_systemic_corticosteroid_on_record_also_holds_back_the_removal(run):
+    """Switching corticosteroids is common: a review asked that the different-drug case be
+    pinned, as only the same drug was tested."""
+    taken = medication_request("p1", "hc", text="hydrocortisone 10 mg oral tablet",
+                               status="active")
+    card = run([draft("dex", "dexamethasone 4 mg oral tablet")], resources=[*COHORT, taken])
+    assert "Active corticosteroid prescription: hydrocortisone 10 mg oral tablet" in card.detail
+    assert "may renew or replace" in card.detail
+    assert not any(s.isRecommended for s in card.suggestions)

@@ -41,8 +41,9 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     if not orders:
         return None
     names = ", ".join(o.name for o in orders)
-    # A systemic corticosteroid already prescribed: the draft may renew a course started for
-    # another reason, which nobody should end with one click from a back-pain card.
+    # A systemic corticosteroid already prescribed, the same drug or another (a switch between
+    # corticosteroids is common): the draft may renew or replace a course started for another
+    # reason, which nobody should end with one click from a back-pain card.
     taking = [m for m in facts.active_medications if m.systemic_corticosteroid]
     evidence = cohort_evidence(facts) + [
         f"Draft order: {o.name} (recognised by {o.systemic_corticosteroid})" for o in orders
@@ -56,7 +57,7 @@ def evaluate(facts: ClinicalFacts, ctx: RuleContext) -> Card | None:
     if taking:
         paragraphs.append(
             "**A systemic corticosteroid is already prescribed** (above): this draft may renew "
-            "that course, so review it before removing anything."
+            "or replace that course, so review it before removing anything."
         )
     paragraphs.append(
         "Not flagged: fludrocortisone; topical, inhaled, nasal, eye, intra-articular and "
