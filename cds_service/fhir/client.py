@@ -20,13 +20,8 @@ Safety properties (the base URL itself must already have passed
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
 import logging
-import os
 import re
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -37,16 +32,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urljoin
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import DecodeError, HTTPError, MaxRetryError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from cds_service import strict_json
 from cds_service.fhir.server_policy import is_under_base
-from cds_service.streamed_body import pieces
+from cds_service.outbound_http import WatchedAdapter, deadline, pieces
 
 __all__ = ["FetchError", "FetchLimits", "FetchResult", "FhirClient"]
 
@@ -155,136 +147,6 @@ class _Call:
     keep: Callable[[dict[str, Any]], bool] | None = None
 
 
-# The deadline of the hook call whose request this thread is sending (a monotonic instant), for
-# the connections below; set around each GET by FhirClient._get_json.
-_SENDING = threading.local()
-
-
-def _cut(connection: HTTPConnection) -> None:
-    """Shut the connection's socket, so that a read blocked on it returns at once.
-
-    The plain socket's shutdown, also under TLS: ``SSLSocket.shutdown`` drops the TLS layer
-    first, and anything sent on it in that moment would go out in clear text.
-    """
-    sock = connection.sock
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _Watchdog:
-    """One thread per process that shuts the sockets of responses still awaited at their
-    deadline. A thread per request would cost more than the request: starting one waits for it
-    to run, which under load means waiting for the interpreter lock (measured: +5 ms on a FHIR
-    fallback call of 7 queries).
-
-    Entries are ``[deadline, sequence, connection, active]``; an answered request marks its
-    entry inactive and the thread drops it when it comes up. The thread is woken only when a new
-    deadline is earlier than the one it waits for (rare: a hook call's requests share one).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[list[Any]] = []
-        self._sequence = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, deadline: float, connection: HTTPConnection) -> list[Any]:
-        entry = [deadline, next(self._sequence), connection, True]
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="fhir-deadline-watchdog", daemon=True
-                )
-                self._thread.start()
-            earliest = self._heap[0][0] if self._heap else None
-            heapq.heappush(self._heap, entry)
-            if earliest is None or deadline < earliest:
-                self._cond.notify()
-        return entry
-
-    def unwatch(self, entry: list[Any]) -> None:
-        """Under the lock: once this returns, no cut can land on the connection, which may go
-        back to the pool and serve another request."""
-        with self._cond:
-            entry[3] = False
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and not self._heap[0][3]:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                wait = self._heap[0][0] - monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                entry = heapq.heappop(self._heap)
-                if entry[3]:
-                    _cut(entry[2])
-
-    def _after_fork(self) -> None:
-        # A forked child (a gunicorn worker) has no watchdog thread yet: it starts its own.
-        self._cond = threading.Condition()
-        self._heap = []
-        self._thread = None
-
-
-_WATCHDOG = _Watchdog()
-os.register_at_fork(after_in_child=_WATCHDOG._after_fork)
-
-
-class _DeadlineWatch:
-    """Mixed into urllib3's connections: the wait for a response's status line and headers ends
-    at the hook call's deadline.
-
-    The socket timeout applies to each read, so a server that sends a header line every half
-    second would hold the fetching thread for ever, long after the hook call answered 412, and
-    enough such calls would leave no thread for healthy EHRs. :data:`_WATCHDOG` shuts the
-    socket at the deadline; the body has its own elapsed-time check
-    (:meth:`FhirClient._read_body`).
-    """
-
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        deadline = getattr(_SENDING, "deadline", None)
-        if deadline is None:
-            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
-        entry = _WATCHDOG.watch(deadline, self)  # type: ignore[arg-type]
-        try:
-            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
-        finally:
-            _WATCHDOG.unwatch(entry)
-
-
-class _WatchedHTTPConnection(_DeadlineWatch, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_DeadlineWatch, HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """An adapter whose connections honour the hook call's deadline (:class:`_DeadlineWatch`)."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedHTTPPool,
-            "https": _WatchedHTTPSPool,
-        }
-
-
 def _new_session(max_workers: int) -> requests.Session:
     """A session meant to be shared by all hook calls and threads.
 
@@ -306,7 +168,7 @@ def _new_session(max_workers: int) -> requests.Session:
         raise_on_redirect=False,
         respect_retry_after_header=False,
     )
-    adapter = _WatchedAdapter(
+    adapter = WatchedAdapter(
         pool_connections=16, pool_maxsize=max(max_workers, 1), max_retries=retry
     )
     session.mount("https://", adapter)
@@ -522,23 +384,21 @@ class FhirClient:
                 raise FetchError(key, "deadline")
             timeout = min(self._limits.timeout_s, remaining)
             started = monotonic()
-            _SENDING.deadline = call.deadline
             try:
-                response = self._session.get(
-                    url,
-                    headers={"Accept": FHIR_JSON},
-                    auth=call.auth,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    stream=True,
-                )
+                with deadline(call.deadline):
+                    response = self._session.get(
+                        url,
+                        headers={"Accept": FHIR_JSON},
+                        auth=call.auth,
+                        timeout=timeout,
+                        allow_redirects=False,
+                        stream=True,
+                    )
             except requests.Timeout:
                 raise _logged(FetchError(key, _late(call, "timeout")), started) from None
             except requests.RequestException as exc:
                 reason = "timeout" if _is_read_timeout(exc) else "connection"
                 raise _logged(FetchError(key, _late(call, reason)), started) from None
-            finally:
-                _SENDING.deadline = None
             with response:
                 if monotonic() >= call.deadline:
                     # Too late to be used; and the watchdog may have cut its headers short at
@@ -582,7 +442,7 @@ class FhirClient:
         """Stream the body, stopping past the size cap (this response's, or all of the fetch
         call's together) or the per-call time budget.
 
-        The elapsed-time check runs after every socket read (``streamed_body``), so a server
+        The elapsed-time check runs after every socket read (``outbound_http.pieces``), so a server
         dripping a byte at a time cannot hold a worker beyond ``timeout_s``. A read that starts
         just before the budget ends can still take one more socket timeout; the caller's
         deadline is unaffected.

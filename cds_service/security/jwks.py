@@ -21,7 +21,7 @@ import requests
 from urllib3.exceptions import HTTPError
 
 from cds_service import strict_json
-from cds_service.streamed_body import pieces
+from cds_service.outbound_http import WatchedAdapter, deadline, pieces
 
 from .errors import AuthError
 
@@ -122,6 +122,15 @@ class _FetchError(Exception):
     pass
 
 
+def key_set_session() -> requests.Session:
+    """The session key sets are fetched with: its connections stop waiting for headers at the
+    fetch's deadline (outbound_http), so a key server dripping them cannot hold a request."""
+    session = requests.Session()
+    session.mount("https://", WatchedAdapter())
+    session.mount("http://", WatchedAdapter())
+    return session
+
+
 class JwksFetcher:
     """Fetches and caches remote key sets, one cache entry per URL.
 
@@ -198,13 +207,16 @@ class JwksFetcher:
     def _fetch(self, url: str) -> KeyIndex:
         started = time.monotonic()
         try:
-            resp = self._session.get(
-                url,
-                timeout=self._timeout_s,
-                allow_redirects=False,
-                stream=True,
-                headers={"Accept": "application/jwk-set+json, application/json"},
-            )
+            # The timeout bounds the whole fetch: headers through the session's watched
+            # connections (outbound_http), the body below.
+            with deadline(started + self._timeout_s):
+                resp = self._session.get(
+                    url,
+                    timeout=self._timeout_s,
+                    allow_redirects=False,
+                    stream=True,
+                    headers={"Accept": "application/jwk-set+json, application/json"},
+                )
         except requests.RequestException as exc:
             raise _FetchError(type(exc).__name__) from None
         try:

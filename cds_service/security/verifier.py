@@ -44,7 +44,15 @@ from cds_service import strict_json
 
 from .errors import AuthError, AuthUnavailable
 from .issuers import TrustedIssuer
-from .jwks import ALG_KEY_TYPES, JwksFetcher, KeyIndex, index_jwks, merge_indexes, verification_key
+from .jwks import (
+    ALG_KEY_TYPES,
+    JwksFetcher,
+    KeyIndex,
+    index_jwks,
+    key_set_session,
+    merge_indexes,
+    verification_key,
+)
 from .replay import ReplayCache
 
 MAX_TOKEN_CHARS = 16 * 1024
@@ -144,7 +152,7 @@ class JwtVerifier:
                 parts.append(_load_jwks_file(issuer.jwks_file))
             self._issuers[issuer.iss] = _IssuerKeys(issuer, merge_indexes(*parts))
         self._fetcher = JwksFetcher(
-            session if session is not None else requests.Session(),
+            session if session is not None else key_set_session(),
             timeout_s=fetch_timeout_s,
             ttl_s=jwks_cache_ttl_s,
             min_refresh_interval_s=jwks_min_refresh_interval_s,

@@ -712,7 +712,7 @@ def test_a_late_cut_never_lands_on_the_next_request_of_the_same_connection(monke
     held up (here 0.3 s) before the shutdown, while A's headers complete and its connection
     goes back to the pool. B reuses the connection: the cut must not hit B (it once did: B got
     'connection', and over TLS a request could have gone out in clear text)."""
-    from cds_service.fhir import client as client_module
+    from cds_service import outbound_http
 
     for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
@@ -741,13 +741,13 @@ def test_a_late_cut_never_lands_on_the_next_request_of_the_same_connection(monke
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    cut = client_module._cut
+    cut = outbound_http._cut
 
     def late_cut(connection) -> None:  # noqa: ANN001
         time.sleep(0.3)  # the watchdog thread descheduled between its check and the shutdown
         cut(connection)
 
-    monkeypatch.setattr(client_module, "_cut", late_cut)
+    monkeypatch.setattr(outbound_http, "_cut", late_cut)
     try:
         with FhirClient(limits=limits_(timeout_s=1.5, deadline_s=0.5), max_workers=1) as c:
             c.fetch(base, {"A": "A?patient=p1"}, token=None)

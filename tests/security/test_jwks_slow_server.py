@@ -3,26 +3,31 @@ the fetch timeout.
 
 Found by a security review: the fetch timeout bounded each socket read, not the body, so a
 server sending one byte every 0.3 s held the refreshing request for minutes; and every other
-request of that issuer, its key already cached, waited on the same lock.
+request of that issuer, its key already cached, waited on the same lock. A review of the fix
+found the same for headers sent a byte at a time, and a body that stalls raising past the fetch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from typing import Any
 
+import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
+from cds_service.outbound_http import WatchedAdapter
 from cds_service.security import (
     JwtVerifier,
     MemoryReplayCache,
     TrustedIssuer,
     sign_development_token,
 )
+from cds_service.security.errors import AuthError
+from cds_service.security.jwks import JwksFetcher
 from tests.security.conftest import FakeClock, make_keypair
 
 ISS = "https://ehr.example.org"
@@ -76,8 +81,9 @@ class DripServer:
         self.sock.close()
 
 
-class ToLocal(HTTPAdapter):
-    """Sends the key server's https URL to the local plain-http server (test plumbing)."""
+class ToLocal(WatchedAdapter):
+    """Sends the key server's https URL to the local plain-http server (test plumbing), through
+    watched connections as the service's own key-set session has (jwks.key_set_session)."""
 
     def __init__(self, port: int) -> None:
         super().__init__()
@@ -131,3 +137,69 @@ def test_a_dripping_key_server_holds_up_neither_the_refresh_nor_the_others():
         assert not refresh.is_alive() and "claims" in refreshed, refreshed
     finally:
         server.close()
+
+
+def one_shot_server(answer) -> socket.socket:  # noqa: ANN001 - a function of the connection
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        conn.recv(65536)
+        with contextlib.suppress(OSError):
+            answer(conn)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
+
+
+def fetcher(sock: socket.socket, timeout_s: float) -> JwksFetcher:
+    session = requests.Session()
+    session.mount("https://", ToLocal(sock.getsockname()[1]))
+    return JwksFetcher(session, timeout_s=timeout_s, ttl_s=3600, min_refresh_interval_s=0)
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_at_the_fetch_timeout():
+    keys = make_keypair("ES384")
+    body = json.dumps(keys.jwks()).encode()
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n" + b"X-Pad: a\r\n" * 40 + b"\r\n")
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        for byte in head:
+            if stop.is_set():
+                return
+            conn.sendall(bytes([byte]))
+            time.sleep(0.05)
+        conn.sendall(body)
+
+    sock = one_shot_server(drip)
+    started = time.monotonic()
+    try:
+        with pytest.raises(AuthError):
+            fetcher(sock, timeout_s=1.0).lookup(f"{KEYS}/jwks", keys.kid)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        sock.close()
+    assert elapsed < 2.5, f"the fetch held the request {elapsed:.1f} s with a 1 s timeout"
+
+
+def test_a_body_that_stalls_is_a_failed_fetch_not_an_exception():
+    keys = make_keypair("ES384")
+    body = json.dumps(keys.jwks()).encode()
+
+    def stall(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body[:5])
+        time.sleep(2)
+
+    sock = one_shot_server(stall)
+    try:
+        with pytest.raises(AuthError):  # the key set cannot be had: not a raw TimeoutError
+            fetcher(sock, timeout_s=0.5).lookup(f"{KEYS}/jwks", keys.kid)
+    finally:
+        sock.close()
