@@ -258,3 +258,11 @@ def test_terms_match_whole_words_unless_the_concept_says_anywhere(tmp_path):
     path.write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(ValueError, match="terms_match must be whole-words or anywhere"):
         Knowledge(data)
+
+
+def test_the_hypermobility_specific_diagnoses_are_hypermobility_diagnoses() -> None:
+    """Three codes written twice (review): the narrower concept must stay inside the wider."""
+    knowledge = load_knowledge()
+    specific = {(e.system, e.code) for e in knowledge.codes("hypermobility-specific-diagnosis")}
+    assert specific and specific <= {
+        (e.system, e.code) for e in knowledge.codes("hypermobility-diagnosis")}

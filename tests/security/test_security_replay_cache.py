@@ -177,3 +177,19 @@ def test_replay_detected_with_memory_cache(es384, make_verifier, sign, assert_re
     token = sign(es384)
     assert verifier.verify(f"Bearer {token}", AUD)
     assert_rejected(verifier, f"Bearer {token}", "replay")
+
+
+def test_giving_a_jti_back_tries_the_database_once(tmp_path, monkeypatch):
+    """It runs as a 503 is answered, most likely because the database just failed: a second
+    try would only add its wait to an answer already late (review)."""
+    cache = SqliteReplayCache(str(tmp_path / "replay.sqlite3"))
+    seen = []
+    real = cache.database.run
+
+    def run(work, **kwargs):
+        seen.append(kwargs["retry"].attempts)
+        return real(work, **kwargs)
+
+    monkeypatch.setattr(cache.database, "run", run)
+    cache.forget(ISS, "a")
+    assert seen == [1]
