@@ -83,6 +83,10 @@ BRACE_BYTES = 8  # each opening brace again: an object costs Python more than an
 MOST_PER_BYTE = TOKEN_BYTES + BRACE_BYTES  # a text of braces alone
 
 
+class TooCostly(ValueError):
+    """The text would cost more than its cap once parsed (:func:`cost`)."""
+
+
 def cost(text: bytes) -> int:
     """What ``text`` is charged against a byte cap: its size, or the tokens' charge, whichever
     is more (counted without parsing, in two passes: about 5 ms for 5 MB; inside strings the

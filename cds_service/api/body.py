@@ -23,6 +23,7 @@ from cds_service.strict_json import (
     MOST_PER_BYTE,
     REFUSALS,
     DuplicateKey,
+    TooCostly,
     TooDeep,
     cost,
     loads,
@@ -58,7 +59,19 @@ def read_json_object(request: Request, *, max_bytes: int, max_depth: int) -> dic
     The nesting limit is checked on the whole body (the JSON reader itself refuses more than
     :data:`~cds_service.strict_json.MAX_DEPTH` levels anywhere).
     """
-    return _read(request, max_bytes, max_depth, frozenset(), lambda raw: (loads(raw), 0))[0]
+    def parse(raw: bytes) -> tuple[Any, int]:
+        _within_cost(raw, max_bytes)
+        return loads(raw), 0
+
+    return _read(request, max_bytes, max_depth, frozenset(), parse)[0]
+
+
+def _within_cost(raw: bytes, max_bytes: int) -> None:
+    """Refuse a text that would cost more than the cap once parsed (strict_json.cost). A byte
+    is charged at most MOST_PER_BYTE, so only a text past that fraction of the cap is counted:
+    the hot path, small bodies, is not."""
+    if len(raw) * MOST_PER_BYTE > max_bytes and cost(raw) > max_bytes:
+        raise TooCostly("over the cap")
 
 
 def read_hook_body(
@@ -73,7 +86,8 @@ def read_hook_body(
 
     def parse(raw: bytes) -> tuple[Any, int]:
         if len(raw) > PRUNE_ABOVE_BYTES:
-            return loads_pruned(raw, keep_entry)
+            return loads_pruned(raw, keep_entry, max_cost=max_bytes)
+        _within_cost(raw, max_bytes)
         return loads(raw), 0
 
     return _read(request, max_bytes, max_depth, frozenset({"prefetch"}), parse)
@@ -114,18 +128,16 @@ def _read(
         ) from None
     if len(raw) > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
-    # A byte is charged at most MOST_PER_BYTE (strict_json.cost), so a body can cost more than
-    # the cap only past that fraction of it; smaller ones, the hot path, are not counted.
-    if len(raw) * MOST_PER_BYTE > max_bytes and cost(raw) > max_bytes:
+    wait_if_large(len(raw))
+    try:
+        body, dropped = parse(raw)
+    except TooCostly:
         raise ApiError(
             413,
             f"The request body holds too many JSON values for its {max_bytes}-byte size cap: "
             f"each comma, bracket and brace is charged against it as well as its bytes.",
             code="too-costly",
-        )
-    wait_if_large(len(raw))
-    try:
-        body, dropped = parse(raw)
+        ) from None
     except DuplicateKey as dup:
         raise ApiError(400, f"The JSON body repeats the key {str(dup)[:64]!r}.") from None
     except TooDeep:  # the reader's own limit, far beyond ours, reached anywhere in the body

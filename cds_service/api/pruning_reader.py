@@ -36,6 +36,8 @@ import msgspec
 from cds_service.api.large_bodies import LARGE_BODY_BYTES
 from cds_service.strict_json import (
     REFUSALS,
+    TooCostly,
+    cost,
     loads,
     loads_counted,
     string_tokens_x2,
@@ -47,6 +49,10 @@ from cds_service.strict_json import (
 # tree fits in cache), and finding the spans costs more than it saves.
 PRUNE_ABOVE_BYTES = LARGE_BODY_BYTES
 CHUNK = 64  # entries parsed at once: a few hundred kB of objects, reused chunk after chunk
+# A chunk of entries up to this size is parsed without counting its cost (strict_json.cost):
+# it is freed before the next, and at most 16 bytes a byte of it cannot hold a worker's memory.
+# Entries of an ordinary chart are far smaller (a chunk of 64 is about 32 kB).
+UNCOUNTED_CHUNK_BYTES = 256 * 1024
 
 _Span = msgspec.Raw
 _Absent = msgspec.UnsetType
@@ -85,17 +91,28 @@ class _Irregular(Exception):
     """The body is not shaped as expected: read it the plain way."""
 
 
-def loads_pruned(raw: bytes, keep: Callable[[Any], bool]) -> tuple[Any, int]:
+def loads_pruned(
+    raw: bytes, keep: Callable[[Any], bool], max_cost: int | None = None
+) -> tuple[Any, int]:
     """The JSON value of ``raw`` as :func:`loads` gives it, and how many entries were dropped.
 
     Items of ``prefetch.<key>.entry`` arrays (where the prefetch value is a Bundle) for which
     ``keep(item)`` is false are left out of the value. Raises what :func:`loads` raises, and
     lets through what ``keep`` raises (a bug there is not a bad body). The members of the body
     may come in another order.
+
+    With ``max_cost``, raises :class:`~cds_service.strict_json.TooCostly` when what is kept
+    (every part but the dropped entries), or a chunk of entries over
+    :data:`UNCOUNTED_CHUNK_BYTES`, costs more (strict_json.cost): only those are counted, not
+    the whole text, whose entries are mostly dropped.
     """
     try:
-        return _Reader(keep).body(without_bom(raw))
+        return _Reader(keep, max_cost).body(without_bom(raw))
+    except TooCostly:
+        raise
     except (_Irregular, *_READ_THE_PLAIN_WAY):
+        if max_cost is not None and cost(raw) > max_cost:
+            raise TooCostly("over the cap") from None
         return loads(raw), 0
 
 
@@ -116,10 +133,22 @@ def _members(raw: bytes) -> list[tuple[str, Any]]:
 
 
 class _Reader:
-    def __init__(self, keep: Callable[[Any], bool]) -> None:
+    def __init__(self, keep: Callable[[Any], bool], max_cost: int | None = None) -> None:
         self.keep = keep
         self.tokens = 0  # twice the string tokens accounted for so far
         self.dropped = 0
+        self.max_cost = max_cost
+        self.spent = 0  # the cost of what is kept so far
+
+    def _charge(self, text: bytes, *, kept: bool = True) -> None:
+        if self.max_cost is None:
+            return
+        charge = cost(text)
+        if kept:
+            self.spent += charge
+            charge = self.spent
+        if charge > self.max_cost:
+            raise TooCostly("over the cap")
 
     def body(self, raw: bytes) -> tuple[Any, int]:
         body: dict[str, Any] = {}
@@ -132,7 +161,9 @@ class _Reader:
 
     def _leaf(self, span: _Span, depth: int) -> Any:
         """Parse a span strictly, nested as deep as it sits in the body (``depth`` levels)."""
-        value, tokens = loads_counted(b"[" * depth + bytes(span) + b"]" * depth)
+        text = bytes(span)
+        self._charge(text)
+        value, tokens = loads_counted(b"[" * depth + text + b"]" * depth)
         self.tokens += tokens
         for _ in range(depth):
             value = value[0]
@@ -167,11 +198,18 @@ class _Reader:
         for start in range(0, len(items), CHUNK):
             # The chunk's array stands for the entry array (level 4 of the body), inside three
             # more for the body, prefetch and the Bundle: its items sit as deep as in the body.
-            chunk = b"[[[[" + b",".join(items[start : start + CHUNK]) + b"]]]]"
+            spans = items[start : start + CHUNK]
+            chunk = b"[[[[" + b",".join(spans) + b"]]]]"
+            if len(chunk) > UNCOUNTED_CHUNK_BYTES:
+                self._charge(chunk, kept=False)
             value, tokens = loads_counted(chunk)
             self.tokens += tokens
             items_here = value[0][0][0]
-            kept_here = [item for item in items_here if keep(item)]
+            kept_here = []
+            for item, item_span in zip(items_here, spans, strict=True):
+                if keep(item):
+                    self._charge(bytes(item_span))
+                    kept_here.append(item)
             self.dropped += len(items_here) - len(kept_here)
             kept += kept_here
         return kept

@@ -291,8 +291,8 @@ def test_a_long_hook_call_answers_as_a_short_one(client, monkeypatch, log_lines)
     dropped = []
     original = body_module.loads_pruned
     monkeypatch.setattr(body_module, "PRUNE_ABOVE_BYTES", 0)
-    def counted(raw: bytes, keep: Any) -> tuple[Any, int]:
-        result = original(raw, keep)
+    def counted(raw: bytes, keep: Any, **options: Any) -> tuple[Any, int]:
+        result = original(raw, keep, **options)
         dropped.append(result[1])
         return result
 
