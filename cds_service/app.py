@@ -164,10 +164,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     database, verifier = checked_configuration(settings)
     knowledge = load_knowledge()
     app = Flask(__name__)
-    # One byte over the cap: a body without Content-Length (chunked) is read up to this limit
-    # and cut there silently, so only a body that reaches it can be told apart as too large
-    # (the reader answers 413 above max_body_bytes).
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     # JSON answers (discovery, OperationOutcomes) keep their members in the order written.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = Metrics()

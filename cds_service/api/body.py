@@ -111,6 +111,9 @@ def _read(
         )
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, f"The request body exceeds {max_bytes} bytes.", code="too-costly")
+    # A body without Content-Length (chunked) is read up to the request's limit, not the app's:
+    # one byte over this reader's cap, so that a longer one is told apart and refused (413).
+    request.max_content_length = max_bytes + 1
     try:
         raw = request.get_data(cache=False)
     except RequestEntityTooLarge:

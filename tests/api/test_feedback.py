@@ -118,3 +118,37 @@ def test_a_feedback_body_is_small_whatever_the_hook_body_cap(client, app):
     assert app.extensions["cds"].store.feedback_rows() == []
     body["feedback"][0]["overrideReason"]["userComment"] = "A" * 4000
     assert client.post(FB, json=body).status_code == 200
+
+
+def test_a_chunked_feedback_body_is_not_read_past_its_cap(client):
+    """The cap was checked only once the body was read, and a chunked one is read up to the
+    hook calls' 32 MiB: a review read 4 MiB of a feedback POST before its 413."""
+    import io
+
+    from cds_service.api.hooks import FEEDBACK_MAX_BYTES
+
+    class Counted(io.RawIOBase):
+        def __init__(self, raw: bytes) -> None:
+            self.data, self.taken = io.BytesIO(raw), 0
+
+        def readable(self) -> bool:
+            return True
+
+        def tell(self) -> int:
+            return self.data.tell()
+
+        def seek(self, *args: int) -> int:
+            return self.data.seek(*args)
+
+        def readinto(self, buffer) -> int:  # noqa: ANN001
+            piece = self.data.read(len(buffer))
+            buffer[: len(piece)] = piece
+            self.taken += len(piece)
+            return len(piece)
+
+    stream = Counted(b'{"feedback": [], "x": "' + b"a" * (4 * 1024 * 1024) + b'"}')
+    response = client.post(FB, input_stream=stream, content_type="application/json",
+                           headers={"Transfer-Encoding": "chunked"},
+                           environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == 413
+    assert stream.taken <= FEEDBACK_MAX_BYTES + 64 * 1024, stream.taken
