@@ -100,7 +100,7 @@ def test_a_body_over_the_cap_never_waits(app):
     """It is refused (413) without being read, so it must not queue behind a large call."""
     from cds_service.api import large_bodies
 
-    cap = app.config["MAX_CONTENT_LENGTH"]
+    cap = app.extensions["cds"].settings.max_body_bytes + 1
     answers: list = []
     assert large_bodies._one_at_a_time.acquire(timeout=5)  # a large call is in flight
     try:
