@@ -66,7 +66,8 @@ def _hypermobility_diagnoses(conditions: Iterable[ConditionFact]) -> tuple:
     """rules.md "Hypermobility diagnosis". Classical, vascular and other EDS types are none;
     with one of them active on record, an EDS left unspecified (a second, less precise entry
     of the same disorder) is none either: only hypermobility-specific diagnoses still count.
-    Within one Condition, conditions.condition_fact lets the specific type win the same way."""
+    One Condition coded with both (398114001 beside Q79.63) is read the same way: it is itself
+    the active other type."""
     found = _with(conditions, "hypermobility-diagnosis")
     if _with(conditions, "eds-other-type"):
         found = tuple(c for c in found if "hypermobility-specific-diagnosis" in c.concepts)

@@ -153,11 +153,6 @@ def condition_fact(
     concepts: set[str] = set()
     for system, code in codings(condition.code):
         concepts |= knowledge.concepts_of(system, code)
-    if "eds-other-type" in concepts:
-        # rules.md: classical, vascular and other EDS types are no hypermobility diagnosis. A
-        # generic code beside one ("Ehlers-Danlos syndrome" with Q79.63) names the same
-        # condition less precisely: the specific type says which disorder it is.
-        concepts.discard("hypermobility-diagnosis")
     onset = read_onset(condition, birth_date)
     name = name_of(knowledge, condition.code, "unnamed condition")
     return ConditionFact(

@@ -81,3 +81,12 @@ def test_an_inactive_other_eds_type_leaves_a_generic_diagnosis_alone(make_facts)
         "code": "refuted"}]}
     facts = make_facts([*chart(eds((SNOMED, "398114001"))), vascular], strict=True)
     assert [d.id for d in facts.hypermobility_diagnoses] == ["eds"]
+
+
+def test_a_hypermobile_type_beside_another_type_in_one_condition_counts_as_in_two(make_facts):
+    """The one-Condition case was decided in two places, which disagreed: hEDS (Q79.62) with
+    vascular EDS (Q79.63) on one Condition was no diagnosis, on two Conditions one (review).
+    Now one place decides: a hypermobility-specific code counts beside another type."""
+    both = eds((ICD10CM, "Q79.62"), (ICD10CM, "Q79.63"))
+    facts = make_facts(chart(both), strict=True)
+    assert [d.id for d in facts.hypermobility_diagnoses] == ["eds"]
