@@ -108,9 +108,7 @@ def loads_pruned(
     """
     try:
         return _Reader(keep, max_cost).body(without_bom(raw))
-    except TooCostly:
-        raise
-    except (_Irregular, *_READ_THE_PLAIN_WAY):
+    except (_Irregular, *_READ_THE_PLAIN_WAY):  # not TooCostly: that one is answered
         if max_cost is not None and cost(raw) > max_cost:
             raise TooCostly("over the cap") from None
         return loads(raw), 0

@@ -322,3 +322,25 @@ def test_a_500_keeps_the_jti_spent(secured, key, monkeypatch):
     assert secured.post(path, json=body, headers=headers).status_code == 500
     monkeypatch.undo()
     assert secured.post(path, json=body, headers=headers).status_code == 401
+
+
+def test_a_jti_that_cannot_be_given_back_leaves_the_503_as_it_is(secured, key, monkeypatch):
+    """README: if the database cannot take the release either, the answer stays a 503 with
+    Retry-After (and the resend needs a new token)."""
+    state = secured.application.extensions["cds"]
+
+    def broken(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    def cannot_release(claims):  # noqa: ANN001
+        raise OperationalError("DELETE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(state.store, "add_feedback", broken)
+    monkeypatch.setattr(state.verifier, "release", cannot_release)
+    path = PV + "/feedback"
+    headers = auth(token(key, path))
+    body = {"feedback": [{"card": "c", "outcome": "overridden",
+                          "outcomeTimestamp": "2026-11-20T10:00:00Z"}]}
+    first = secured.post(path, json=body, headers=headers)
+    assert first.status_code == 503 and first.headers["Retry-After"]
+    assert first.get_json()["resourceType"] == "OperationOutcome"

@@ -201,6 +201,19 @@ def test_a_long_body_of_tiny_values_is_413_wherever_they_sit(client, make_reques
     assert "too many JSON values" in outcome(client.post(PV, json=body), 413)
 
 
+def test_kept_entries_are_charged_together_however_small_each(client, make_request):
+    """What a long body keeps is charged as a whole: 1,100 kept Conditions, each a few kB of
+    empty objects, stay in chunks under 256 KiB, yet keep 35 MB of charge (a review found the
+    case untested: only one huge entry was)."""
+    condition = {"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+                 "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm",
+                                      "code": "M35.7"}]}, "x": [{}] * 1_300}
+    body = make_request()
+    body["prefetch"]["conditions"] = {"resourceType": "Bundle", "type": "searchset", "entry": [
+        {"resource": {**condition, "id": f"c{n}"}} for n in range(1_100)]}
+    assert "too many JSON values" in outcome(client.post(PV, json=body), 413)
+
+
 def test_body_too_large(client, app, make_request):
     body = make_request()
     body["extension"] = {"x": "a" * (app.extensions["cds"].settings.max_body_bytes + 10)}
