@@ -158,10 +158,15 @@ def prepare_schema(settings: Settings, database: Database) -> None:
         raise SettingsError(cannot_open(database, error)) from None
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None,
+    configuration: tuple[Database, JwtVerifier | None] | None = None,
+) -> Flask:
+    """The service. ``configuration`` is what :func:`checked_configuration` gave for these
+    settings, when the caller (``serve``) already checked them."""
     settings = settings or Settings.from_env()
     keep_url_loggers_quiet()  # no patient id in logs, even through a library's warning
-    database, verifier = checked_configuration(settings)
+    database, verifier = configuration or checked_configuration(settings)
     knowledge = load_knowledge()
     app = Flask(__name__)
     # JSON answers (discovery, OperationOutcomes) keep their members in the order written.

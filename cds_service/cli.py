@@ -60,9 +60,8 @@ def _migrate_in_own_process() -> int:
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
-    from cds_service import create_app
     from cds_service.api import server_refusals
-    from cds_service.app import checked_configuration
+    from cds_service.app import checked_configuration, create_app
     from cds_service.logs import configure_logging
     from cds_service.security.verifier import MAX_TOKEN_CHARS
     from cds_service.settings import Settings, SettingsError
@@ -82,14 +81,14 @@ def _serve(args: argparse.Namespace) -> int:
                     f"http://{host}:{args.port}" for host in ("localhost", "127.0.0.1")
                 )
             )
-        checked_configuration(settings)  # before the database is touched
+        configuration = checked_configuration(settings)  # before the database is touched
         if settings.database_auto_migrate:
             migrated = _migrate_in_own_process()
             if migrated != 0:
                 return migrated
             # Done: the app (and every worker forked from it) only checks the revision now.
             settings = settings.with_overrides(database_auto_migrate=False)
-        app = create_app(settings)
+        app = create_app(settings, configuration)
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
