@@ -70,8 +70,9 @@ RULE = Rule(
     title="Taper opioids for pain in hypermobility",
     hooks=frozenset({PATIENT_VIEW}),
     indicator="warning",
-    when="Patient in cohort, not opioid-exempt, with an active opioid prescription on record "
-    "(not a medication for opioid use disorder).",
+    when="Patient in cohort, not opioid-exempt, with an active opioid prescription on record: a "
+    "MedicationRequest whose intent is an order, not a proposal or plan (not a medication for "
+    "opioid use disorder).",
     then="Warns that opioids should not be used for this patient's musculoskeletal pain and "
     "advises a gradual taper to stop (never abruptly); names each drug and when it was "
     "prescribed; links to the sources, no suggestions.",
