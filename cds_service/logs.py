@@ -83,14 +83,38 @@ class JsonFormatter(logging.Formatter):
 # whatever logging the deployment sets up. The service logs fetch failures itself, by key.
 URL_LOGGERS = ("urllib3", "requests")
 
+_GUNICORN_REFUSAL = "Invalid request from ip="
+
+
+class WithholdRequestText(logging.Filter):
+    """Rewrites gunicorn's "Invalid request from ip=<ip>: <error>" to leave the error out.
+
+    Fails closed: whatever follows the prefix, only the address (up to the first ": ") stays,
+    be it IPv4, IPv6 ("::1: ...") or a Unix socket's path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(_GUNICORN_REFUSAL):
+            address = record.msg[len(_GUNICORN_REFUSAL) :].split(": ", 1)[0]
+            record.msg = (
+                f"{_GUNICORN_REFUSAL}{address}: refused (what it said is not logged: it may "
+                "quote the request)"
+            )
+            record.args = ()
+        return True
+
 
 def keep_url_loggers_quiet() -> None:
-    """Stop the :data:`URL_LOGGERS`' records from propagating to any handler (idempotent)."""
+    """Stop the :data:`URL_LOGGERS`' records from propagating to any handler, and keep the
+    request text out of gunicorn's refusal lines (:class:`WithholdRequestText`), however
+    gunicorn was started (idempotent; ``create_app`` calls it)."""
     for name in URL_LOGGERS:
         logger = logging.getLogger(name)
         logger.propagate = False
         if not logger.handlers:
             logger.addHandler(logging.NullHandler())
+    error_log = logging.getLogger("gunicorn.error")
+    if not any(isinstance(f, WithholdRequestText) for f in error_log.filters):
+        error_log.addFilter(WithholdRequestText())
 
 
 def configure_logging(level: str = "INFO") -> None:

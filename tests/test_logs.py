@@ -27,3 +27,18 @@ def test_text_orjson_refuses_is_still_written_as_one_json_line():
     assert "\n" not in text
     line = json.loads(text)
     assert line["message"] == "odd \ud800 text" and line["resources"] == 2**70
+
+
+def test_the_app_itself_keeps_request_text_out_of_gunicorns_refusal_lines(settings, monkeypatch):
+    """The filter was installed only by `hypermobility-cds serve`: under gunicorn started any
+    other way, a refused header line such as 'Authorization Bearer <token>' was logged whole
+    (review). create_app installs it, as it keeps the URL loggers quiet."""
+    import logging
+
+    from cds_service import create_app
+    from cds_service.logs import WithholdRequestText
+
+    error_log = logging.getLogger("gunicorn.error")
+    monkeypatch.setattr(error_log, "filters", [])
+    create_app(settings)
+    assert [type(f) for f in error_log.filters] == [WithholdRequestText]

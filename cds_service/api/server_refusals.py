@@ -22,7 +22,6 @@ the server's own; this service's URIs carry no patient data, and its access log 
 
 from __future__ import annotations
 
-import logging
 import socket
 from http import HTTPStatus
 
@@ -30,6 +29,7 @@ import orjson
 from gunicorn import util
 
 from cds_service.api.errors import issue_code, operation_outcome
+from cds_service.logs import keep_url_loggers_quiet
 
 MAX_MESSAGE_CHARS = 200  # gunicorn's message may quote the refused request line
 _NAMED = frozenset(HTTPStatus)
@@ -58,30 +58,8 @@ def write_refusal(sock: socket.socket, status_int: int, reason: str, mesg: str) 
     util.write_nonblock(sock, refusal(status_int, reason, mesg))
 
 
-_GUNICORN_REFUSAL = "Invalid request from ip="
-
-
-class WithholdRequestText(logging.Filter):
-    """Rewrites gunicorn's "Invalid request from ip=<ip>: <error>" to leave the error out.
-
-    Fails closed: whatever follows the prefix, only the address (up to the first ": ") stays,
-    be it IPv4, IPv6 ("::1: ...") or a Unix socket's path."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith(_GUNICORN_REFUSAL):
-            address = record.msg[len(_GUNICORN_REFUSAL) :].split(": ", 1)[0]
-            record.msg = (
-                f"{_GUNICORN_REFUSAL}{address}: refused (what it said is not logged: it may "
-                "quote the request)"
-            )
-            record.args = ()
-        return True
-
-
 def install() -> None:
     """Have gunicorn (in this process and the workers it forks) answer refusals in JSON, and
     log them without quoting the request."""
     util.write_error = write_refusal
-    error_log = logging.getLogger("gunicorn.error")
-    if not any(isinstance(f, WithholdRequestText) for f in error_log.filters):
-        error_log.addFilter(WithholdRequestText())
+    keep_url_loggers_quiet()  # the refusal's log line too (logs.WithholdRequestText)
