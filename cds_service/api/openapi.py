@@ -24,8 +24,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from cds_service.api.hooks import FEEDBACK_MAX_BYTES
 from cds_service.api.models import BEARER_TOKEN, FHIR_ID, REFERENCE, USER_ID
 from cds_service.api.services import SERVICES
+from cds_service.settings import Settings
 
 bp = Blueprint("openapi", __name__)
 
@@ -354,8 +356,8 @@ _COMMON_ERRORS = {
     ),
     "401": _outcome("No valid CDS Hooks JWT (when authentication is required)."),
     "413": _outcome(
-        "The body is larger than the configured limit (32 MiB by default; for feedback, "
-        "256 KiB)."
+        f"The body is larger than the configured limit ({Settings.max_body_bytes >> 20} MiB by "
+        f"default; for feedback, {FEEDBACK_MAX_BYTES >> 10} KiB)."
     ),
     "415": _outcome("The body is not JSON."),
     "500": _outcome("The service failed; logged with the hookInstance, details not disclosed."),
